@@ -21,7 +21,7 @@ from llama_index.core.base.llms.types import (
     LLMMetadata,
     MessageRole,
 )
-from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 
@@ -145,6 +145,15 @@ class UnslothLLM(CustomLLM):
     _format: PromptFormat = PrivateAttr()
     _resolved_name: str = PrivateAttr(default="")
     _stop_token_ids: List[int] = PrivateAttr(default_factory=list)
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        from llama_unsloth.loading import BACKENDS
+
+        if value not in BACKENDS:
+            raise ValueError(f"Unknown backend {value!r}: choose one of {', '.join(BACKENDS)}.")
+        return value
 
     def __init__(self, model: Any = None, tokenizer: Any = None, **kwargs: Any) -> None:
         """Loads ``model_name`` or wraps ``model`` and ``tokenizer`` objects (e.g. just trained).

@@ -16,6 +16,7 @@ Template formats are Jinja2 texts (built-ins or users' own ``.j2`` files) render
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -305,6 +306,15 @@ class PromptFormat:
         # The chat template closes the turn itself; training text must not add a second EOS after it.
         return text
 
+    def _after_answer_vars(self) -> List[str]:
+        if self.is_chat:
+            return []
+        start = re.search(r"{{-?\s*" + re.escape(self.answer_var) + r"\b", self.template)
+        if start is None:
+            return []
+        tail = self.template[start.end() :]
+        return [name for name in self.record_fields if re.search(r"{{-?\s*" + re.escape(name) + r"\b", tail)]
+
     def render_prompt(
         self,
         instruction: str,
@@ -325,7 +335,8 @@ class PromptFormat:
             tokenizer: Needed by the ``chat`` format.
             **extra: Other template variables of a user's ``.j2`` file.
         """
-        values: Dict[str, Any] = {name: "" for name in self.record_fields}
+        # Variables written after the answer starts (reasoning's ``output``) never reach the prompt.
+        values: Dict[str, Any] = {name: "" for name in self._after_answer_vars()}
         values.update(extra)
         values[self.query_var] = instruction
         if self.context_var:
@@ -350,9 +361,8 @@ class PromptFormat:
             system: System text overriding the format's default.
             tokenizer: Needed by the ``chat`` format.
         """
-        values = {name: _field(record, name) for name in self.record_fields}
-        values.update({k: v for k, v in record.items() if k not in FIELD_ALIASES.values()})
-        values = {k: ("" if v is None else v) for k, v in values.items()}
+        values = {name: _field(record, name) for name in self.record_fields if _field(record, name) is not None}
+        values.update({k: v for k, v in record.items() if k not in FIELD_ALIASES.values() and v is not None})
         text = self._render(values, system, tokenizer)
         if self.append_eos and not self.is_chat:
             text += eos_token

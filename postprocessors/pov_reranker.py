@@ -18,6 +18,7 @@ query over chunks seen before embeds only the query text.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -177,6 +178,9 @@ class POVReranker(BaseNodePostprocessor):
     _pov_key: Optional[Tuple[str, ...]] = PrivateAttr(default=None)
     _cache_hits: int = PrivateAttr(default=0)
     _cache_misses: int = PrivateAttr(default=0)
+    _cache_model_id: Optional[int] = PrivateAttr(default=None)
+    # One query engine may serve several threads; the caches are shared state.
+    _lock: threading.RLock = PrivateAttr(default_factory=threading.RLock)
 
     @field_validator("povs")
     @classmethod
@@ -225,6 +229,12 @@ class POVReranker(BaseNodePostprocessor):
         self._pov_matrix = None
         self._pov_key = None
         self._cache_hits = self._cache_misses = 0
+
+    def _check_cache_owner(self) -> None:
+        """Drop cached vectors when ``embed_model`` was replaced: they belong to the old one."""
+        if self._cache_model_id != id(self.embed_model):
+            self.clear_cache()
+            self._cache_model_id = id(self.embed_model)
 
     def _pov_vectors(self) -> Optional[np.ndarray]:
         """POV embeddings (m, d), embedded once as queries; ``None`` when no POVs."""
@@ -282,6 +292,7 @@ class POVReranker(BaseNodePostprocessor):
 
     # --------------------------------------------------------------- rerank
     def _rerank(self, nodes: List[NodeWithScore], query: str) -> List[NodeWithScore]:
+        self._check_cache_owner()
         pov_vecs = self._pov_vectors()
         # An empty query is not sent to the model: zero vector, all s_i = 0.
         query_vec = self._query_vector(query) if query.strip() else None
@@ -344,7 +355,8 @@ class POVReranker(BaseNodePostprocessor):
                 EventPayload.TOP_K: self.top_n,
             },
         ) as event:
-            new_nodes = self._rerank(list(nodes), query_bundle.query_str)
+            with self._lock:
+                new_nodes = self._rerank(list(nodes), query_bundle.query_str)
             event.on_end(payload={EventPayload.NODES: new_nodes})
         dispatcher.event(ReRankEndEvent(nodes=new_nodes))
         return new_nodes

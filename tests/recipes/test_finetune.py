@@ -1,0 +1,344 @@
+"""The finetune recipe end to end on the tiny random Llama (CPU, transformers backend)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PLANTED_TOKEN = "hf_PlantedSecretToken_9f3c2a71"
+REASONING_DATA = Path(__file__).resolve().parents[2] / "llama_unsloth" / "data" / "finetune_reasoning.jsonl"
+
+# Small and fast: 3 steps, one short sequence per step, no checkpointing (CPU seconds).
+FAST = [
+    "--max-steps", "3",
+    "--per-device-train-batch-size", "1",
+    "--gradient-accumulation-steps", "1",
+    "--warmup-steps", "1",
+    "--max-seq-length", "128",
+    "--backend", "transformers",
+    "--no-load-in-4bit",
+    "--use-gradient-checkpointing", "false",
+]
+
+
+def _records(n: int = 6) -> List[Dict[str, Any]]:
+    return [
+        {
+            "instruction": f"Which treaty created bloc number {i}?",
+            "input": f"Bloc {i} was created by the Treaty of Town {i}.",
+            "output": f"The Treaty of Town {i}.",
+        }
+        for i in range(1, n + 1)
+    ]
+
+
+def _write_json(path: Path, data: Any) -> Path:
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def _finetune(args: List[str], **kwargs: Any) -> int:
+    from recipes.finetune import main
+
+    return main(args, **kwargs)
+
+
+def _forbid_model_loading(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a model was loaded before the data was checked")
+
+    monkeypatch.setattr("llama_unsloth.loading.load_model", refuse)
+
+
+def _reload(folder: Path) -> Any:
+    from llama_unsloth import UnslothLLM
+
+    return UnslothLLM.from_finetuned(
+        folder, backend="transformers", load_in_4bit=False, max_new_tokens=4, set_global_tokenizer=False
+    )
+
+
+def _all_text(folder: Path) -> bytes:
+    return b"\n".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
+
+
+# ------------------------------------------------------------------------------------------------ happy path
+def test_finetune_writes_adapter_log_plot_card_merged_and_reloads(tmp_path: Path, tiny_llama_path: Path) -> None:
+    from llama_unsloth.training import file_sha256
+
+    data = _write_json(tmp_path / "train.json", _records())
+    out = tmp_path / "out"
+    code = _finetune(
+        ["--model", str(tiny_llama_path), "--data", str(data), "--prompt-format", "alpaca", "--output-dir", str(out),
+         "--save", "merged_16bit", *FAST]
+    )
+    assert code == 0
+
+    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer_config.json", "prompt_format.json",
+                 "train_log.json", "loss.png", "README.md"):
+        assert (out / name).is_file(), name
+    assert not list(out.glob("checkpoint-*")), "the trainer must not leave checkpoints behind"
+
+    log = json.loads((out / "train_log.json").read_text())
+    assert log["global_step"] == 3 and log["interrupted"] is False
+    assert [s["step"] for s in log["steps"]] == [1, 2, 3]
+    assert all(math.isfinite(s["loss"]) and s["loss"] > 0 for s in log["steps"])
+    assert all("learning_rate" in s and "epoch" in s and s["step_seconds"] > 0 for s in log["steps"])
+    assert log["final_loss"] == log["steps"][-1]["loss"]
+    assert log["optimizer"] == "adamw_torch"  # adamw_8bit needs CUDA
+    assert log["precision"] == "fp32"
+    assert log["settings"]["r"] == 16 and log["settings"]["max_steps"] == 3
+
+    png = (out / "loss.png").read_bytes()
+    assert png.startswith(PNG_MAGIC) and len(png) > 1000
+
+    card = (out / "README.md").read_text()
+    assert file_sha256(data) in card and "| Records | 6 |" in card and "`alpaca`" in card
+    assert str(tiny_llama_path) in card and f"{log['final_loss']:.4f}" in card
+
+    llm = _reload(out)
+    assert llm.format.name == "alpaca"
+    assert isinstance(llm.complete("Which treaty created bloc number 1?").text, str)
+
+    merged = out / "merged"
+    assert (merged / "config.json").is_file() and (merged / "prompt_format.json").is_file()
+    assert not (merged / "adapter_config.json").exists()
+    merged_llm = _reload(merged)
+    assert merged_llm.format.name == "alpaca"
+    assert isinstance(merged_llm.complete("Which treaty created bloc number 2?").text, str)
+
+
+def test_finetune_reasoning_jsonl_keeps_its_layout(tmp_path: Path, tiny_llama_path: Path) -> None:
+    out = tmp_path / "out"
+    code = _finetune(
+        ["--model", str(tiny_llama_path), "--data", str(REASONING_DATA), "--prompt-format", "reasoning",
+         "--output-dir", str(out), *FAST, "--max-steps", "2"]
+    )
+    assert code == 0
+    log = json.loads((out / "train_log.json").read_text())
+    assert log["records"] == 8 and log["prompt_format"] == "reasoning" and log["global_step"] == 2
+    llm = _reload(out)
+    assert llm.format.name == "reasoning" and llm.format.answer_marker == "<|response|>"
+    assert isinstance(llm.complete("Is this trade diversion?").text, str)
+
+
+# ------------------------------------------------------------------------------------------------ bad data
+def _missing_field(tmp_path: Path) -> Path:
+    records = _records()
+    del records[2]["output"]
+    return _write_json(tmp_path / "missing.json", records)
+
+
+def _non_string(tmp_path: Path) -> Path:
+    records = _records()
+    records[1]["input"] = 42
+    path = tmp_path / "nonstring.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
+    return path
+
+
+def _empty(tmp_path: Path) -> Path:
+    path = tmp_path / "empty.json"
+    path.write_text("", encoding="utf-8")
+    return path
+
+
+def _empty_list(tmp_path: Path) -> Path:
+    return _write_json(tmp_path / "nothing.json", [])
+
+
+def _not_json(tmp_path: Path) -> Path:
+    path = tmp_path / "notes.json"
+    path.write_text("instruction,input,output\nWhat?,x,y\n", encoding="utf-8")
+    return path
+
+
+def _broken_json(tmp_path: Path) -> Path:
+    path = tmp_path / "broken.json"
+    path.write_text('[{"instruction": "a", "input": "b", "output": "c"},\n{"instruction": ', encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    "make_file, expected",
+    [
+        (_missing_field, ["missing.json", "record 3", "'output'"]),
+        (_non_string, ["nonstring.jsonl", "record 2", "'input'", "string", "int"]),
+        (_empty, ["empty.json", "empty"]),
+        (_empty_list, ["nothing.json", "no training records"]),
+        (_not_json, ["notes.json", "line 1", "not JSON"]),
+        (_broken_json, ["broken.json", "not valid JSON", "line 2"]),
+    ],
+    ids=["missing-field", "non-string", "empty-file", "empty-list", "csv-not-json", "truncated-json"],
+)
+def test_bad_data_stops_before_any_model_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_file: Any, expected: List[str]
+) -> None:
+    _forbid_model_loading(monkeypatch)
+    data = make_file(tmp_path)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as err:
+        _finetune(["--model", str(tmp_path / "never-loaded"), "--data", str(data), "--output-dir", str(out), *FAST])
+    message = str(err.value)
+    for part in expected:
+        assert part in message, (part, message)
+    assert not out.exists()
+
+
+def test_missing_hf_token_and_bad_options_stop_before_loading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _forbid_model_loading(monkeypatch)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    data = _write_json(tmp_path / "train.json", _records())
+    base = ["--model", str(tmp_path / "never-loaded"), "--data", str(data), "--output-dir", str(tmp_path / "out")]
+    with pytest.raises(SystemExit, match="HF_TOKEN"):
+        _finetune([*base, "--push-to-hub", "me/model"])
+    with pytest.raises(SystemExit, match="--save must be one of lora, merged_16bit, merged_4bit"):
+        _finetune([*base, "--save", "merged_8bit"])
+    with pytest.raises(SystemExit, match="Unknown prompt format 'alpacca'"):
+        _finetune([*base, "--prompt-format", "alpacca"])
+
+
+# ------------------------------------------------------------------------------------------------ Ctrl-C
+def test_ctrl_c_saves_the_adapter_trained_so_far(
+    tmp_path: Path, tiny_llama_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from transformers import TrainerCallback
+
+    class CtrlCOnStep2(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+            if state.global_step == 2:
+                raise KeyboardInterrupt
+
+    data = _write_json(tmp_path / "train.json", _records())
+    out = tmp_path / "out"
+    caplog.set_level(logging.INFO)
+    code = _finetune(
+        ["--model", str(tiny_llama_path), "--data", str(data), "--output-dir", str(out), "--save", "merged_16bit",
+         *FAST, "--max-steps", "5"],
+        callbacks=[CtrlCOnStep2()],
+    )
+    assert code == 130
+    assert "Interrupted at step 2 of 5" in caplog.text and "Saved the adapter after 2 steps" in caplog.text
+    assert (out / "adapter_model.safetensors").is_file() and (out / "prompt_format.json").is_file()
+    assert not (out / "merged").exists()  # merging is skipped after Ctrl-C, and the log says so
+    log = json.loads((out / "train_log.json").read_text())
+    assert log["interrupted"] is True and log["global_step"] == 2 and log["max_steps"] == 5
+    assert (out / "loss.png").read_bytes().startswith(PNG_MAGIC)
+    assert "Interrupted" in (out / "README.md").read_text()
+    llm = _reload(out)
+    assert llm.format.name == "alpaca" and isinstance(llm.complete("Hello?").text, str)
+
+
+# ------------------------------------------------------------------------------------------------ Hub token
+def test_hf_token_is_used_for_the_push_but_never_written(
+    tmp_path: Path,
+    tiny_llama_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pushed: List[Dict[str, Any]] = []
+
+    def fake_push(folder: Any, repo_id: str, token: str, private: bool = True) -> str:
+        pushed.append({"folder": Path(folder), "repo_id": repo_id, "token": token, "private": private})
+        return f"https://huggingface.co/{repo_id}"
+
+    monkeypatch.setenv("HF_TOKEN", PLANTED_TOKEN)
+    monkeypatch.setattr("llama_unsloth.training.push_folder_to_hub", fake_push)
+    caplog.set_level(logging.DEBUG)
+    data = _write_json(tmp_path / "train.json", _records())
+    out = tmp_path / "out"
+    code = _finetune(
+        ["--model", str(tiny_llama_path), "--data", str(data), "--output-dir", str(out), "--push-to-hub", "me/tiny",
+         *FAST, "--max-steps", "1"]
+    )
+    assert code == 0
+    assert pushed == [{"folder": out, "repo_id": "me/tiny", "token": PLANTED_TOKEN, "private": True}]
+    captured = capsys.readouterr()
+    assert PLANTED_TOKEN not in captured.out + captured.err
+    assert PLANTED_TOKEN not in caplog.text
+    assert PLANTED_TOKEN.encode() not in _all_text(out)
+    assert "https://huggingface.co/me/tiny" in caplog.text
+
+
+def test_push_errors_mask_the_token(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import huggingface_hub
+
+    from llama_unsloth.training import push_folder_to_hub
+
+    class LeakyApi:
+        def __init__(self, token: str) -> None:
+            self.token = token
+
+        def create_repo(self, *args: Any, **kwargs: Any) -> str:
+            raise PermissionError(f"401 for token {self.token}")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", LeakyApi)
+    with pytest.raises(RuntimeError) as err:
+        push_folder_to_hub(tmp_path, "me/x", PLANTED_TOKEN)
+    assert PLANTED_TOKEN not in str(err.value) and "***" in str(err.value)
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def test_cli_help_shows_the_spec_defaults(capsys: pytest.CaptureFixture) -> None:
+    from llama_unsloth.cli import main as cli_main
+    from recipes.finetune import FinetuneConfig
+
+    with pytest.raises(SystemExit) as err:
+        cli_main(["finetune", "--help"])
+    assert err.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for flag, default in [
+        ("--max-seq-length", "2048"), ("--r", "16"), ("--lora-alpha", "16"), ("--lora-dropout", "0.0"),
+        ("--random-state", "3407"), ("--per-device-train-batch-size", "2"), ("--gradient-accumulation-steps", "4"),
+        ("--warmup-steps", "5"), ("--max-steps", "100"), ("--learning-rate", "0.0002"), ("--optim", "adamw_8bit"),
+        ("--weight-decay", "0.01"), ("--lr-scheduler-type", "linear"), ("--seed", "3407"), ("--save", "lora"),
+        ("--use-gradient-checkpointing", "unsloth"), ("--load-in-4bit", "True"),
+    ]:
+        assert flag in text and f"Default: {default}" in text, flag
+    assert "unsloth/Mistral-Nemo-Instruct-2407-bnb-4bit" in text and "--push-to-hub" in text
+    defaults = FinetuneConfig(data="x.json")
+    assert defaults.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert (defaults.backend, defaults.prompt_format, defaults.precision) == ("auto", "alpaca", "auto")
+
+
+def test_config_file_sets_options_and_flags_win(tmp_path: Path) -> None:
+    from recipes.config import parse_config
+    from recipes.finetune import FinetuneConfig
+
+    config_file = tmp_path / "ft.yaml"
+    config_file.write_text("data: d.jsonl\nmax_steps: 7\nprompt-format: reasoning\ntarget_modules: [q_proj, v_proj]\n")
+    config = parse_config(FinetuneConfig, ["--config", str(config_file), "--max-steps", "9"])
+    assert (config.data, config.max_steps, config.prompt_format) == ("d.jsonl", 9, "reasoning")
+    assert config.target_modules == ["q_proj", "v_proj"] and config.r == 16
+
+
+# ------------------------------------------------------------------------------------------------ GPU
+@pytest.mark.gpu
+def test_unsloth_merged_4bit_reloads_and_completes(tmp_path: Path) -> None:
+    model = os.environ.get("LLAMA_UNSLOTH_GPU_MODEL")
+    if not model:
+        pytest.skip("set LLAMA_UNSLOTH_GPU_MODEL to a model folder or hub id on the GPU machine")
+    data = Path(__file__).resolve().parents[2] / "llama_unsloth" / "data" / "finetune_alpaca.json"
+    out = tmp_path / "out"
+    code = _finetune(
+        ["--model", model, "--data", str(data), "--output-dir", str(out), "--backend", "unsloth", "--save", "merged_4bit",
+         "--max-steps", "5", "--max-seq-length", "512"]
+    )
+    assert code == 0
+    log = json.loads((out / "train_log.json").read_text())
+    assert log["backend"] == "unsloth" and log["optimizer"] == "adamw_8bit" and log["precision"] in ("bf16", "fp16")
+    assert all(math.isfinite(s["loss"]) for s in log["steps"])
+    from llama_unsloth import UnslothLLM
+
+    llm = UnslothLLM.from_finetuned(out / "merged", max_new_tokens=8, set_global_tokenizer=False)
+    assert llm.backend_name == "unsloth" and llm.format.name == "alpaca"
+    assert isinstance(llm.complete("Which treaty created Mercosur?").text, str)
