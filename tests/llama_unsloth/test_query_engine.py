@@ -1,0 +1,131 @@
+"""UnslothLLM inside LlamaIndex query engines: real Chroma, real MiniLM, SmolLM2 and the tiny Llama."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Iterator, List
+
+import pytest
+
+from llama_unsloth import PromptTooLongError, UnslothLLM
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def restore_settings() -> Iterator[None]:
+    """UnslothLLM sets LlamaIndex's global tokenizer; put the old one back after each test."""
+    from llama_index.core import Settings
+
+    saved = Settings._tokenizer
+    yield
+    Settings._tokenizer = saved
+
+
+@pytest.fixture
+def recorded_prompts() -> Iterator[List[str]]:
+    """Every prompt an LLM receives, read from LlamaIndex's instrumentation events."""
+    from llama_index.core.instrumentation import get_dispatcher
+    from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+    from llama_index.core.instrumentation.events.llm import LLMCompletionStartEvent
+
+    prompts: List[str] = []
+
+    class Recorder(BaseEventHandler):
+        def handle(self, event: object, **kwargs: object) -> None:
+            if isinstance(event, LLMCompletionStartEvent):
+                prompts.append(event.prompt)
+
+    dispatcher = get_dispatcher()
+    handler = Recorder()
+    dispatcher.add_event_handler(handler)
+    yield prompts
+    dispatcher.event_handlers.remove(handler)
+
+
+def _chroma_index(documents: list, folder: Path, minilm_path: Path) -> object:
+    import chromadb
+    from llama_index.core import StorageContext, VectorStoreIndex
+    from llama_index.core.node_parser import SentenceSplitter
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+    from llama_index.vector_stores.chroma import ChromaVectorStore
+
+    client = chromadb.PersistentClient(path=str(folder))
+    store = ChromaVectorStore(chroma_collection=client.get_or_create_collection("docs"))
+    return VectorStoreIndex.from_documents(
+        documents,
+        storage_context=StorageContext.from_defaults(vector_store=store),
+        embed_model=HuggingFaceEmbedding(model_name=str(minilm_path)),
+        transformations=[SentenceSplitter(chunk_size=512, chunk_overlap=32)],
+    )
+
+
+def test_query_engine_puts_retrieved_text_in_the_models_layout(
+    smollm2_path: Path, minilm_path: Path, tmp_path: Path, recorded_prompts: List[str], restore_settings: None
+) -> None:
+    from llama_index.core import SimpleDirectoryReader
+
+    corpus = Path(__file__).resolve().parents[2] / "llama_unsloth" / "data" / "corpus"
+    index = _chroma_index(SimpleDirectoryReader(str(corpus)).load_data(), tmp_path / "chroma", minilm_path)
+    llm = UnslothLLM(model_name=str(smollm2_path), load_in_4bit=False, max_new_tokens=48, prompt_format="chat")
+    engine = index.as_query_engine(llm=llm, similarity_top_k=2, text_qa_template=llm.qa_template())
+    response = engine.query("Which treaty created Mercosur?")
+
+    assert str(response).strip()
+    assert len(recorded_prompts) == 1
+    prompt = recorded_prompts[0]
+    assert prompt.startswith("<|im_start|>system\n")
+    assert prompt.endswith("\n\nQuestion: Which treaty created Mercosur?<|im_end|>\n<|im_start|>assistant\n")
+    for source in response.source_nodes:
+        assert source.node.get_content()[:200] in prompt
+    assert any("mercosur" in s.node.metadata["file_name"] for s in response.source_nodes)
+
+
+def _numeric_tables(count: int) -> list:
+    """Trade-statistics tables: digits cost SmolLM2 far more tokens than tiktoken counts."""
+    from llama_index.core import Document
+
+    rng = random.Random(0)
+    documents = []
+    for number in range(count):
+        rows = [f"bloc {number} year {2000 + y}: " + " ".join(str(rng.randrange(10**6, 10**7)) for _ in range(8)) for y in range(12)]
+        documents.append(Document(text="\n".join(rows), metadata={"table": number}))
+    return documents
+
+
+def test_context_packing_counts_with_the_models_tokenizer(
+    tiny_llama_path: Path, minilm_path: Path, tmp_path: Path, recorded_prompts: List[str], restore_settings: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from llama_index.core import Settings
+
+    index = _chroma_index(_numeric_tables(12), tmp_path / "chroma", minilm_path)
+    question = "Which bloc had the largest exports in 2005?"
+
+    # LlamaIndex's default tokenizer (tiktoken) undercounts digits for this model: the prompt overflows,
+    # and LlamaIndex's refine step turns the ValueError into a logged warning and an empty answer.
+    Settings._tokenizer = None
+    naive = UnslothLLM(
+        model_name=str(tiny_llama_path), load_in_4bit=False, max_seq_length=4096, max_new_tokens=8,
+        prompt_format="alpaca-context", set_global_tokenizer=False,
+    )
+    engine = index.as_query_engine(llm=naive, similarity_top_k=12, text_qa_template=naive.qa_template(), refine_template=naive.refine_template())
+    answer = str(engine.query(question))
+    assert answer in ("", "None", "Empty Response"), answer
+    assert any("exceeds max_seq_length=4096 by" in record.getMessage() for record in caplog.records)
+    with pytest.raises(PromptTooLongError):
+        naive.complete(recorded_prompts[-1], formatted=True)
+
+    # With the model's own tokenizer wired in (the default), every packed prompt fits.
+    recorded_prompts.clear()
+    llm = UnslothLLM(
+        model_name=str(tiny_llama_path), load_in_4bit=False, max_seq_length=4096, max_new_tokens=8, prompt_format="alpaca-context"
+    )
+    engine = index.as_query_engine(llm=llm, similarity_top_k=12, text_qa_template=llm.qa_template(), refine_template=llm.refine_template())
+    response = engine.query(question)
+    assert len(response.source_nodes) == 12
+    assert len(recorded_prompts) > 1  # the context really was too large for one call
+    for prompt in recorded_prompts:
+        assert len(llm.tokenizer(prompt)["input_ids"]) + 8 <= 4096
+        assert "### Context:\n" in prompt and prompt.endswith("### Response:\n")
