@@ -25,14 +25,13 @@ Run (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import json
 import os
-import platform
 import random
 import statistics
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from benchmarks.common import loadavg, machine, write_json
 
 WORDS = (
     "trade bloc tariff quota sanction energy gas pipeline oil market customs union member "
@@ -144,33 +143,6 @@ def _counting_embedding(inner: Any) -> Any:
     return CountingEmbedding(inner)
 
 
-def _machine() -> Dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        import subprocess
-
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        cpu = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), cpu)
-    except OSError:
-        pass
-    import torch
-
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-    }
-
-
-def _loadavg() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:  # pragma: no cover - not on every platform
-        return "n/a"
-
-
 def _summary(name: str, times: List[float], texts: List[int], today: List[float]) -> Dict[str, Any]:
     mean_ms = 1000 * statistics.fmean(times)
     median_ms = 1000 * statistics.median(times)
@@ -223,7 +195,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     queries = make_queries(1 + args.warm_queries + args.cold_runs, args.seed)
     nodes = [NodeWithScore(node=TextNode(text=t), score=1.0) for t in chunks]
 
-    load_before = _loadavg()
+    load_before = loadavg()
     embed.get_text_embedding_batch(chunks[:2] + povs[:2])  # load/warm the model, not timed
     embed.take_count()
 
@@ -267,10 +239,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             "chunks": args.chunks, "chunk_chars": args.chunk_chars, "povs": len(povs),
             "query_top_n": args.query_top_n, "top_n": args.top_n, "model": "all-MiniLM-L6-v2 (CPU)",
         },
-        "machine": _machine(),
+        "machine": machine(),
         "rows": rows,
         "warm_ranking_matches_today": matches,
-        "load_average_before_after": [load_before, _loadavg()],
+        "load_average_before_after": [load_before, loadavg()],
     }
 
     print("| path | queries | texts embedded / query | mean ms / query | median ms | % of today (mean / median) |")
@@ -283,12 +255,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     m = result["machine"]
     print(
         f"\n{m['cpu']}, nproc={m['nproc']}, torch threads={m['torch_threads']}, {m['date']}, "
-        f"load average before/after: {load_before} / {_loadavg()}; warm ranking equals today's: {matches}"
+        f"load average before/after: {load_before} / {loadavg()}; warm ranking equals today's: {matches}"
     )
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            json.dump(result, fh, indent=2)
-        print(f"wrote {args.out}")
+    write_json(result, args.out)
     return result
 
 
