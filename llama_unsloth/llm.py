@@ -419,7 +419,7 @@ class UnslothLLM(CustomLLM):
                 for offset, ids in enumerate(chunk):
                     new_ids = output[offset, width:].tolist()
                     n_new = _count_until_end(new_ids, self._stop_token_ids, self._tokenizer.pad_token_id)
-                    generated = self._tokenizer.decode(new_ids, skip_special_tokens=False)
+                    generated = self._tokenizer.decode(new_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
                     responses.append(self._response(texts[start + offset], generated, len(ids), n_new, seconds))
         return responses
 
@@ -456,7 +456,8 @@ class UnslothLLM(CustomLLM):
         from transformers import TextIteratorStreamer
 
         streamer = TextIteratorStreamer(
-            self._tokenizer, skip_prompt=True, skip_special_tokens=False, timeout=self.stream_timeout
+            self._tokenizer, skip_prompt=True, timeout=self.stream_timeout, skip_special_tokens=False,
+            clean_up_tokenization_spaces=False,
         )
         failure: List[BaseException] = []
         lock = _lock_for(self._model)

@@ -434,6 +434,8 @@ def _alpaca() -> PromptFormat:
         name="alpaca",
         template=_ALPACA_TEMPLATE,
         system=ALPACA_SYSTEM,
+        # A section header in the output means the model started a new turn: the answer ended before it.
+        stop=["### Instruction:", "### Input:", "### Response:"],
         record_fields=["instruction", "input", "output"],
     )
 
@@ -444,6 +446,7 @@ def _alpaca_context() -> PromptFormat:
         template=_ALPACA_CONTEXT_TEMPLATE,
         context_var="context",
         system=ALPACA_CONTEXT_SYSTEM,
+        stop=["### Instruction:", "### Input:", "### Context:", "### Response:"],
         record_fields=["instruction", "context", "output"],
     )
 
@@ -456,6 +459,7 @@ def _instruction_context() -> PromptFormat:
         context_var="str_context",
         answer_var="str_answer",
         system=INSTRUCTION_CONTEXT_SYSTEM,
+        stop=["### INSTRUCTION:", "### CONTEXT:", "### RESPONSE:"],
         record_fields=["str_instruction", "str_context", "str_answer"],
     )
 
@@ -468,7 +472,7 @@ def _reasoning() -> PromptFormat:
         systems_by_flag=dict(REASONING_SYSTEMS),
         answer_marker="<|response|>",
         append_eos=False,
-        stop=["<|endoftext|>"],
+        stop=["<|endoftext|>", "<|instruction|>"],
         record_fields=["instruction", "input", "flag", "reasoning", "output"],
     )
 

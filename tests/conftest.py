@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterator, List
 
 import pytest
 
@@ -79,3 +80,24 @@ def tiny_llm(tiny_llama_path: Path):
     return UnslothLLM(
         model_name=str(tiny_llama_path), backend="transformers", load_in_4bit=False, max_new_tokens=12, set_global_tokenizer=False
     )
+
+
+@pytest.fixture
+def recorded_prompts() -> Iterator[List[str]]:
+    """Every prompt an LLM receives, read from LlamaIndex's instrumentation events."""
+    from llama_index.core.instrumentation import get_dispatcher
+    from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+    from llama_index.core.instrumentation.events.llm import LLMCompletionStartEvent
+
+    prompts: List[str] = []
+
+    class Recorder(BaseEventHandler):
+        def handle(self, event: object, **kwargs: object) -> None:
+            if isinstance(event, LLMCompletionStartEvent):
+                prompts.append(event.prompt)
+
+    dispatcher = get_dispatcher()
+    handler = Recorder()
+    dispatcher.add_event_handler(handler)
+    yield prompts
+    dispatcher.event_handlers.remove(handler)

@@ -50,34 +50,18 @@ def test_unsloth_batch_equals_sequential(unsloth_llm) -> None:
     assert [s[:12] for s in sequential] == [b[:12] for b in batched]
 
 
-def test_unsloth_answers_through_a_query_engine(unsloth_llm) -> None:
+def test_unsloth_answers_through_a_query_engine(unsloth_llm, recorded_prompts: list) -> None:
     from llama_index.core import Document, VectorStoreIndex
     from llama_index.core.embeddings import MockEmbedding
-    from llama_index.core.instrumentation import get_dispatcher
-    from llama_index.core.instrumentation.event_handlers import BaseEventHandler
-    from llama_index.core.instrumentation.events.llm import LLMCompletionStartEvent
 
-    prompts = []
-
-    class Recorder(BaseEventHandler):
-        def handle(self, event: object, **kwargs: object) -> None:
-            if isinstance(event, LLMCompletionStartEvent):
-                prompts.append(event.prompt)
-
-    dispatcher = get_dispatcher()
-    handler = Recorder()
-    dispatcher.add_event_handler(handler)
-    try:
-        documents = [
-            Document(text="Mercosur was created in 1991 by the Treaty of Asuncion."),
-            Document(text="ASEAN's economic community aims at a single market and production base."),
-        ]
-        index = VectorStoreIndex.from_documents(documents, embed_model=MockEmbedding(embed_dim=8))
-        engine = index.as_query_engine(llm=unsloth_llm, similarity_top_k=2, text_qa_template=unsloth_llm.qa_template())
-        response = engine.query("Which treaty created Mercosur?")
-    finally:
-        dispatcher.event_handlers.remove(handler)
+    documents = [
+        Document(text="Mercosur was created in 1991 by the Treaty of Asuncion."),
+        Document(text="ASEAN's economic community aims at a single market and production base."),
+    ]
+    index = VectorStoreIndex.from_documents(documents, embed_model=MockEmbedding(embed_dim=8))
+    engine = index.as_query_engine(llm=unsloth_llm, similarity_top_k=2, text_qa_template=unsloth_llm.qa_template())
+    response = engine.query("Which treaty created Mercosur?")
     assert str(response).strip()
-    assert len(prompts) == 1
-    assert "Treaty of Asuncion" in prompts[0]
-    assert prompts[0].endswith("### Response:\n")
+    assert len(recorded_prompts) == 1
+    assert "Treaty of Asuncion" in recorded_prompts[0]
+    assert recorded_prompts[0].endswith("### Response:\n")

@@ -23,27 +23,6 @@ def restore_settings() -> Iterator[None]:
     Settings._tokenizer = saved
 
 
-@pytest.fixture
-def recorded_prompts() -> Iterator[List[str]]:
-    """Every prompt an LLM receives, read from LlamaIndex's instrumentation events."""
-    from llama_index.core.instrumentation import get_dispatcher
-    from llama_index.core.instrumentation.event_handlers import BaseEventHandler
-    from llama_index.core.instrumentation.events.llm import LLMCompletionStartEvent
-
-    prompts: List[str] = []
-
-    class Recorder(BaseEventHandler):
-        def handle(self, event: object, **kwargs: object) -> None:
-            if isinstance(event, LLMCompletionStartEvent):
-                prompts.append(event.prompt)
-
-    dispatcher = get_dispatcher()
-    handler = Recorder()
-    dispatcher.add_event_handler(handler)
-    yield prompts
-    dispatcher.event_handlers.remove(handler)
-
-
 def _chroma_index(documents: list, folder: Path, minilm_path: Path) -> object:
     import chromadb
     from llama_index.core import StorageContext, VectorStoreIndex
