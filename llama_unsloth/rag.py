@@ -77,6 +77,15 @@ class QuestionsFileError(RagError, ValueError):
     """The questions file is missing, of an unknown type or holds no question."""
 
 
+def user_errors() -> Tuple[type, ...]:
+    """Exception types whose message alone tells a command-line user what to fix."""
+    from llama_unsloth.llm import PromptTooLongError
+    from llama_unsloth.loading import ModelLoadError
+    from llama_unsloth.prompts import PromptFormatError
+
+    return (RagError, ModelLoadError, PromptFormatError, PromptTooLongError, ImportError)
+
+
 # ---------------------------------------------------------------------------------------------- embeddings
 def make_embed_model(backend: str = "huggingface", model_name: Optional[str] = None) -> Any:
     """Builds the embedding model for indexing and querying.
@@ -110,7 +119,7 @@ def make_embed_model(backend: str = "huggingface", model_name: Optional[str] = N
         raise RagError(f"Embedding model folder {model_name!r} does not exist. Pass an existing folder or a hub name.")
     try:
         return default_embed_model(str(Path(model_name).expanduser()) if model_name and _looks_like_path(model_name) else model_name)
-    except OSError as err:
+    except (OSError, ValueError) as err:
         raise RagError(
             f"Could not load embedding model {model_name!r} ({err}). Without a model hub, pass a local folder "
             "(--embed-model path/to/model) or leave it unset for the bundled MiniLM."
@@ -181,13 +190,14 @@ def open_collection(persist_dir: Union[str, Path], collection: str, create: bool
             f"The index at {str(folder)!r} has no collection {collection!r} (collections: {have}). Pass "
             "--collection with one of those, or build it with `llama-unsloth index`."
         )
-    try:
-        return client.create_collection(collection, metadata=metadata)
-    except ValueError as err:
+    import re
+
+    if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]", collection):
         raise RagError(
-            f"Invalid collection name {collection!r} ({err}). Use 3-512 characters from [a-zA-Z0-9._-], starting "
-            "and ending with a letter or digit."
-        ) from err
+            f"Invalid collection name {collection!r}: use 3-512 characters from [a-zA-Z0-9._-], starting and ending "
+            "with a letter or digit."
+        )
+    return client.create_collection(collection, metadata=metadata)
 
 
 def check_embed_model(collection: Any, embed_model: Any, dim: Optional[int] = None) -> None:
@@ -1084,7 +1094,7 @@ def compare_records(rag_records: Sequence[Dict[str, Any]], plain_records: Sequen
             "mode": mode,
             "answers": n,
             "abstention_rate": round(sum(r[f"{prefix}_abstained"] for r in got) / n, 3) if n else None,
-            "mean_words": round(sum(r[f"{prefix}_words"] for r in got) / n, 1) if n else None,
+            "mean_words": round(sum(r[f"{prefix}_words"] for r in got) / n, 2) if n else None,
             "uses_retrieved_text": round(sum(o >= USES_CONTEXT_THRESHOLD for o in overlaps) / len(overlaps), 3) if overlaps else None,
         }
 

@@ -54,7 +54,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             postprocessors = rag.make_postprocessors(index._embed_model, povs_file=config.povs)
         if config.batch_size < 1:
             raise rag.RagError(f"--batch-size must be at least 1, got {config.batch_size}.")
-    except rag.RagError as err:
+    except rag.user_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
@@ -68,10 +68,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             max_seq_length=config.max_seq_length,
         )
 
-    records = rag.run_batch(
-        load, questions, config.out, index=index, postprocessors=postprocessors,
-        similarity_top_k=config.similarity_top_k, batch_size=config.batch_size, progress=config.progress,
-    )
+    try:
+        records = rag.run_batch(
+            load, questions, config.out, index=index, postprocessors=postprocessors,
+            similarity_top_k=config.similarity_top_k, batch_size=config.batch_size, progress=config.progress,
+        )
+    except rag.user_errors() as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     paths = rag.output_paths(config.out)
     abstained = sum(bool(r.get("abstained")) for r in records)
     print(f"{len(records)} answers ({abstained} 'I don't know'); written to {paths['jsonl']}, {paths['xlsx']}, {paths['csv']}")

@@ -75,7 +75,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             without = rag.run_batch(load, questions, out_dir / "no_rag", **common)
         else:
             raise rag.RagError("Pass --questions <file>, or --rag-jsonl and --no-rag-jsonl.")
-    except rag.RagError as err:
+    except rag.user_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     summary, rows = rag.compare_records(with_rag, without)

@@ -23,6 +23,9 @@ SAMPLE_QUESTION = "What limits trade inside regional trade blocs today?"
 class DemoConfig:
     out_dir: str = field(default="demo_output", metadata={"help": "Folder for the index, answers and report."})
     max_new_tokens: int = field(default=128, metadata={"help": "Most tokens per answer (kept small for CPU)."})
+    max_seq_length: int = field(
+        default=4096, metadata={"help": "Context window: 4096 lets the 5 POV-ranked ~2000-character chunks fit one prompt."}
+    )
     batch_questions: int = field(default=4, metadata={"help": "Questions in the mini batch (the last is unanswerable)."})
 
 
@@ -56,7 +59,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"Chroma index: {chroma_dir.resolve()} (collection 'demo'); run the demo again and nothing is re-embedded.")
 
     _title("2. Load the model (offline SmolLM2-135M-Instruct, chat layout)")
-    llm = UnslothLLM(load_in_4bit=torch.cuda.is_available(), max_new_tokens=config.max_new_tokens)
+    llm = UnslothLLM(load_in_4bit=torch.cuda.is_available(), max_new_tokens=config.max_new_tokens, max_seq_length=config.max_seq_length)
     Settings.llm = llm
     print(f"{llm.metadata.model_name} via {llm.backend_name}; prompt layout {llm.format.name!r}")
 

@@ -50,7 +50,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             chunk_overlap=config.chunk_overlap,
             progress=config.progress,
         )
-    except (rag.RagError, ImportError) as err:
+    except rag.user_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(stats.summary())

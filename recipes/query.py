@@ -56,26 +56,26 @@ def main(argv: Optional[List[str]] = None) -> int:
         postprocessors = rag.make_postprocessors(
             index._embed_model, povs_file=config.povs, query_top_n=config.query_top_n, top_n=config.top_n
         )
-    except rag.RagError as err:
+        llm = rag.load_llm(
+            config.model,
+            config.model_dir,
+            load_in_4bit=config.load_in_4bit,
+            prompt_format=config.prompt_format,
+            max_new_tokens=config.max_new_tokens,
+            max_seq_length=config.max_seq_length,
+        )
+        engine = rag.make_query_engine(index, llm, postprocessors, config.similarity_top_k, streaming=config.stream)
+        response = engine.query(config.question.strip())
+        print(f"Question: {config.question.strip()}\nAnswer: ", end="", flush=True)
+        if config.stream:
+            for delta in response.response_gen:
+                print(delta, end="", flush=True)
+            print()
+        else:
+            print(str(response))
+    except rag.user_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    llm = rag.load_llm(
-        config.model,
-        config.model_dir,
-        load_in_4bit=config.load_in_4bit,
-        prompt_format=config.prompt_format,
-        max_new_tokens=config.max_new_tokens,
-        max_seq_length=config.max_seq_length,
-    )
-    engine = rag.make_query_engine(index, llm, postprocessors, config.similarity_top_k, streaming=config.stream)
-    response = engine.query(config.question.strip())
-    print(f"Question: {config.question.strip()}\nAnswer: ", end="", flush=True)
-    if config.stream:
-        for delta in response.response_gen:
-            print(delta, end="", flush=True)
-        print()
-    else:
-        print(str(response))
     print("Sources:")
     for line in rag.format_sources(response.source_nodes, rag.collection_space(index)):
         print("  " + line)

@@ -1,0 +1,73 @@
+"""Shared helpers for the recipe tests: a small corpus, a cached MiniLM, global-state hygiene."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, List
+
+DATA = Path(__file__).resolve().parents[2] / "llama_unsloth" / "data"
+SMALL_CORPUS = [
+    "mercosur.txt",
+    "usmca.txt",
+    "customs_unions_vs_free_trade_areas.txt",
+    "ecowas_overview.txt",
+    "ecowas_overview_copy.txt",
+    "non_tariff_barriers.txt",
+]
+_EMBED: List[Any] = []
+
+
+def embed_model() -> Any:
+    """The bundled MiniLM, loaded once per test session."""
+    if not _EMBED:
+        from llama_unsloth.defaults import default_embed_model
+
+        _EMBED.append(default_embed_model())
+    return _EMBED[0]
+
+
+def reuse_embed_model(monkeypatch: Any) -> None:
+    """Makes ``rag.make_embed_model()`` (default MiniLM) return the session's instance instead of reloading it."""
+    from llama_unsloth import rag
+
+    real = rag.make_embed_model
+
+    def make(backend: str = "huggingface", model_name: Any = None) -> Any:
+        if backend == "huggingface" and (model_name is None or model_name == rag.embed_model_id(embed_model())):
+            return embed_model()
+        return real(backend, model_name)
+
+    monkeypatch.setattr(rag, "make_embed_model", make)
+
+
+def small_corpus(folder: Path) -> Path:
+    """Copies six sample documents (incl. the two ECOWAS near-duplicates) into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in SMALL_CORPUS:
+        shutil.copy(DATA / "corpus" / name, folder / name)
+    return folder
+
+
+def build_small_index(root: Path, collection: str = "documents") -> Path:
+    """Indexes the small corpus into ``root/chroma``; returns the persist dir."""
+    from llama_unsloth.rag import build_index
+
+    persist = root / "chroma"
+    build_index(small_corpus(root / "docs"), persist, collection, embed_model=embed_model(), progress=False)
+    return persist
+
+
+class TokenizerGuard:
+    """Restores LlamaIndex's global tokenizer (UnslothLLM sets it) after a test."""
+
+    def __enter__(self) -> "TokenizerGuard":
+        import llama_index.core
+
+        self._saved = llama_index.core.global_tokenizer
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import llama_index.core
+
+        llama_index.core.global_tokenizer = self._saved

@@ -1,0 +1,111 @@
+"""The batch recipe: crash-safe resume, torn JSONL lines, tables, batch-size invariance."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.recipes._helpers import TokenizerGuard, build_small_index, reuse_embed_model
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def persist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_small_index(tmp_path_factory.mktemp("batch"))
+
+
+@pytest.fixture(autouse=True)
+def _hygiene(monkeypatch: pytest.MonkeyPatch):
+    reuse_embed_model(monkeypatch)
+    with TokenizerGuard():
+        yield
+
+
+def _lines(path: Path) -> list:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_killed_run_resumes_and_answers_each_question_once(tmp_path: Path, persist: Path, tiny_llama_path: Path) -> None:
+    import pandas as pd
+
+    topics = ["Mercosur", "USMCA", "ECOWAS", "customs unions", "non-tariff barriers"]
+    questions = [f"Question {i}: what about {topics[i % 5]}?" for i in range(60)]
+    questions += [questions[3], questions[3]]  # asked three times in all: answered three times
+    qfile = tmp_path / "questions.txt"
+    qfile.write_text("\n".join(questions) + "\n", encoding="utf-8")
+    out = tmp_path / "res" / "answers"
+    jsonl = out.with_suffix(".jsonl")
+    args = [
+        "--questions", str(qfile), "--out", str(out), "--persist-dir", str(persist), "--model", str(tiny_llama_path),
+        "--no-load-in-4bit", "--max-new-tokens", "24", "--batch-size", "1", "--no-progress",
+    ]
+    proc = subprocess.Popen([sys.executable, "-m", "recipes.batch", *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if jsonl.is_file() and jsonl.read_bytes().count(b"\n") >= 2:
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    done_before = jsonl.read_bytes().count(b"\n")
+    assert 2 <= done_before < len(questions), "the kill did not land mid-run"
+    assert not out.with_suffix(".xlsx").exists()
+
+    # A write torn by a crash: a partial record without its newline.
+    with open(jsonl, "ab") as handle:
+        handle.write(b'{"position": 61, "instruction": "Question 9: what ab')
+
+    from recipes.batch import main
+
+    assert main(args) == 0
+    records = _lines(jsonl)  # every line parses: the torn tail was cut off
+    assert len(records) == len(questions)
+    assert sorted(r["instruction"] for r in records) == sorted(questions)
+    assert sum(r["instruction"] == questions[3] for r in records) == 3
+    assert all(r["answer"] is not None and r["context"] and r["sources"] for r in records)
+    for table in (pd.read_excel(out.with_suffix(".xlsx")), pd.read_csv(out.with_suffix(".csv"))):
+        assert list(table.columns) == ["instruction", "context", "answer", "abstained", "seconds", "sources"]
+        assert table["instruction"].tolist() == questions  # input order
+
+    # Nothing left to do: a third run answers nothing (and does not load the model).
+    assert main([*args, "--model", "/does/not/exist"]) == 0
+    assert len(_lines(jsonl)) == len(questions)
+
+
+def test_batch_size_does_not_change_greedy_answers(tmp_path: Path, persist: Path, tiny_llama_path: Path) -> None:
+    from llama_unsloth import UnslothLLM, rag
+
+    llm = UnslothLLM(model_name=str(tiny_llama_path), backend="transformers", load_in_4bit=False, max_new_tokens=12, set_global_tokenizer=False)
+    index = rag.open_index(persist)
+    questions = ["Which countries founded Mercosur?", "When did USMCA enter into force?", "What is ECOWAS?",
+                 "Why do non-tariff barriers matter?", "Customs union or free trade area?"]
+    one = rag.run_batch(llm, questions, tmp_path / "b1", index=index, postprocessors=rag.make_postprocessors(), batch_size=1, progress=False)
+    four = rag.run_batch(llm, questions, tmp_path / "b4", index=index, postprocessors=rag.make_postprocessors(), batch_size=4, progress=False)
+    assert [r["answer"] for r in one] == [r["answer"] for r in four]
+    assert [r["context"] for r in one] == [r["context"] for r in four]
+    plain1 = rag.run_batch(llm, questions, tmp_path / "p1", batch_size=1, progress=False)
+    plain4 = rag.run_batch(llm, questions, tmp_path / "p4", batch_size=4, progress=False)
+    assert [r["answer"] for r in plain1] == [r["answer"] for r in plain4]
+    assert all(r["context"] == "" and r["rag"] is False for r in plain1)
+
+
+def test_bad_questions_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from recipes.batch import main
+
+    bad = tmp_path / "q.csv"
+    bad.write_text("text,id\nhello,1\n", encoding="utf-8")
+    assert main(["--questions", str(bad), "--no-rag"]) == 2
+    assert "no 'question' or 'instruction' column (columns: text, id)" in capsys.readouterr().err
+    assert main(["--questions", str(tmp_path / "missing.txt"), "--no-rag"]) == 2
+    assert "not found" in capsys.readouterr().err

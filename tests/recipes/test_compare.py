@@ -1,0 +1,80 @@
+"""The compare recipe: report files, columns and rates on controlled answers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.recipes._helpers import TokenizerGuard, build_small_index, reuse_embed_model
+
+CONTEXT = "Mercosur was founded in 1991 by Argentina, Brazil, Paraguay and Uruguay under the Treaty of Asuncion."
+
+
+def _write(path: Path, records: list) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def test_compare_report_on_known_answers(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import pandas as pd
+
+    from recipes.compare import main
+
+    qs = ["Q1?", "Q2?", "Q3?", "Q4?"]
+    rag = [
+        {"instruction": "Q1?", "answer": "It was founded in 1991 by Argentina, Brazil, Paraguay and Uruguay.", "abstained": False, "context": CONTEXT, "sources": "mercosur.txt"},
+        {"instruction": "Q2?", "answer": "I don't know.", "abstained": True, "context": CONTEXT, "sources": "mercosur.txt"},
+        {"instruction": "Q3?", "answer": "Bananas are yellow and sweet fruit.", "abstained": False, "context": CONTEXT, "sources": "mercosur.txt"},
+        {"instruction": "Q4?", "answer": "Under the Treaty of Asuncion.", "abstained": False, "context": CONTEXT, "sources": "mercosur.txt"},
+    ]
+    plain = [
+        {"instruction": q, "answer": a, "abstained": ab, "context": "", "sources": ""}
+        for q, a, ab in zip(qs, ["I don't know.", "No answer.", "I do not know.", "Paris is a city in France."], [True, True, True, False])
+    ]
+    rc = main(["--rag-jsonl", str(_write(tmp_path / "r.jsonl", rag)), "--no-rag-jsonl", str(_write(tmp_path / "p.jsonl", plain)), "--out-dir", str(tmp_path / "cmp")])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "| RAG | 4 | 0.25 |" in printed and "| no RAG | 4 | 0.75 |" in printed
+
+    summary = pd.read_excel(tmp_path / "cmp" / "compare.xlsx", sheet_name="summary").set_index("mode")
+    assert list(summary.columns) == ["answers", "abstention_rate", "mean_words", "uses_retrieved_text"]
+    assert summary.loc["RAG", "abstention_rate"] == pytest.approx(0.25)
+    assert summary.loc["no RAG", "abstention_rate"] == pytest.approx(0.75)
+    # Q1 and Q4 copy 4-grams from the context; Q2 and Q3 do not; no plain answer does.
+    assert summary.loc["RAG", "uses_retrieved_text"] == pytest.approx(0.5)
+    assert summary.loc["no RAG", "uses_retrieved_text"] == pytest.approx(0.0)
+    assert summary.loc["RAG", "mean_words"] == pytest.approx((11 + 3 + 6 + 5) / 4)
+
+    per_q = pd.read_excel(tmp_path / "cmp" / "compare.xlsx", sheet_name="questions")
+    assert list(per_q.columns) == [
+        "question", "rag_answer", "no_rag_answer", "rag_abstained", "no_rag_abstained",
+        "rag_words", "no_rag_words", "rag_overlap", "no_rag_overlap", "sources",
+    ]
+    assert per_q["question"].tolist() == qs
+    md = (tmp_path / "cmp" / "compare.md").read_text(encoding="utf-8")
+    assert md.startswith("# RAG vs no RAG") and "## Per question" in md and "| Q3? | Bananas" in md
+
+
+def test_compare_end_to_end_with_tiny_model(tmp_path: Path, tiny_llama_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from recipes.compare import main
+
+    reuse_embed_model(monkeypatch)
+    persist = build_small_index(tmp_path)
+    qfile = tmp_path / "q.json"
+    qfile.write_text(json.dumps([{"question": "Which countries founded Mercosur?"}, "Who won the 2018 FIFA World Cup?"]), encoding="utf-8")
+    with TokenizerGuard():
+        rc = main(["--questions", str(qfile), "--persist-dir", str(persist), "--model", str(tiny_llama_path), "--no-load-in-4bit",
+                   "--max-new-tokens", "6", "--out-dir", str(tmp_path / "cmp"), "--no-progress"])
+    assert rc == 0
+    for name in ("rag.jsonl", "no_rag.jsonl", "rag.xlsx", "no_rag.csv", "compare.md", "compare.xlsx"):
+        assert (tmp_path / "cmp" / name).is_file(), name
+    assert "| RAG | 2 |" in capsys.readouterr().out
+
+
+def test_compare_needs_inputs(capsys: pytest.CaptureFixture) -> None:
+    from recipes.compare import main
+
+    assert main([]) == 2
+    assert "Pass --questions" in capsys.readouterr().err
