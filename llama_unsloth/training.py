@@ -25,6 +25,7 @@ import math
 import os
 import platform
 import shutil
+import statistics
 import tempfile
 import time
 import warnings
@@ -370,6 +371,11 @@ class TrainingHistory:
         values = list(self._step_seconds.values())
         return sum(values) / len(values) if values else None
 
+    def median_step_seconds(self, skip: int = 3) -> Optional[float]:
+        """Median step time after the first ``skip`` steps (compilation and warm-up)."""
+        values = [v for step, v in sorted(self._step_seconds.items()) if step > skip] or list(self._step_seconds.values())
+        return statistics.median(values) if values else None
+
 
 def _callbacks(history: TrainingHistory) -> List[Any]:
     from transformers import TrainerCallback
@@ -565,6 +571,8 @@ def write_train_log(path: "str | Path", history: TrainingHistory, settings: Mapp
         "max_steps": history.max_steps,
         "seconds": round(history.seconds, 2),
         "mean_step_seconds": history.mean_step_seconds(),
+        "median_step_seconds": history.median_step_seconds(),
+        "peak_gpu_memory_gib": peak_gpu_memory_gib(),
         **extra,
         "settings": dict(settings),
         "steps": history.steps,
@@ -661,6 +669,15 @@ print(llm.complete("Your question"))
 | --- | --- |
 {rows}
 """
+
+
+def peak_gpu_memory_gib() -> Optional[float]:
+    """Peak GPU memory allocated by torch in this process (GiB), or ``None`` without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return round(torch.cuda.max_memory_allocated() / 2**30, 3)
 
 
 def environment_summary() -> Dict[str, str]:

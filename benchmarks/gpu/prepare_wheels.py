@@ -23,7 +23,7 @@ from pathlib import Path
 
 SKIP_WHEELS = ("chromadb-", "kubernetes-", "llama_index_vector_stores_chroma-")
 # Pure-Python packages our recipes import that the GPU image lacks.
-EXTRA = ("openpyxl==3.1.5", "et-xmlfile==2.0.0")
+EXTRA = ("openpyxl==3.1.5", "et-xmlfile==2.0.0", "llama-index-llms-huggingface==0.8.0")
 DROP_PREFIXES = {"unsloth-": ("studio/",)}
 
 
