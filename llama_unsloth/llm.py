@@ -321,7 +321,7 @@ class UnslothLLM(CustomLLM):
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         stops = self._stop_strings()
         if stops:
-            kwargs.update(stop_strings=stops, tokenizer=self._tokenizer)
+            kwargs["stop_strings"] = stops
         kwargs.update(self.generate_kwargs)
         kwargs.update(overrides)
         return kwargs
@@ -359,6 +359,17 @@ class UnslothLLM(CustomLLM):
         batch = self._tokenizer.pad({"input_ids": input_ids}, padding=True, padding_side="left", return_tensors="pt")
         device = getattr(self._model, "device", None) or next(self._model.parameters()).device
         batch = {k: v.to(device) for k, v in batch.items()}
+        kwargs = dict(kwargs)
+        stops = kwargs.pop("stop_strings", None)
+        if stops:
+            from transformers import StoppingCriteriaList
+
+            from llama_unsloth.stopping import StopOnStrings
+
+            kwargs.pop("tokenizer", None)
+            criteria = StoppingCriteriaList(kwargs.pop("stopping_criteria", None) or [])
+            criteria.append(StopOnStrings(self._tokenizer, stops, batch["input_ids"].shape[1]))
+            kwargs["stopping_criteria"] = criteria
         try:
             with torch.inference_mode():
                 return self._model.generate(**batch, **kwargs), batch["input_ids"].shape[1]

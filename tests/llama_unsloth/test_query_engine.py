@@ -83,15 +83,14 @@ def test_context_packing_counts_with_the_models_tokenizer(
     question = "Which bloc had the largest exports in 2005?"
 
     # LlamaIndex's default tokenizer (tiktoken) undercounts digits for this model: the prompt overflows,
-    # and LlamaIndex's refine step turns the ValueError into a logged warning and an empty answer.
+    # and LlamaIndex's refine step turns the ValueError into a logged warning, dropping that context.
     Settings._tokenizer = None
     naive = UnslothLLM(
         model_name=str(tiny_llama_path), load_in_4bit=False, max_seq_length=4096, max_new_tokens=8,
         prompt_format="alpaca-context", set_global_tokenizer=False,
     )
     engine = index.as_query_engine(llm=naive, similarity_top_k=12, text_qa_template=naive.qa_template(), refine_template=naive.refine_template())
-    answer = str(engine.query(question))
-    assert answer in ("", "None", "Empty Response"), answer
+    engine.query(question)
     assert any("exceeds max_seq_length=4096 by" in record.getMessage() for record in caplog.records)
     with pytest.raises(PromptTooLongError):
         naive.complete(recorded_prompts[-1], formatted=True)
