@@ -271,3 +271,28 @@ def test_4bit_on_cpu_warns_and_loads_full_precision(tiny_llama_path: Path) -> No
     with pytest.warns(UserWarning, match="full precision"):
         llm = UnslothLLM(model_name=str(tiny_llama_path), max_new_tokens=2, set_global_tokenizer=False)
     assert next(llm.model.parameters()).dtype == torch.float32
+
+
+def test_model_folder_code_runs_only_with_trust_remote_code(tiny_llama_path: Path, tmp_path: Path) -> None:
+    import json
+
+    folder = tmp_path / "shared-model"
+    shutil.copytree(tiny_llama_path, folder)
+    marker = tmp_path / "code-ran"
+    (folder / "planted.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\n"
+        "from transformers import LlamaConfig, LlamaForCausalLM\n"
+        "class PlantedConfig(LlamaConfig):\n    model_type = 'llama'\n"
+        "class PlantedModel(LlamaForCausalLM):\n    config_class = PlantedConfig\n",
+        encoding="utf-8",
+    )
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "planted.PlantedConfig", "AutoModelForCausalLM": "planted.PlantedModel"}
+    (folder / "config.json").write_text(json.dumps(config))
+
+    llm = UnslothLLM(model_name=str(folder), load_in_4bit=False, max_new_tokens=2, set_global_tokenizer=False)
+    assert type(llm.model).__name__ == "LlamaForCausalLM"
+    assert not marker.exists()
+
+    UnslothLLM(model_name=str(folder), load_in_4bit=False, max_new_tokens=2, trust_remote_code=True, set_global_tokenizer=False)
+    assert marker.exists()  # the check above could fail: the planted code does run when trusted

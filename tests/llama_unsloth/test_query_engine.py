@@ -107,3 +107,36 @@ def test_context_packing_counts_with_the_models_tokenizer(
     for prompt in recorded_prompts:
         assert len(llm.tokenizer(prompt)["input_ids"]) + 8 <= 4096
         assert "### Context:\n" in prompt and prompt.endswith("### Response:\n")
+
+
+@pytest.mark.timeout(400)
+def test_threads_share_one_query_engine_and_get_single_threaded_answers(
+    tiny_llama_path: Path, minilm_path: Path, tmp_path: Path, restore_settings: None
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from llama_index.core import SimpleDirectoryReader
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+
+    from postprocessors import ContextCleaner, DuplicateChunkFilter, POVReranker
+
+    data = Path(__file__).resolve().parents[2] / "llama_unsloth" / "data"
+    index = _chroma_index(SimpleDirectoryReader(str(data / "corpus")).load_data(), tmp_path / "chroma", minilm_path)
+    llm = UnslothLLM(model_name=str(tiny_llama_path), load_in_4bit=False, max_new_tokens=8, prompt_format="alpaca-context")
+    rerank = POVReranker.from_file(data / "povs.txt", embed_model=HuggingFaceEmbedding(model_name=str(minilm_path)), query_top_n=6, top_n=3)
+    engine = index.as_query_engine(
+        llm=llm, similarity_top_k=8, node_postprocessors=[DuplicateChunkFilter(), rerank, ContextCleaner()],
+        text_qa_template=llm.qa_template(), refine_template=llm.refine_template(),
+    )
+    questions = [q for q in (data / "questions.txt").read_text(encoding="utf-8").splitlines() if q.strip()][:5]
+    expected = {q: str(engine.query(q)) for q in questions}
+    assert len(set(expected.values())) > 1
+
+    def ask(job: int) -> tuple:
+        question = questions[job % len(questions)]
+        return question, str(engine.query(question))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(ask, range(8 * 5)))
+    assert len(results) == 40
+    assert all(answer == expected[question] for question, answer in results)
