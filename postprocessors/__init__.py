@@ -10,9 +10,15 @@ Usage::
     )
 """
 
-from postprocessors.cohere_support import cohere_embedding
+from postprocessors.cohere_support import EmbeddingServiceError, cohere_embedding
 from postprocessors.context_cleaner import ContextCleaner
 from postprocessors.duplicate_filter import DuplicateChunkFilter
 from postprocessors.pov_reranker import POVReranker
 
-__all__ = ["POVReranker", "DuplicateChunkFilter", "ContextCleaner", "cohere_embedding"]
+__all__ = [
+    "POVReranker",
+    "DuplicateChunkFilter",
+    "ContextCleaner",
+    "cohere_embedding",
+    "EmbeddingServiceError",
+]

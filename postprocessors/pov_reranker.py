@@ -42,7 +42,12 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from postprocessors._nodes import copy_node_with_score
-from postprocessors.cohere_support import check_cohere_embedding, embed_queries
+from postprocessors.cohere_support import (
+    check_cohere_embedding,
+    embed_documents,
+    embed_queries,
+    embed_query,
+)
 
 dispatcher = get_dispatcher(__name__)
 
@@ -138,16 +143,24 @@ class POVReranker(BaseNodePostprocessor):
     holds ``query_similarity``, ``pov_score`` and ``pov_similarities`` for
     inspection, excluded from the LLM prompt and from embeddings.
 
+    A ``CohereEmbedding`` that fails for good (HTTP error after its retries,
+    timeout, unreachable, malformed answer) raises
+    :class:`~postprocessors.cohere_support.EmbeddingServiceError`, whose text
+    never holds the API key; other models' own errors pass through unchanged.
+
     Example:
         >>> rerank = POVReranker(embed_model=embed_model, povs=["..."], top_n=5)
         >>> engine = index.as_query_engine(node_postprocessors=[rerank])
     """
 
+    # Kept out of repr() and serialization: embedding models such as CohereEmbedding hold an API key.
     embed_model: SerializeAsAny[BaseEmbedding] = Field(
         description=(
             "Embedding model. Chunks are embedded as documents "
             "(get_text_embedding_batch), the query and the POVs as queries."
-        )
+        ),
+        exclude=True,
+        repr=False,
     )
     povs: List[str] = Field(
         default_factory=list,
@@ -272,7 +285,7 @@ class POVReranker(BaseNodePostprocessor):
                 found[key] = cached
                 self._cache_hits += 1
         if missing:
-            vectors = self.embed_model.get_text_embedding_batch(list(missing.values()))
+            vectors = embed_documents(self.embed_model, list(missing.values()))
             for key, vec in zip(missing, vectors):
                 found[key] = np.asarray(vec, dtype=np.float64)
                 if self.cache_size > 0:
@@ -288,7 +301,7 @@ class POVReranker(BaseNodePostprocessor):
         return out, valid
 
     def _query_vector(self, query: str) -> np.ndarray:
-        return np.asarray(self.embed_model.get_query_embedding(query), dtype=np.float64)
+        return np.asarray(embed_query(self.embed_model, query), dtype=np.float64)
 
     # --------------------------------------------------------------- rerank
     def _rerank(self, nodes: List[NodeWithScore], query: str) -> List[NodeWithScore]:

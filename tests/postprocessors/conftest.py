@@ -170,13 +170,26 @@ def stub_vector(text: str, dim: int = 8) -> List[float]:
 class StubCohereServer:
     """Minimal Cohere v2 embed API on 127.0.0.1, recording each request.
 
-    ``fail_with`` holds HTTP statuses to answer, one per request, before
-    answering normally again.
+    Fault modes (all off by default):
+
+    * ``fail_with``: HTTP statuses to answer, one per request, before answering
+      normally again (error body ``{"message": "stub error <status>"}``);
+    * ``delay_s``: seconds to wait before answering each request (a client
+      timeout shorter than this times out; ``close()`` cuts the wait short);
+    * ``bad_body``: answer every request HTTP 200 with ``"invalid_json"`` (a
+      body that is not JSON) or ``"no_embeddings"`` (JSON without
+      ``embeddings``);
+    * ``echo_auth_in_errors``: error bodies quote the request's
+      ``Authorization`` header, like a leaky proxy would.
     """
 
     def __init__(self) -> None:
         self.requests: List[Dict[str, Any]] = []
         self.fail_with: List[int] = []
+        self.delay_s: float = 0.0
+        self.bad_body: Optional[str] = None
+        self.echo_auth_in_errors: bool = False
+        self._closing = threading.Event()
         self._lock = threading.Lock()
         stub = self
 
@@ -196,10 +209,20 @@ class StubCohereServer:
                             "status": status,
                         }
                     )
+                    delay, bad_body = stub.delay_s, stub.bad_body
+                if delay > 0 and stub._closing.wait(delay):
+                    return  # server closing: drop the request
+                data: Optional[bytes] = None
                 if status != 200:
-                    payload = {"message": f"stub error {status}"}
+                    payload: Dict[str, Any] = {"message": f"stub error {status}"}
+                    if stub.echo_auth_in_errors:
+                        payload["message"] += f" for {self.headers.get('Authorization')}"
                 elif self.path.rstrip("/") != "/v2/embed":
                     status, payload = 404, {"message": f"unknown path {self.path}"}
+                elif bad_body == "invalid_json":
+                    data = b"<html>upstream hiccup</html"
+                elif bad_body == "no_embeddings":
+                    payload = {"id": "stub", "meta": {"api_version": {"version": "2"}}}
                 else:
                     texts = body.get("texts") or []
                     payload = {
@@ -209,12 +232,16 @@ class StubCohereServer:
                         "texts": texts,
                         "meta": {"api_version": {"version": "2"}},
                     }
-                data = json.dumps(payload).encode("utf-8")
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                if data is None:
+                    data = json.dumps(payload).encode("utf-8")
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -226,13 +253,15 @@ class StubCohereServer:
         return [r for r in self.requests if r["status"] == 200]
 
     def close(self) -> None:
+        self._closing.set()
         self._server.shutdown()
         self._server.server_close()
 
 
 @pytest.fixture
 def cohere_stub() -> Any:
-    """A running StubCohereServer (``.url``, ``.requests``, ``.fail_with``)."""
+    """A running StubCohereServer (``.url``, ``.requests``, fault modes ``.fail_with``,
+    ``.delay_s``, ``.bad_body``, ``.echo_auth_in_errors``)."""
     server = StubCohereServer()
     yield server
     server.close()
