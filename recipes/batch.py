@@ -43,18 +43,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     from recipes.config import parse_config
 
     config = parse_config(BatchConfig, argv, description=__doc__)
-    from llama_unsloth import rag
+    from llama_unsloth import batch_answers, errors, index_store, rag
 
     try:
-        questions = rag.load_questions(config.questions)
+        questions = batch_answers.load_questions(config.questions)
         index, postprocessors = None, []
         if config.rag:
-            embed_model = rag.make_embed_model("huggingface", config.embed_model) if config.embed_model else None
-            index = rag.open_index(config.persist_dir, config.collection, embed_model=embed_model)
+            embed_model = index_store.make_embed_model("huggingface", config.embed_model) if config.embed_model else None
+            index = index_store.open_index(config.persist_dir, config.collection, embed_model=embed_model)
             postprocessors = rag.make_postprocessors(index._embed_model, povs_file=config.povs)
         if config.batch_size < 1:
-            raise rag.RagError(f"--batch-size must be at least 1, got {config.batch_size}.")
-    except rag.user_errors() as err:
+            raise errors.RagError(f"--batch-size must be at least 1, got {config.batch_size}.")
+    except errors.user_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
@@ -69,14 +69,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         )
 
     try:
-        records = rag.run_batch(
+        records = batch_answers.run_batch(
             load, questions, config.out, index=index, postprocessors=postprocessors,
             similarity_top_k=config.similarity_top_k, batch_size=config.batch_size, progress=config.progress,
         )
-    except rag.user_errors() as err:
+    except errors.user_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    paths = rag.output_paths(config.out)
+    paths = batch_answers.output_paths(config.out)
     abstained = sum(bool(r.get("abstained")) for r in records)
     print(f"{len(records)} answers ({abstained} 'I don't know'); written to {paths['jsonl']}, {paths['xlsx']}, {paths['csv']}")
     return 0

@@ -43,22 +43,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     config = parse_config(CompareConfig, argv, description=__doc__)
     from pathlib import Path
 
-    from llama_unsloth import rag
+    from llama_unsloth import batch_answers, comparison, errors, index_store, rag, tables
 
     out_dir = Path(config.out_dir)
     try:
         if config.rag_jsonl or config.no_rag_jsonl:
             if not (config.rag_jsonl and config.no_rag_jsonl):
-                raise rag.RagError("Pass both --rag-jsonl and --no-rag-jsonl (or --questions to answer them now).")
+                raise errors.RagError("Pass both --rag-jsonl and --no-rag-jsonl (or --questions to answer them now).")
             for path in (config.rag_jsonl, config.no_rag_jsonl):
                 if not Path(path).is_file():
-                    raise rag.RagError(f"Answers file {path!r} not found: run `llama-unsloth batch` first.")
-            with_rag, without = rag.read_answers_jsonl(config.rag_jsonl), rag.read_answers_jsonl(config.no_rag_jsonl)
+                    raise errors.RagError(f"Answers file {path!r} not found: run `llama-unsloth batch` first.")
+            with_rag, without = batch_answers.read_answers_jsonl(config.rag_jsonl), batch_answers.read_answers_jsonl(config.no_rag_jsonl)
             if not with_rag or not without:
-                raise rag.RagError("An answers file holds no complete answers.")
+                raise errors.RagError("An answers file holds no complete answers.")
         elif config.questions:
-            questions = rag.load_questions(config.questions)
-            index = rag.open_index(config.persist_dir, config.collection)
+            questions = batch_answers.load_questions(config.questions)
+            index = index_store.open_index(config.persist_dir, config.collection)
             postprocessors = rag.make_postprocessors(index._embed_model, povs_file=config.povs)
             cache: dict = {}
 
@@ -71,16 +71,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                 return cache["llm"]
 
             common = dict(batch_size=config.batch_size, progress=config.progress)
-            with_rag = rag.run_batch(load, questions, out_dir / "rag", index=index, postprocessors=postprocessors, **common)
-            without = rag.run_batch(load, questions, out_dir / "no_rag", **common)
+            with_rag = batch_answers.run_batch(load, questions, out_dir / "rag", index=index, postprocessors=postprocessors, **common)
+            without = batch_answers.run_batch(load, questions, out_dir / "no_rag", **common)
         else:
-            raise rag.RagError("Pass --questions <file>, or --rag-jsonl and --no-rag-jsonl.")
-    except rag.user_errors() as err:
+            raise errors.RagError("Pass --questions <file>, or --rag-jsonl and --no-rag-jsonl.")
+    except errors.user_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    summary, rows = rag.compare_records(with_rag, without)
-    paths = rag.write_compare_report(summary, rows, out_dir)
-    print(rag.markdown_table(summary, rag.SUMMARY_COLUMNS))
+    summary, rows = comparison.compare_records(with_rag, without)
+    paths = comparison.write_compare_report(summary, rows, out_dir)
+    print(tables.markdown_table(summary, comparison.SUMMARY_COLUMNS))
     print(f"Report: {paths['md']} and {paths['xlsx']} ({len(rows)} questions side by side)")
     return 0
 

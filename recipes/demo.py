@@ -45,7 +45,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import torch
     from llama_index.core import Settings
 
-    from llama_unsloth import UnslothLLM, rag
+    from llama_unsloth import UnslothLLM, batch_answers, comparison, index_store, rag, tables
     from postprocessors import ContextCleaner, DuplicateChunkFilter, POVReranker
 
     data = Path(__file__).resolve().parent.parent / "llama_unsloth" / "data"
@@ -53,8 +53,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     chroma_dir = out / "chroma"
 
     _title("1. Index the sample corpus")
-    embed_model = rag.make_embed_model()
-    index, stats = rag.build_index(data / "corpus", persist_dir=chroma_dir, collection="demo", embed_model=embed_model)
+    embed_model = index_store.make_embed_model()
+    index, stats = index_store.build_index(data / "corpus", persist_dir=chroma_dir, collection="demo", embed_model=embed_model)
     print(stats.summary())
     print(f"Chroma index: {chroma_dir.resolve()} (collection 'demo'); run the demo again and nothing is re-embedded.")
 
@@ -78,20 +78,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("  " + line)
 
     _title("4. A small batch, with and without RAG")
-    questions = [q for q in rag.load_questions(data / "questions.txt")]
+    questions = [q for q in batch_answers.load_questions(data / "questions.txt")]
     picked = questions[: max(1, config.batch_questions - 1)] + questions[-1:]  # the last one is not in the corpus
     for stale in out.glob("batch_*"):
         stale.unlink()  # the demo answers afresh each time (batch itself resumes)
     common = dict(batch_size=4, progress=True)
-    with_rag = rag.run_batch(llm, picked, out / "batch_rag", index=index, postprocessors=rag.make_postprocessors(), **common)
-    without = rag.run_batch(llm, picked, out / "batch_no_rag", **common)
+    with_rag = batch_answers.run_batch(llm, picked, out / "batch_rag", index=index, postprocessors=rag.make_postprocessors(), **common)
+    without = batch_answers.run_batch(llm, picked, out / "batch_no_rag", **common)
     for a, b in zip(with_rag, without):
         print(f"\nQ: {a['instruction']}\n  RAG:    {a['answer'][:300]}\n  no RAG: {b['answer'][:300]}")
 
     _title("5. RAG vs no RAG")
-    summary, rows = rag.compare_records(with_rag, without)
-    paths = rag.write_compare_report(summary, rows, out)
-    print(rag.markdown_table(summary, rag.SUMMARY_COLUMNS))
+    summary, rows = comparison.compare_records(with_rag, without)
+    paths = comparison.write_compare_report(summary, rows, out)
+    print(tables.markdown_table(summary, comparison.SUMMARY_COLUMNS))
     print(f"\nWritten: {out / 'batch_rag.xlsx'}, {out / 'batch_no_rag.xlsx'}, {paths['md']}, {paths['xlsx']}")
     print(f"Demo finished in {time.perf_counter() - began:.0f} s.")
     return 0

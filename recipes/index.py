@@ -36,12 +36,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     from recipes.config import parse_config
 
     config = parse_config(IndexConfig, argv, description=__doc__)
-    from llama_unsloth import rag
+    from llama_unsloth import errors, index_store
 
     try:
-        rag.list_documents(config.input_dir)  # fail on a bad folder before loading a model
-        embed_model = rag.make_embed_model(config.embed_backend, config.embed_model)
-        _, stats = rag.build_index(
+        index_store.list_documents(config.input_dir)  # fail on a bad folder before loading a model
+        embed_model = index_store.make_embed_model(config.embed_backend, config.embed_model)
+        _, stats = index_store.build_index(
             config.input_dir,
             persist_dir=config.persist_dir,
             collection=config.collection,
@@ -50,11 +50,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             chunk_overlap=config.chunk_overlap,
             progress=config.progress,
         )
-    except rag.user_errors() as err:
+    except errors.user_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(stats.summary())
-    print(f"Index: collection {config.collection!r} in {config.persist_dir}/ (embeddings: {rag.embed_model_id(embed_model)})")
+    print(f"Index: collection {config.collection!r} in {config.persist_dir}/ (embeddings: {index_store.embed_model_id(embed_model)})")
     return 0
 
 

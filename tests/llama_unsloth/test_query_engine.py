@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Iterator, List
+from typing import List
 
 import pytest
 
 from llama_unsloth import PromptTooLongError, UnslothLLM
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def restore_settings() -> Iterator[None]:
-    """UnslothLLM sets LlamaIndex's global tokenizer; put the old one back after each test."""
-    from llama_index.core import Settings
-
-    saved = Settings._tokenizer
-    yield
-    Settings._tokenizer = saved
 
 
 def _chroma_index(documents: list, folder: Path, minilm_path: Path) -> object:
@@ -41,7 +31,7 @@ def _chroma_index(documents: list, folder: Path, minilm_path: Path) -> object:
 
 
 def test_query_engine_puts_retrieved_text_in_the_models_layout(
-    smollm2_path: Path, minilm_path: Path, tmp_path: Path, recorded_prompts: List[str], restore_settings: None
+    smollm2_path: Path, minilm_path: Path, tmp_path: Path, recorded_prompts: List[str]
 ) -> None:
     from llama_index.core import SimpleDirectoryReader
 
@@ -74,9 +64,10 @@ def _numeric_tables(count: int) -> list:
 
 
 def test_context_packing_counts_with_the_models_tokenizer(
-    tiny_llama_path: Path, minilm_path: Path, tmp_path: Path, recorded_prompts: List[str], restore_settings: None,
+    tiny_llama_path: Path, minilm_path: Path, tmp_path: Path, recorded_prompts: List[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    import llama_index.core
     from llama_index.core import Settings
 
     index = _chroma_index(_numeric_tables(12), tmp_path / "chroma", minilm_path)
@@ -84,7 +75,7 @@ def test_context_packing_counts_with_the_models_tokenizer(
 
     # LlamaIndex's default tokenizer (tiktoken) undercounts digits for this model: the prompt overflows,
     # and LlamaIndex's refine step turns the ValueError into a logged warning, dropping that context.
-    Settings._tokenizer = None
+    llama_index.core.global_tokenizer = Settings._tokenizer = None
     naive = UnslothLLM(
         model_name=str(tiny_llama_path), load_in_4bit=False, max_seq_length=4096, max_new_tokens=8,
         prompt_format="alpaca-context", set_global_tokenizer=False,
@@ -111,7 +102,7 @@ def test_context_packing_counts_with_the_models_tokenizer(
 
 @pytest.mark.timeout(400)
 def test_threads_share_one_query_engine_and_get_single_threaded_answers(
-    tiny_llama_path: Path, minilm_path: Path, tmp_path: Path, restore_settings: None
+    tiny_llama_path: Path, minilm_path: Path, tmp_path: Path
 ) -> None:
     from concurrent.futures import ThreadPoolExecutor
 

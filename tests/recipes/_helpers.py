@@ -28,17 +28,17 @@ def embed_model() -> Any:
 
 
 def reuse_embed_model(monkeypatch: Any) -> None:
-    """Makes ``rag.make_embed_model()`` (default MiniLM) return the session's instance instead of reloading it."""
-    from llama_unsloth import rag
+    """Makes ``index_store.make_embed_model()`` (default MiniLM) return the session's instance instead of reloading it."""
+    from llama_unsloth import index_store
 
-    real = rag.make_embed_model
+    real = index_store.make_embed_model
 
     def make(backend: str = "huggingface", model_name: Any = None) -> Any:
-        if backend == "huggingface" and (model_name is None or model_name == rag.embed_model_id(embed_model())):
+        if backend == "huggingface" and (model_name is None or model_name == index_store.embed_model_id(embed_model())):
             return embed_model()
         return real(backend, model_name)
 
-    monkeypatch.setattr(rag, "make_embed_model", make)
+    monkeypatch.setattr(index_store, "make_embed_model", make)
 
 
 def small_corpus(folder: Path) -> Path:
@@ -51,23 +51,8 @@ def small_corpus(folder: Path) -> Path:
 
 def build_small_index(root: Path, collection: str = "documents") -> Path:
     """Indexes the small corpus into ``root/chroma``; returns the persist dir."""
-    from llama_unsloth.rag import build_index
+    from llama_unsloth.index_store import build_index
 
     persist = root / "chroma"
     build_index(small_corpus(root / "docs"), persist, collection, embed_model=embed_model(), progress=False)
     return persist
-
-
-class TokenizerGuard:
-    """Restores LlamaIndex's global tokenizer (UnslothLLM sets it) after a test."""
-
-    def __enter__(self) -> "TokenizerGuard":
-        import llama_index.core
-
-        self._saved = llama_index.core.global_tokenizer
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        import llama_index.core
-
-        llama_index.core.global_tokenizer = self._saved

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.recipes._helpers import TokenizerGuard, build_small_index, reuse_embed_model
+from tests.recipes._helpers import build_small_index, reuse_embed_model
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,8 +25,7 @@ def persist(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def _hygiene(monkeypatch: pytest.MonkeyPatch):
     reuse_embed_model(monkeypatch)
-    with TokenizerGuard():
-        yield
+    yield
 
 
 def _lines(path: Path) -> list:
@@ -84,18 +83,18 @@ def test_killed_run_resumes_and_answers_each_question_once(tmp_path: Path, persi
 
 
 def test_batch_size_does_not_change_greedy_answers(tmp_path: Path, persist: Path, tiny_llama_path: Path) -> None:
-    from llama_unsloth import UnslothLLM, rag
+    from llama_unsloth import UnslothLLM, batch_answers, index_store, rag
 
     llm = UnslothLLM(model_name=str(tiny_llama_path), backend="transformers", load_in_4bit=False, max_new_tokens=12, set_global_tokenizer=False)
-    index = rag.open_index(persist)
+    index = index_store.open_index(persist)
     questions = ["Which countries founded Mercosur?", "When did USMCA enter into force?", "What is ECOWAS?",
                  "Why do non-tariff barriers matter?", "Customs union or free trade area?"]
-    one = rag.run_batch(llm, questions, tmp_path / "b1", index=index, postprocessors=rag.make_postprocessors(), batch_size=1, progress=False)
-    four = rag.run_batch(llm, questions, tmp_path / "b4", index=index, postprocessors=rag.make_postprocessors(), batch_size=4, progress=False)
+    one = batch_answers.run_batch(llm, questions, tmp_path / "b1", index=index, postprocessors=rag.make_postprocessors(), batch_size=1, progress=False)
+    four = batch_answers.run_batch(llm, questions, tmp_path / "b4", index=index, postprocessors=rag.make_postprocessors(), batch_size=4, progress=False)
     assert [r["answer"] for r in one] == [r["answer"] for r in four]
     assert [r["context"] for r in one] == [r["context"] for r in four]
-    plain1 = rag.run_batch(llm, questions, tmp_path / "p1", batch_size=1, progress=False)
-    plain4 = rag.run_batch(llm, questions, tmp_path / "p4", batch_size=4, progress=False)
+    plain1 = batch_answers.run_batch(llm, questions, tmp_path / "p1", batch_size=1, progress=False)
+    plain4 = batch_answers.run_batch(llm, questions, tmp_path / "p4", batch_size=4, progress=False)
     assert [r["answer"] for r in plain1] == [r["answer"] for r in plain4]
     assert all(r["context"] == "" and r["rag"] is False for r in plain1)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.recipes._helpers import TokenizerGuard, build_small_index, reuse_embed_model
+from tests.recipes._helpers import build_small_index, reuse_embed_model
 
 CONTEXT = "Mercosur was founded in 1991 by Argentina, Brazil, Paraguay and Uruguay under the Treaty of Asuncion."
 
@@ -64,9 +64,8 @@ def test_compare_end_to_end_with_tiny_model(tmp_path: Path, tiny_llama_path: Pat
     persist = build_small_index(tmp_path)
     qfile = tmp_path / "q.json"
     qfile.write_text(json.dumps([{"question": "Which countries founded Mercosur?"}, "Who won the 2018 FIFA World Cup?"]), encoding="utf-8")
-    with TokenizerGuard():
-        rc = main(["--questions", str(qfile), "--persist-dir", str(persist), "--model", str(tiny_llama_path), "--no-load-in-4bit",
-                   "--max-new-tokens", "6", "--out-dir", str(tmp_path / "cmp"), "--no-progress"])
+    rc = main(["--questions", str(qfile), "--persist-dir", str(persist), "--model", str(tiny_llama_path), "--no-load-in-4bit",
+               "--max-new-tokens", "6", "--out-dir", str(tmp_path / "cmp"), "--no-progress"])
     assert rc == 0
     for name in ("rag.jsonl", "no_rag.jsonl", "rag.xlsx", "no_rag.csv", "compare.md", "compare.xlsx"):
         assert (tmp_path / "cmp" / name).is_file(), name

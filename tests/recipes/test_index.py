@@ -23,7 +23,7 @@ def _run(args, capsys) -> tuple:
 
 
 def test_index_twice_then_change_then_delete(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from llama_unsloth.rag import open_collection
+    from llama_unsloth.index_store import open_collection
 
     docs = small_corpus(tmp_path / "docs")
     args = ["--input-dir", str(docs), "--persist-dir", str(tmp_path / "db"), "--collection", "col1"]
@@ -53,7 +53,8 @@ def test_index_twice_then_change_then_delete(tmp_path: Path, capsys: pytest.Capt
 def test_bookkeeping_metadata_stays_out_of_llm_and_embed_text(tmp_path: Path) -> None:
     from llama_index.core.schema import MetadataMode
 
-    from llama_unsloth.rag import open_index, retrieve
+    from llama_unsloth.index_store import open_index
+    from llama_unsloth.rag import retrieve
 
     persist = build_small_index(tmp_path)
     nodes = retrieve(open_index(persist, "documents", embed_model=embed_model()), "Mercosur founders", similarity_top_k=2)
@@ -66,7 +67,8 @@ def test_bookkeeping_metadata_stays_out_of_llm_and_embed_text(tmp_path: Path) ->
 def test_reopen_with_other_embedding_dimension_is_a_clear_error(tmp_path: Path) -> None:
     from llama_index.core import MockEmbedding
 
-    from llama_unsloth.rag import EmbeddingMismatchError, build_index, open_index
+    from llama_unsloth.errors import EmbeddingMismatchError
+    from llama_unsloth.index_store import build_index, open_index
 
     persist = build_small_index(tmp_path)
     with pytest.raises(EmbeddingMismatchError, match=r"384-dimensional.*gives 8"):
@@ -76,7 +78,8 @@ def test_reopen_with_other_embedding_dimension_is_a_clear_error(tmp_path: Path) 
 
 
 def test_missing_folder_and_missing_index_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from llama_unsloth.rag import IndexNotFoundError, open_index
+    from llama_unsloth.errors import IndexNotFoundError
+    from llama_unsloth.index_store import open_index
 
     rc, _, err = _run(["--input-dir", str(tmp_path / "nope"), "--persist-dir", str(tmp_path / "db")], capsys)
     assert rc == 2 and "does not exist" in err and "Traceback" not in err

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.recipes._helpers import DATA, TokenizerGuard, build_small_index, reuse_embed_model
+from tests.recipes._helpers import DATA, build_small_index, reuse_embed_model
 
 
 @pytest.fixture(scope="module")
@@ -17,8 +17,7 @@ def persist(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def _hygiene(monkeypatch: pytest.MonkeyPatch):
     reuse_embed_model(monkeypatch)
-    with TokenizerGuard():
-        yield
+    yield
 
 
 def _query(args, persist: Path, tiny_llama_path: Path, capsys) -> tuple:
@@ -51,10 +50,10 @@ def test_query_with_povs_prints_pov_scores(persist: Path, tiny_llama_path: Path,
 
 
 def test_empty_question_fails_before_loading_anything(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    from llama_unsloth import rag
+    from llama_unsloth import index_store, rag
     from recipes.query import main
 
-    monkeypatch.setattr(rag, "open_index", lambda *a, **k: pytest.fail("opened the index"))
+    monkeypatch.setattr(index_store, "open_index", lambda *a, **k: pytest.fail("opened the index"))
     monkeypatch.setattr(rag, "load_llm", lambda *a, **k: pytest.fail("loaded the model"))
     assert main(["--question", "   "]) == 2
     assert "question is empty" in capsys.readouterr().err

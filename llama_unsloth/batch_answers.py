@@ -1,0 +1,248 @@
+"""Batch answering: question files in, a resumable answers JSONL and atomic ``.xlsx``/``.csv`` tables out.
+
+:func:`run_batch` answers questions (with RAG or fine-tune only), appending each answer to
+``<out>.jsonl`` at once so a re-run resumes after a crash, then writes the tables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+
+from llama_unsloth.errors import QuestionsFileError, RagError
+from llama_unsloth.rag import Answer, answer_plain_batch, answer_rag_batch, build_rag_prompt, retrieve
+from llama_unsloth.tables import write_table
+
+
+# ---------------------------------------------------------------------------------------------- questions
+QUESTION_COLUMNS = ("question", "instruction")
+
+
+def load_questions(path: Union[str, Path]) -> List[str]:
+    """Reads questions from ``.txt`` (one per line; blank and ``#`` lines skipped), ``.json`` (a list of
+    strings or of objects with ``question``/``instruction``), ``.jsonl`` (one string or object per line),
+    ``.csv`` or ``.xlsx`` (a ``question`` or ``instruction`` column).
+
+    Raises:
+        QuestionsFileError: Missing file, unknown extension, missing column, bad JSON, no questions.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise QuestionsFileError(f"Questions file {str(path)!r} not found.")
+    suffix = file.suffix.lower()
+    if suffix == ".txt":
+        items: List[Any] = [ln for ln in file.read_text(encoding="utf-8-sig").splitlines() if not ln.lstrip().startswith("#")]
+    elif suffix in (".json", ".jsonl"):
+        text = file.read_text(encoding="utf-8-sig")
+        try:
+            items = json.loads(text) if suffix == ".json" else [json.loads(ln) for ln in text.splitlines() if ln.strip()]
+        except json.JSONDecodeError as err:
+            raise QuestionsFileError(f"{str(path)!r} is not valid JSON{' lines' if suffix == '.jsonl' else ''}: {err}.") from err
+        if not isinstance(items, list):
+            raise QuestionsFileError(f"{str(path)!r} must hold a JSON list of questions (strings or objects with 'question').")
+        items = [_question_of(item, file, n) for n, item in enumerate(items, 1)]
+    elif suffix in (".csv", ".xlsx", ".xls"):
+        import pandas as pd
+
+        frame = pd.read_csv(file, dtype=str, keep_default_na=False) if suffix == ".csv" else pd.read_excel(file, dtype=str)
+        columns = {str(c).strip().lower(): c for c in frame.columns}
+        column = next((columns[c] for c in QUESTION_COLUMNS if c in columns), None)
+        if column is None:
+            raise QuestionsFileError(
+                f"{str(path)!r} has no 'question' or 'instruction' column (columns: {', '.join(map(str, frame.columns)) or 'none'}). Rename the questions column."
+            )
+        items = [v for v in frame[column].tolist() if isinstance(v, str)]
+    else:
+        raise QuestionsFileError(f"Unsupported questions file type {suffix or '(none)'!r}: use .txt, .json, .jsonl, .csv or .xlsx.")
+    questions = [str(q).strip() for q in items if str(q).strip()]
+    if not questions:
+        raise QuestionsFileError(f"{str(path)!r} holds no questions.")
+    return questions
+
+
+def _question_of(item: Any, file: Path, n: int) -> str:
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict):
+        for key in QUESTION_COLUMNS:
+            if isinstance(item.get(key), str):
+                return item[key]
+    raise QuestionsFileError(f"{str(file)!r} item {n} is neither a string nor an object with a 'question' or 'instruction' string.")
+
+
+# ---------------------------------------------------------------------------------------------- answers JSONL
+def read_answers_jsonl(path: Union[str, Path], repair: bool = False) -> List[Dict[str, Any]]:
+    """Complete records from an answers JSONL file; a torn last line (a crash mid-write) is ignored.
+
+    Args:
+        path: The file (missing: no records).
+        repair: Cut a torn trailing line off the file so appends start on a fresh line.
+    """
+    file = Path(path)
+    if not file.is_file():
+        return []
+    data = file.read_bytes()
+    cut = data.rfind(b"\n") + 1
+    if cut < len(data) and repair:
+        with open(file, "r+b") as handle:
+            handle.truncate(cut)
+            handle.flush()
+            os.fsync(handle.fileno())
+    records = []
+    for n, line in enumerate(data[:cut].decode("utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            print(f"warning: {file}: line {n} is not valid JSON; ignored (that question will be answered again).", file=sys.stderr)
+            continue
+        if isinstance(record, dict) and isinstance(record.get("instruction"), str) and "answer" in record:
+            records.append(record)
+    return records
+
+
+def append_jsonl(handle: Any, record: Dict[str, Any]) -> None:
+    """Appends one record and forces it to disk (flush + fsync)."""
+    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def pending_questions(questions: Sequence[str], records: Iterable[Dict[str, Any]]) -> List[int]:
+    """Positions of ``questions`` not yet answered in ``records``.
+
+    Answers are matched by question text; a question asked k times needs k answers.
+    """
+    done: Dict[str, int] = {}
+    for record in records:
+        done[record["instruction"]] = done.get(record["instruction"], 0) + 1
+    seen: Dict[str, int] = {}
+    todo = []
+    for i, q in enumerate(questions):
+        seen[q] = seen.get(q, 0) + 1
+        if seen[q] > done.get(q, 0):
+            todo.append(i)
+    return todo
+
+
+def group_by_question(records: Iterable[Dict[str, Any]]) -> Dict[str, List[Dict[str, Any]]]:
+    """Question text -> its records, in the order they come."""
+    by_q: Dict[str, List[Dict[str, Any]]] = {}
+    for record in records:
+        by_q.setdefault(record["instruction"], []).append(record)
+    return by_q
+
+
+def ordered_records(questions: Sequence[str], records: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The records in question order (k-th occurrence of a question -> its k-th record)."""
+    by_q = group_by_question(records)
+    used: Dict[str, int] = {}
+    out = []
+    for q in questions:
+        k = used.get(q, 0)
+        if k < len(by_q.get(q, [])):
+            out.append(by_q[q][k])
+            used[q] = k + 1
+    return out
+
+
+def output_paths(out: Union[str, Path]) -> Dict[str, Path]:
+    """``jsonl``/``xlsx``/``csv`` paths for an output base (a given .jsonl/.xlsx/.csv suffix is dropped)."""
+    base = Path(out)
+    if base.suffix.lower() in (".jsonl", ".xlsx", ".csv"):
+        base = base.with_suffix("")
+    return {ext: base.parent / f"{base.name}.{ext}" for ext in ("jsonl", "xlsx", "csv")}
+
+
+def run_batch(
+    llm: Any,
+    questions: Sequence[str],
+    out: Union[str, Path],
+    index: Any = None,
+    postprocessors: Sequence[Any] = (),
+    similarity_top_k: Optional[int] = None,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> List[Dict[str, Any]]:
+    """Answers ``questions`` (with RAG when ``index`` is given), resumable, and writes the tables.
+
+    Each answer is appended to ``<out>.jsonl`` as soon as it exists (flush + fsync). A re-run skips
+    questions already answered there (matched by text; a question listed k times gets k answers)
+    and tolerates a torn last line. At the end ``<out>.xlsx`` and ``<out>.csv`` are written
+    atomically with columns instruction, context, answer, abstained, seconds, sources.
+
+    Args:
+        llm: An ``UnslothLLM``, or a zero-argument callable returning one (called only if
+            something is left to answer).
+        questions: The questions, in order.
+        out: Output base path (``answers`` -> ``answers.jsonl``/``.xlsx``/``.csv``).
+        index: ``VectorStoreIndex`` for RAG; ``None``: fine-tune only (``llm.format_prompt``).
+        postprocessors: Node postprocessors (see :func:`make_postprocessors`).
+        similarity_top_k: Chunks retrieved (default 15 with POVs, else 3).
+        batch_size: Prompts per ``generate`` call.
+        progress: Show a progress bar with answers/s.
+
+    Returns:
+        The records in question order.
+    """
+    from tqdm.auto import tqdm
+
+    from llama_unsloth.llm import PromptTooLongError
+
+    if batch_size < 1:
+        raise RagError(f"batch_size must be at least 1, got {batch_size}.")
+    paths = output_paths(out)
+    paths["jsonl"].parent.mkdir(parents=True, exist_ok=True)
+    records = read_answers_jsonl(paths["jsonl"], repair=True)
+    todo = pending_questions(questions, records)
+    if todo:
+        model = llm() if callable(llm) and not hasattr(llm, "complete_batch") else llm
+        bar = tqdm(total=len(questions), initial=len(questions) - len(todo), desc="Answering", unit="answer", disable=not progress)
+
+        def answer(group: List[int]) -> List[Answer]:
+            qs = [questions[i] for i in group]
+            if index is None:
+                return answer_plain_batch(model, qs, batch_size=batch_size)
+            prompts = [build_rag_prompt(model, q, retrieve(index, q, postprocessors, similarity_top_k)) for q in qs]
+            return answer_rag_batch(model, prompts, batch_size=batch_size)
+
+        with open(paths["jsonl"], "a", encoding="utf-8") as handle:
+            for start in range(0, len(todo), batch_size):
+                group = todo[start : start + batch_size]
+                try:
+                    answers = answer(group)
+                except PromptTooLongError:
+                    answers = []
+                    for i in group:  # find the culprit; answer the others
+                        try:
+                            answers.extend(answer([i]))
+                        except PromptTooLongError as err:
+                            answers.append(Answer(questions[i], "", False, 0.0, error=str(err)))
+                for i, ans in zip(group, answers):
+                    record = {"position": i, **ans.__dict__, "rag": index is not None}
+                    if record["error"] is None:
+                        del record["error"]
+                    append_jsonl(handle, record)
+                    records.append(record)
+                    bar.update(1)
+        bar.close()
+    ordered = ordered_records(questions, records)
+    write_table(ordered, paths["xlsx"])
+    write_table(ordered, paths["csv"])
+    return ordered
+
+
+__all__ = [
+    "append_jsonl",
+    "group_by_question",
+    "load_questions",
+    "ordered_records",
+    "output_paths",
+    "pending_questions",
+    "read_answers_jsonl",
+    "run_batch",
+]
