@@ -145,6 +145,9 @@ class UnslothLLM(CustomLLM):
     _format: PromptFormat = PrivateAttr()
     _resolved_name: str = PrivateAttr(default="")
     _stop_token_ids: List[int] = PrivateAttr(default_factory=list)
+    # Derived once from the tokenizer: _postprocess runs on every streamed token.
+    _end_token_texts: List[str] = PrivateAttr(default_factory=list)
+    _special_texts: List[str] = PrivateAttr(default_factory=list)
 
     @field_validator("backend")
     @classmethod
@@ -191,6 +194,8 @@ class UnslothLLM(CustomLLM):
         if self._tokenizer.pad_token_id is None:
             self._tokenizer.pad_token = self._tokenizer.eos_token
         self._stop_token_ids = self._end_token_ids()
+        self._end_token_texts = [t for t in self._tokenizer.convert_ids_to_tokens(self._stop_token_ids) if t]
+        self._special_texts = self._special_token_texts()
         if self.set_global_tokenizer:
             from llama_index.core import Settings
 
@@ -333,8 +338,7 @@ class UnslothLLM(CustomLLM):
         With ``final=False`` (streaming) text that may still become a stop string is held back.
         """
         text = generated
-        cut_markers = [*self._stop_strings(), *(self._tokenizer.convert_ids_to_tokens(i) for i in self._stop_token_ids)]
-        cut_markers = [m for m in cut_markers if m]
+        cut_markers = [*self._stop_strings(), *self._end_token_texts]
         for marker in cut_markers:
             index = text.find(marker)
             if index != -1:
@@ -346,7 +350,7 @@ class UnslothLLM(CustomLLM):
                         text = text[:-size]
                         break
         answer, reasoning = self._format.parse_answer(text)
-        for special in self._special_token_texts():
+        for special in self._special_texts:
             answer = answer.replace(special, "")
             if reasoning is not None:
                 reasoning = reasoning.replace(special, "")

@@ -361,7 +361,7 @@ class PromptFormat:
             system: System text overriding the format's default.
             tokenizer: Needed by the ``chat`` format.
         """
-        values = {name: _field(record, name) for name in self.record_fields if _field(record, name) is not None}
+        values = {name: value for name in self.record_fields if (value := _field(record, name)) is not None}
         values.update({k: v for k, v in record.items() if k not in FIELD_ALIASES.values() and v is not None})
         text = self._render(values, system, tokenizer)
         if self.append_eos and not self.is_chat:

@@ -25,7 +25,6 @@ def persist(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def _hygiene(monkeypatch: pytest.MonkeyPatch):
     reuse_embed_model(monkeypatch)
-    yield
 
 
 def _lines(path: Path) -> list:

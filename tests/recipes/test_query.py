@@ -17,7 +17,6 @@ def persist(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def _hygiene(monkeypatch: pytest.MonkeyPatch):
     reuse_embed_model(monkeypatch)
-    yield
 
 
 def _query(args, persist: Path, tiny_llama_path: Path, capsys) -> tuple:
