@@ -2,14 +2,19 @@
 
 * :func:`build_index` turns a folder of ``.txt``/``.md`` files into chunks in a persistent Chroma
   collection, incrementally: unchanged files are skipped, changed files have their chunks replaced,
-  deleted files have them removed. The collection records its embedding model and dimension.
+  deleted files have them removed. Files are decoded whatever their encoding
+  (:mod:`llama_unsloth.text_files`); empty, binary and undecodable files are skipped and listed.
+  Work is committed file by file, so an interrupted run (Ctrl-C, SIGTERM) keeps what it finished.
+  The collection records its embedding model and dimension and its chunk settings.
 * :func:`open_index` reopens it, refusing an embedding model that does not match.
 
-Chunk sizes are **tokens** (LlamaIndex's ``SentenceSplitter``), counted with tiktoken's
-``cl100k_base`` so chunking does not depend on which LLM set ``Settings.tokenizer``. On English
-prose that is ~5.4 characters per token (the sample corpus; MiniLM's WordPiece gives the same
-ratio), so the default 384/24 approximates users' 2000/120 characters. MiniLM reads at most 256
-word pieces (~1,400 characters) of a chunk when embedding it; models like BGE read 512.
+Chunks are **characters** by default, the way our users split (LangChain's
+``RecursiveCharacterTextSplitter(chunk_size=2000, chunk_overlap=120)``): ~2000 characters whatever
+the language, cut at paragraphs, then sentences (``.?!`` and Japanese ``。！？``, newlines), then
+phrases and words. ``unit="tokens"`` counts tiktoken ``cl100k_base`` tokens instead (LlamaIndex's
+usual way; 384/24 approximates 2000/120 characters on English prose, but Japanese chunks come out at
+~350 characters). MiniLM reads at most 256 word pieces (~1,100-1,400 characters of English, ~250
+Japanese characters) of a chunk; :func:`build_index` says so when chunks are longer.
 """
 
 from __future__ import annotations
@@ -17,14 +22,28 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from dataclasses import dataclass
+import re
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from llama_unsloth.errors import CorpusError, EmbeddingMismatchError, IndexNotFoundError, RagError
+from llama_unsloth.errors import (
+    ChunkSettingsMismatchError,
+    CorpusError,
+    EmbeddingMismatchError,
+    IndexInterrupted,
+    IndexNotFoundError,
+    RagError,
+)
 
-DEFAULT_CHUNK_SIZE = 384  # tokens (cl100k): ~2,000 characters of English prose
-DEFAULT_CHUNK_OVERLAP = 24  # tokens: ~120 characters
+CHUNK_UNITS = ("characters", "tokens")
+DEFAULT_CHUNK_UNIT = "characters"
+# (size, overlap) per unit: the users' 2000/120 characters; 384/24 cl100k tokens ~ the same on English prose.
+DEFAULT_CHUNKING = {"characters": (2000, 120), "tokens": (384, 24)}
+DEFAULT_CHUNK_SIZE, DEFAULT_CHUNK_OVERLAP = DEFAULT_CHUNKING[DEFAULT_CHUNK_UNIT]
+MIN_CHUNK_SIZE = 16
+DEFAULT_EMBED_BATCH_SIZE = 32
 DEFAULT_PERSIST_DIR = "chroma_db"
 DEFAULT_COLLECTION = "documents"
 COHERE_MODEL = "embed-english-v3.0"
@@ -36,6 +55,9 @@ META_EMBED_MODEL = "llama_unsloth_embed_model"
 META_EMBED_DIM = "llama_unsloth_embed_dim"
 META_EMBED_BACKEND = "llama_unsloth_embed_backend"
 META_SPACE = "hnsw:space"
+META_CHUNK_UNIT = "llama_unsloth_chunk_unit"
+META_CHUNK_SIZE = "llama_unsloth_chunk_size"
+META_CHUNK_OVERLAP = "llama_unsloth_chunk_overlap"
 
 # Node metadata: bookkeeping for incremental indexing, excluded from LLM and embedding text.
 KEY_FILE_PATH = "file_path"
@@ -73,17 +95,43 @@ def make_embed_model(backend: str = "huggingface", model_name: Optional[str] = N
             raise RagError(f"{err} Export COHERE_API_KEY=... before running.") from err
     if backend != "huggingface":
         raise RagError(f"Unknown embedding backend {backend!r}: use 'huggingface' or 'cohere'.")
-    from llama_unsloth.defaults import default_embed_model
+    from llama_unsloth.defaults import EMBED_MODEL_ENV, default_embed_model, default_embed_model_name
 
-    if model_name and _looks_like_path(model_name) and not Path(model_name).expanduser().is_dir():
-        raise RagError(f"Embedding model folder {model_name!r} does not exist. Pass an existing folder or a hub name.")
-    try:
-        return default_embed_model(str(Path(model_name).expanduser()) if model_name and _looks_like_path(model_name) else model_name)
-    except (OSError, ValueError) as err:
+    name = model_name or default_embed_model_name()
+    if _looks_like_path(name):
+        folder = Path(name).expanduser()
+        if not folder.is_dir():
+            raise RagError(f"Embedding model folder {name!r} does not exist. Pass an existing folder or a hub name.")
+        name = str(folder)
+    elif not _hub_model_cached(name) and _hub_offline():
+        # Without this check sentence-transformers prints a 60-line OSError chain.
         raise RagError(
-            f"Could not load embedding model {model_name!r} ({err}). Without a model hub, pass a local folder "
-            "(--embed-model path/to/model) or leave it unset for the bundled MiniLM."
+            f"Embedding model {name!r} is not found locally and there is no network (HF_HUB_OFFLINE=1): pass a "
+            f"local folder (--embed-model path/to/model) or set {EMBED_MODEL_ENV}=path/to/model."
+        )
+    try:
+        return default_embed_model(name)
+    except (OSError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise RagError(
+            f"Could not load embedding model {name!r} ({first}). Pass a local folder (--embed-model path/to/model), "
+            f"set {EMBED_MODEL_ENV}=path/to/model, or leave it unset for the bundled MiniLM."
         ) from err
+
+
+def _hub_offline() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _hub_model_cached(name: str) -> bool:
+    """Whether the Hugging Face cache already holds ``name`` (a hub id), so it loads without a network."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(name, "config.json")
+    except Exception:  # an invalid repo id, an unreadable cache: not cached
+        return False
+    return isinstance(found, str)
 
 
 def _looks_like_path(name: str) -> bool:
@@ -150,8 +198,6 @@ def open_collection(persist_dir: Union[str, Path], collection: str, create: bool
             f"The index at {str(folder)!r} has no collection {collection!r} (collections: {have}). Pass "
             "--collection with one of those, or build it with `llama-unsloth index`."
         )
-    import re
-
     if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]", collection):
         raise RagError(
             f"Invalid collection name {collection!r}: use 3-512 characters from [a-zA-Z0-9._-], starting and ending "
@@ -235,10 +281,229 @@ def retrieval_cosine(score: Optional[float], space: str = "cosine") -> Optional[
     return 1.0 - distance if space == "cosine" else 1.0 - distance / 2.0
 
 
+# ---------------------------------------------------------------------------------------------- chunking
+@dataclass(frozen=True)
+class ChunkSettings:
+    """How documents are cut into chunks; stored with the collection so a re-index cannot mix settings.
+
+    Attributes:
+        unit: ``characters`` (default, the users' way) or ``tokens`` (tiktoken ``cl100k_base``).
+        size: Longest chunk, in ``unit``.
+        overlap: Text shared by neighbouring chunks, in ``unit``.
+    """
+
+    unit: str = DEFAULT_CHUNK_UNIT
+    size: int = DEFAULT_CHUNK_SIZE
+    overlap: int = DEFAULT_CHUNK_OVERLAP
+
+    @classmethod
+    def make(cls, unit: str = DEFAULT_CHUNK_UNIT, size: Optional[int] = None, overlap: Optional[int] = None) -> "ChunkSettings":
+        """Settings with the unit's defaults for what is ``None``, checked.
+
+        Raises:
+            CorpusError: Unknown unit, size below :data:`MIN_CHUNK_SIZE`, overlap outside ``[0, size)``.
+        """
+        if unit not in CHUNK_UNITS:
+            raise CorpusError(f"Unknown chunk unit {unit!r}: use {' or '.join(CHUNK_UNITS)}.")
+        default_size, default_overlap = DEFAULT_CHUNKING[unit]
+        size = default_size if size is None else int(size)
+        overlap = min(default_overlap, size - 1) if overlap is None else int(overlap)
+        if size < MIN_CHUNK_SIZE:
+            raise CorpusError(f"--chunk-size must be at least {MIN_CHUNK_SIZE} {unit}, got {size}.")
+        if not 0 <= overlap < size:
+            raise CorpusError(f"--chunk-overlap must be between 0 and chunk size - 1 ({size - 1}) {unit}, got {overlap}.")
+        return cls(unit, size, overlap)
+
+    def metadata(self) -> Dict[str, Any]:
+        """The collection metadata recording these settings."""
+        return {META_CHUNK_UNIT: self.unit, META_CHUNK_SIZE: self.size, META_CHUNK_OVERLAP: self.overlap}
+
+    def describe(self) -> str:
+        """E.g. ``2000 characters, overlap 120``."""
+        return f"{self.size} {self.unit}, overlap {self.overlap}"
+
+
+def check_chunk_settings(collection: Any, chunking: ChunkSettings) -> None:
+    """Raises :class:`ChunkSettingsMismatchError` when the collection was chunked otherwise.
+
+    A collection that holds chunks but records no settings (written before they were recorded) is
+    refused too: its chunk sizes are unknown, and adding differently cut chunks would mix the index.
+    """
+    meta = collection.metadata or {}
+    if META_CHUNK_UNIT not in meta:
+        if collection.count() == 0:
+            return
+        raise ChunkSettingsMismatchError(
+            f"Collection {collection.name!r} does not record how it was chunked (built by an older version), so new "
+            f"chunks of {chunking.describe()} could not be matched to it. Index into a new --collection (or delete "
+            "the --persist-dir folder and index again)."
+        )
+    recorded = ChunkSettings(str(meta[META_CHUNK_UNIT]), int(meta[META_CHUNK_SIZE]), int(meta[META_CHUNK_OVERLAP]))
+    if recorded != chunking:
+        raise ChunkSettingsMismatchError(
+            f"Collection {collection.name!r} was chunked with {recorded.describe()}, not {chunking.describe()}; one "
+            f"index must not mix the two. Re-run with --chunk-unit {recorded.unit} --chunk-size {recorded.size} "
+            f"--chunk-overlap {recorded.overlap}, or index into a new --collection / --persist-dir."
+        )
+
+
+# Sentence ends: 。！？!? (with closing quotes/brackets after them), "." before whitespace, and newlines.
+_SENTENCE_END = re.compile(
+    r"(?<=[。！？!?])(?![」』）)\]\"'’”。！？!?])"
+    r"|(?<=[。！？!?][」』）)\]\"'’”])"
+    r"|(?<=\.)(?=\s)"
+    r"|(?<=\n)"
+)
+
+
+def split_sentences(text: str) -> List[str]:
+    """Splits after sentence ends, English and Japanese, keeping every character (``"".join`` gives ``text``)."""
+    return [piece for piece in _SENTENCE_END.split(text) if piece]
+
+
+def _cl100k() -> Any:
+    import tiktoken
+
+    import llama_index.core
+
+    # llama-index-core ships the cl100k file: point tiktoken at it so nothing is downloaded.
+    previous = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = previous or str(Path(llama_index.core.__file__).parent / "_static" / "tiktoken_cache")
+    try:
+        return tiktoken.get_encoding("cl100k_base")
+    finally:
+        if previous is None:
+            del os.environ["TIKTOKEN_CACHE_DIR"]
+
+
+def make_splitter(chunking: ChunkSettings) -> Any:
+    """LlamaIndex's ``SentenceSplitter`` measuring ``chunking.unit``.
+
+    For characters its tokenizer is ``list`` (one "token" per character), paragraphs are ``\\n\\n``
+    as in LangChain's character splitter, and sentences end at ``.?!``, ``。！？`` and newlines
+    (NLTK's default sentence tokenizer knows no Japanese). Its fallback regex already splits at
+    ``,.;。？！`` phrases, then words, then single characters.
+    """
+    from llama_index.core.node_parser import SentenceSplitter
+
+    if chunking.unit == "characters":
+        return SentenceSplitter(
+            chunk_size=chunking.size,
+            chunk_overlap=chunking.overlap,
+            tokenizer=list,
+            paragraph_separator="\n\n",
+            chunking_tokenizer_fn=split_sentences,
+            include_prev_next_rel=False,
+        )
+    encoding = _cl100k()
+    return SentenceSplitter(
+        chunk_size=chunking.size,
+        chunk_overlap=chunking.overlap,
+        tokenizer=lambda text: encoding.encode(text, allowed_special="all"),
+        include_prev_next_rel=False,
+    )
+
+
+def chunk_file(path: Path, text: str, content_hash: str, chunking: Union[ChunkSettings, int] = ChunkSettings(), chunk_overlap: Optional[int] = None, splitter: Any = None) -> List[Any]:
+    """Splits one file's text into ``TextNode``s with bookkeeping metadata (hidden from LLM and embeddings).
+
+    Args:
+        path: The file (its absolute path keys the chunks).
+        text: Its decoded text.
+        content_hash: SHA-256 of its bytes.
+        chunking: Chunk settings (an int: a token chunk size, as before chunk units existed).
+        chunk_overlap: With an int ``chunking``: the token overlap.
+        splitter: A splitter from :func:`make_splitter` to reuse.
+    """
+    from llama_index.core.schema import Document
+
+    if isinstance(chunking, int):
+        chunking = ChunkSettings.make("tokens", chunking, chunk_overlap)
+    key = str(path.resolve())
+    meta = {KEY_FILE_PATH: key, KEY_FILE_NAME: path.name, KEY_CONTENT_HASH: content_hash}
+    doc = Document(text=text, id_=key, metadata=meta, excluded_llm_metadata_keys=list(BOOKKEEPING_KEYS), excluded_embed_metadata_keys=list(BOOKKEEPING_KEYS))
+    splitter = splitter or make_splitter(chunking)
+    nodes = [n for n in splitter.get_nodes_from_documents([doc]) if n.get_content().strip()]
+    path_id = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+    for i, node in enumerate(nodes):
+        node.id_ = f"{path_id}-{content_hash[:16]}-{i}"
+        node.metadata[KEY_CHUNK_INDEX] = i
+        node.metadata[KEY_CHUNKS_IN_FILE] = len(nodes)
+        node.excluded_llm_metadata_keys = list(BOOKKEEPING_KEYS)
+        node.excluded_embed_metadata_keys = list(BOOKKEEPING_KEYS)
+    return nodes
+
+
+# ---------------------------------------------------------------------------------------------- embedding window
+@dataclass
+class LongChunkReport:
+    """Chunks longer than the embedding model reads (it embeds only their start)."""
+
+    chunks: int
+    of: int
+    max_tokens: int
+    longest_tokens: int
+    model: str
+    suggested_size: int
+    unit: str
+
+    def message(self) -> str:
+        """One line: the numbers and what to do."""
+        return (
+            f"note: {self.chunks} of {self.of} new chunks are longer than the embedding model reads ({self.model} "
+            f"reads {self.max_tokens} tokens; the longest chunk is {self.longest_tokens}): only the start of each is "
+            f"embedded, so retrieval cannot see the rest. Use --chunk-size {self.suggested_size} (--chunk-unit "
+            f"{self.unit}) or an embedding model with a longer window (e.g. BAAI/bge-m3 reads 8192 tokens)."
+        )
+
+
+def embed_window(embed_model: Any) -> Tuple[Optional[int], Any]:
+    """``(max tokens, tokenizer)`` of a local sentence-transformers embedding model; ``(None, None)`` if unknown."""
+    inner = getattr(embed_model, "_model", None)
+    tokenizer = getattr(inner, "tokenizer", None)
+    limit = getattr(embed_model, "max_length", None) or getattr(inner, "max_seq_length", None)
+    if tokenizer is None or not isinstance(limit, int) or limit <= 0:
+        return None, None
+    return limit, tokenizer
+
+
+def long_chunk_report(texts: Sequence[str], embed_model: Any, chunking: ChunkSettings) -> Optional[LongChunkReport]:
+    """Counts chunks the embedding model would truncate; ``None`` when none is (or the model is not local)."""
+    limit, tokenizer = embed_window(embed_model)
+    if limit is None or not texts:
+        return None
+    # verbose=False: transformers would warn once per long text, which is what this report says better.
+    counts = [len(ids) for ids in tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]]
+    long = [(n, t) for n, t in zip(counts, texts) if n > limit]
+    if not long:
+        return None
+    longest_tokens, longest_text = max(long)
+    size = len(longest_text) if chunking.unit == "characters" else len(_cl100k().encode(longest_text, allowed_special="all"))
+    # Scale the longest chunk down to the window, with 10% to spare, rounded down to a round number.
+    step = 100 if size * limit / longest_tokens >= 500 else 10
+    suggested = max(MIN_CHUNK_SIZE, int(size * limit / longest_tokens * 0.9) // step * step)
+    return LongChunkReport(len(long), len(texts), limit, longest_tokens, short_model_name(embed_model), suggested, chunking.unit)
+
+
+def short_model_name(embed_model: Any) -> str:
+    """A readable model name: a hub id as is, a folder by its last part (``pkg/model`` when that part says nothing)."""
+    name = embed_model_id(embed_model)
+    path = Path(name)
+    if not path.is_absolute():
+        return name
+    return f"{path.parent.name}/{path.name}" if path.name in ("model", "models", "weights") else path.name
+
+
 # ---------------------------------------------------------------------------------------------- indexing
 @dataclass
 class IndexStats:
-    """What :func:`build_index` did."""
+    """What :func:`build_index` did.
+
+    Attributes:
+        skipped: ``(file name relative to the folder, reason)`` of files not indexed (empty, binary, undecodable).
+        encodings: Files read in an encoding other than UTF-8 -> their count, by codec.
+        long_chunks: Chunks longer than the embedding model reads, if any.
+    """
 
     files_new: int = 0
     files_changed: int = 0
@@ -247,14 +512,20 @@ class IndexStats:
     chunks_added: int = 0
     chunks_removed: int = 0
     chunks_total: int = 0
+    skipped: List[Tuple[str, str]] = field(default_factory=list)
+    encodings: Dict[str, int] = field(default_factory=dict)
+    long_chunks: Optional[LongChunkReport] = None
 
     def summary(self) -> str:
-        """One line for people."""
-        return (
+        """What happened, for people: one line, plus one line listing skipped files."""
+        line = (
             f"files: {self.files_new} new, {self.files_changed} changed, {self.files_unchanged} unchanged, "
-            f"{self.files_removed} removed | chunks: {self.chunks_added} added, {self.chunks_removed} removed, "
-            f"{self.chunks_total} in the collection"
+            f"{self.files_removed} removed, {len(self.skipped)} skipped | chunks: {self.chunks_added} added, "
+            f"{self.chunks_removed} removed, {self.chunks_total} in the collection"
         )
+        if self.skipped:
+            line += "\nskipped: " + ", ".join(f"{name} ({reason})" for name, reason in self.skipped)
+        return line
 
 
 def list_documents(folder: Union[str, Path], extensions: Sequence[str] = DOC_EXTENSIONS) -> List[Path]:
@@ -276,8 +547,59 @@ def list_documents(folder: Union[str, Path], extensions: Sequence[str] = DOC_EXT
     return files
 
 
+@dataclass
+class _FileRead:
+    path: Path
+    key: str
+    name: str
+    digest: str
+    text: Optional[str]
+    encoding: Optional[str]
+    skip_reason: Optional[str]
+
+
+def read_documents(folder: Union[str, Path], warn: Optional[Callable[[str], None]] = None, progress: bool = False) -> List[_FileRead]:
+    """Reads and decodes every document under ``folder`` (see :func:`list_documents`).
+
+    Binary and undecodable files get a one-line warning through ``warn``; empty ones are only marked.
+
+    Raises:
+        CorpusError: The folder does not exist, holds no document, or no document is readable text.
+    """
+    from tqdm.auto import tqdm
+
+    from llama_unsloth.errors import EmptyFileError, UnreadableFileError
+    from llama_unsloth.text_files import decode_bytes
+
+    root = Path(folder).expanduser().resolve()
+    reads: List[_FileRead] = []
+    for path in tqdm(list_documents(root), desc="Reading files", unit="file", disable=not progress):
+        name = str(path.relative_to(root))
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            data, text, encoding, reason = b"", None, None, "unreadable"
+            if warn:
+                warn(f"warning: skipped {path}: cannot be read ({err.strerror or err}).")
+        else:
+            try:
+                decoded = decode_bytes(data, str(path))
+                text, encoding, reason = decoded.text, decoded.encoding, None
+            except EmptyFileError:
+                text, encoding, reason = None, None, "empty"
+            except UnreadableFileError as err:
+                text, encoding, reason = None, None, err.reason
+                if warn:
+                    warn(f"warning: skipped {err}")
+        reads.append(_FileRead(path, str(path), name, hashlib.sha256(data).hexdigest(), text, encoding, reason))
+    if all(r.text is None for r in reads):
+        listing = ", ".join(f"{r.name} ({r.skip_reason})" for r in reads[:10]) + (" ..." if len(reads) > 10 else "")
+        raise CorpusError(f"{str(folder)!r} holds no readable text file: {listing}. Save the documents as text (UTF-8, Shift-JIS, EUC-JP, UTF-16 ...).")
+    return reads
+
+
 def _stored_files(chroma: Any, page: int = 5000) -> Dict[str, Dict[str, Any]]:
-    """file_path -> {hash, ids, expected} for everything in the collection."""
+    """file_path -> {hashes, ids, expected} for everything in the collection."""
     files: Dict[str, Dict[str, Any]] = {}
     offset = 0
     while True:
@@ -296,44 +618,8 @@ def _stored_files(chroma: Any, page: int = 5000) -> Dict[str, Dict[str, Any]]:
         offset += page
 
 
-def _splitter(chunk_size: int, chunk_overlap: int) -> Any:
-    import tiktoken
-    from llama_index.core.node_parser import SentenceSplitter
-
-    import llama_index.core
-
-    # llama-index-core ships the cl100k file: point tiktoken at it so nothing is downloaded.
-    previous = os.environ.get("TIKTOKEN_CACHE_DIR")
-    os.environ["TIKTOKEN_CACHE_DIR"] = previous or str(Path(llama_index.core.__file__).parent / "_static" / "tiktoken_cache")
-    try:
-        encoding = tiktoken.get_encoding("cl100k_base")
-    finally:
-        if previous is None:
-            del os.environ["TIKTOKEN_CACHE_DIR"]
-    return SentenceSplitter(
-        chunk_size=chunk_size,
-        chunk_overlap=chunk_overlap,
-        tokenizer=lambda text: encoding.encode(text, allowed_special="all"),
-        include_prev_next_rel=False,
-    )
-
-
-def chunk_file(path: Path, text: str, content_hash: str, chunk_size: int, chunk_overlap: int) -> List[Any]:
-    """Splits one file's text into ``TextNode``s with bookkeeping metadata (hidden from LLM and embeddings)."""
-    from llama_index.core.schema import Document
-
-    key = str(path.resolve())
-    meta = {KEY_FILE_PATH: key, KEY_FILE_NAME: path.name, KEY_CONTENT_HASH: content_hash}
-    doc = Document(text=text, id_=key, metadata=meta, excluded_llm_metadata_keys=list(BOOKKEEPING_KEYS), excluded_embed_metadata_keys=list(BOOKKEEPING_KEYS))
-    nodes = [n for n in _splitter(chunk_size, chunk_overlap).get_nodes_from_documents([doc]) if n.get_content().strip()]
-    path_id = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
-    for i, node in enumerate(nodes):
-        node.id_ = f"{path_id}-{content_hash[:16]}-{i}"
-        node.metadata[KEY_CHUNK_INDEX] = i
-        node.metadata[KEY_CHUNKS_IN_FILE] = len(nodes)
-        node.excluded_llm_metadata_keys = list(BOOKKEEPING_KEYS)
-        node.excluded_embed_metadata_keys = list(BOOKKEEPING_KEYS)
-    return nodes
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def build_index(
@@ -341,44 +627,59 @@ def build_index(
     persist_dir: Union[str, Path] = DEFAULT_PERSIST_DIR,
     collection: str = DEFAULT_COLLECTION,
     embed_model: Any = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
-    embed_batch_size: int = 32,
+    chunk_size: Optional[int] = None,
+    chunk_overlap: Optional[int] = None,
+    embed_batch_size: int = DEFAULT_EMBED_BATCH_SIZE,
     progress: bool = True,
+    chunk_unit: str = DEFAULT_CHUNK_UNIT,
+    warn: Optional[Callable[[str], None]] = _stderr,
 ) -> Tuple[Any, IndexStats]:
     """Brings a Chroma collection in step with a folder of documents.
 
     Files are keyed by absolute path and SHA-256 of their bytes: unchanged files are skipped; a
-    changed file's chunks are replaced; chunks of files deleted from under ``input_dir`` are removed
-    (files indexed from other folders are left alone). A file whose chunks were only partly written
-    (interrupted run) counts as changed.
+    changed file's chunks are replaced; chunks of files deleted from under ``input_dir`` (or now
+    empty or unreadable) are removed (files indexed from other folders are left alone). A file whose
+    chunks were only partly written counts as changed.
+
+    Work is committed file by file (a group of files per embedding batch). SIGINT/SIGTERM (in the
+    main thread) stop the run after the batch being embedded: everything committed stays, and
+    :class:`IndexInterrupted` says how much; the next run embeds only the rest.
 
     Args:
-        input_dir: Folder of ``.txt``/``.md`` files (recursive).
+        input_dir: Folder of ``.txt``/``.md`` files (recursive), any text encoding.
         persist_dir: Chroma folder (created if missing).
         collection: Collection name.
-        embed_model: Embedding model; ``None``: the bundled MiniLM.
-        chunk_size: Chunk size in tokens (cl100k).
-        chunk_overlap: Overlap in tokens.
+        embed_model: Embedding model, a model name/folder, or ``None``: ``$LLAMA_UNSLOTH_EMBED_MODEL`` or the bundled MiniLM.
+        chunk_size: Chunk size in ``chunk_unit`` (default 2000 characters / 384 tokens).
+        chunk_overlap: Overlap in ``chunk_unit`` (default 120 characters / 24 tokens).
         embed_batch_size: Chunks per embedding call.
         progress: Show tqdm progress bars (stderr).
+        chunk_unit: ``characters`` or ``tokens``.
+        warn: Receives one line per skipped binary/undecodable file and per long-chunk note (default: stderr).
 
     Returns:
         ``(VectorStoreIndex, IndexStats)``.
 
     Raises:
-        CorpusError: Missing folder or no documents; bad chunk sizes.
+        CorpusError: Missing folder, no readable document, bad chunk settings.
         EmbeddingMismatchError: The collection was built with another embedding model.
+        ChunkSettingsMismatchError: The collection was chunked with other settings.
+        IndexInterrupted: SIGINT/SIGTERM arrived; committed files are kept.
     """
     from llama_index.core import VectorStoreIndex
+    from llama_index.core.schema import MetadataMode
     from llama_index.vector_stores.chroma import ChromaVectorStore
     from tqdm.auto import tqdm
 
-    if chunk_size < 16 or not 0 <= chunk_overlap < chunk_size:
-        raise CorpusError(f"Need chunk_size >= 16 and 0 <= chunk_overlap < chunk_size; got {chunk_size} and {chunk_overlap}.")
+    from llama_unsloth.interrupts import deferred_interrupts
+
+    chunking = ChunkSettings.make(chunk_unit, chunk_size, chunk_overlap)
+    if embed_batch_size < 1:
+        raise CorpusError(f"--embed-batch-size must be at least 1, got {embed_batch_size}.")
     root = Path(input_dir).expanduser().resolve()
-    files = list_documents(root)
-    embed_model = embed_model if embed_model is not None else make_embed_model()
+    reads = read_documents(root, warn=warn, progress=progress)  # bad folders fail before anything is created
+    if embed_model is None or isinstance(embed_model, str):
+        embed_model = make_embed_model("huggingface", embed_model)
     dim = embedding_dimension(embed_model)
     chroma = open_collection(
         persist_dir,
@@ -389,73 +690,122 @@ def build_index(
             META_EMBED_DIM: dim,
             META_EMBED_BACKEND: embed_backend_of(embed_model),
             META_SPACE: "cosine",
+            **chunking.metadata(),
         },
     )
     check_embed_model(chroma, embed_model, dim)
+    check_chunk_settings(chroma, chunking)
     stored = _stored_files(chroma)
     stats = IndexStats()
 
-    pending: List[Tuple[str, List[Any]]] = []  # (file key, new nodes)
-    for path in tqdm(files, desc="Reading files", unit="file", disable=not progress):
-        data = path.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
-        key = str(path.resolve())
-        entry = stored.get(key)
-        if entry and entry["hashes"] == {digest} and entry["expected"] == len(entry["ids"]):
+    splitter = make_splitter(chunking)
+    pending: List[Tuple[_FileRead, List[Any], bool]] = []  # (file, new nodes, is a change of a stored file)
+    stale: List[str] = []  # stored files now empty/unreadable: their chunks go
+    for read in reads:
+        entry = stored.get(read.key)
+        if read.text is None:
+            stats.skipped.append((read.name, read.skip_reason or "unreadable"))
+            if entry:
+                stale.append(read.key)
+            continue
+        if read.encoding and read.encoding.replace("_", "-") not in ("utf-8", "ascii"):
+            stats.encodings[read.encoding] = stats.encodings.get(read.encoding, 0) + 1
+        if entry and entry["hashes"] == {read.digest} and entry["expected"] == len(entry["ids"]):
             stats.files_unchanged += 1
             continue
-        if entry:
-            stats.files_changed += 1
-        else:
-            stats.files_new += 1
-        text = data.decode("utf-8", errors="replace")
-        pending.append((key, chunk_file(path, text, digest, chunk_size, chunk_overlap)))
+        pending.append((read, chunk_file(read.path, read.text, read.digest, chunking, splitter=splitter), entry is not None))
+        read.text = None  # the chunks hold it now
 
-    nodes = [n for _, file_nodes in pending for n in file_nodes]
-    if nodes:
-        from llama_index.core.schema import MetadataMode
-
-        bar = tqdm(total=len(nodes), desc="Embedding chunks", unit="chunk", disable=not progress)
-        for start in range(0, len(nodes), embed_batch_size):
-            part = nodes[start : start + embed_batch_size]
-            vectors = embed_model.get_text_embedding_batch([n.get_content(metadata_mode=MetadataMode.EMBED) for n in part])
-            for node, vector in zip(part, vectors):
-                node.embedding = vector
-            bar.update(len(part))
-        bar.close()
+    new_texts = [n.get_content(metadata_mode=MetadataMode.EMBED) for _, nodes, _ in pending for n in nodes]
+    stats.long_chunks = long_chunk_report(new_texts, embed_model, chunking)
+    if stats.long_chunks and warn:
+        warn(stats.long_chunks.message())
 
     store = ChromaVectorStore(chroma_collection=chroma)
-    for key, file_nodes in pending:
-        old = stored.get(key)
-        if old:
-            chroma.delete(ids=old["ids"])
-            stats.chunks_removed += len(old["ids"])
-        if file_nodes:
-            store.add(file_nodes)
-            stats.chunks_added += len(file_nodes)
-    present = {str(p.resolve()) for p in files}
-    prefix = str(root) + os.sep
-    for key, entry in stored.items():
-        if key.startswith(prefix) and key not in present:
-            chroma.delete(ids=entry["ids"])
+
+    def commit(group: List[Tuple[_FileRead, List[Any], bool]]) -> None:
+        for read, nodes, changed in group:
+            if nodes:
+                store.add(nodes)  # new ids first, old ones after: a stop in between leaves the file "changed"
+                stats.chunks_added += len(nodes)
+            old = stored.get(read.key)
+            if old:
+                chroma.delete(ids=old["ids"])
+                stats.chunks_removed += len(old["ids"])
+            if changed:
+                stats.files_changed += 1
+            else:
+                stats.files_new += 1
+
+    done = 0
+    bar = tqdm(total=len(pending), desc="Indexing files", unit="file", disable=not progress or not pending)
+    with deferred_interrupts() as stop:
+        group: List[Tuple[_FileRead, List[Any], bool]] = []
+        queue = list(pending)
+        while queue or group:
+            # Gather whole files up to one embedding batch (a long file may exceed it alone).
+            while queue and (not group or sum(len(g[1]) for g in group) + len(queue[0][1]) <= embed_batch_size):
+                group.append(queue.pop(0))
+            nodes = [n for _, file_nodes, _ in group for n in file_nodes]
+            for start in range(0, len(nodes), embed_batch_size):
+                if stop.requested:
+                    break
+                part = nodes[start : start + embed_batch_size]
+                vectors = embed_model.get_text_embedding_batch([n.get_content(metadata_mode=MetadataMode.EMBED) for n in part])
+                for node, vector in zip(part, vectors):
+                    node.embedding = vector
+            if stop.requested:
+                break
+            commit(group)
+            done += len(group)
+            bar.update(len(group))
+            group = []
+        bar.close()
+        if stop.requested:
+            stats.chunks_total = chroma.count()
+            left = len(pending) - done
+            raise IndexInterrupted(
+                f"interrupted ({stop.name}): kept {done} file(s) indexed in this run ({stats.chunks_added} chunks); "
+                f"{left} file(s) left: run the same command again to index them.",
+                stats=stats,
+                files_left=left,
+            )
+        for key in stale:
+            chroma.delete(ids=stored[key]["ids"])
             stats.files_removed += 1
-            stats.chunks_removed += len(entry["ids"])
+            stats.chunks_removed += len(stored[key]["ids"])
+        present = {r.key for r in reads}
+        prefix = str(root) + os.sep
+        for key, entry in stored.items():
+            if key.startswith(prefix) and key not in present:
+                chroma.delete(ids=entry["ids"])
+                stats.files_removed += 1
+                stats.chunks_removed += len(entry["ids"])
     stats.chunks_total = chroma.count()
     return VectorStoreIndex.from_vector_store(store, embed_model=embed_model), stats
 
 
 __all__ = [
+    "CHUNK_UNITS",
+    "ChunkSettings",
     "IndexStats",
+    "LongChunkReport",
     "build_index",
+    "check_chunk_settings",
     "check_embed_model",
     "chunk_file",
     "collection_space",
     "embed_backend_of",
     "embed_model_id",
+    "embed_window",
     "embedding_dimension",
     "list_documents",
+    "long_chunk_report",
     "make_embed_model",
+    "make_splitter",
     "open_collection",
     "open_index",
+    "read_documents",
     "retrieval_cosine",
+    "split_sentences",
 ]

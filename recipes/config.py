@@ -3,6 +3,13 @@
 Like TRL's ``HfArgumentParser`` but small: every dataclass field is a ``--flag`` (underscores become
 dashes), its ``metadata["help"]`` is the help text, booleans take ``--flag/--no-flag``. Values from
 ``--config`` (YAML or JSON) replace the defaults; flags given on the command line win over both.
+
+Options are checked as the command starts, before any model or database loads: a field's
+``metadata`` (or the ``rules`` passed to :func:`parse_config`) may hold ``min``/``max`` (inclusive),
+``gt`` (exclusive lower bound), ``lt`` (exclusive upper bound), ``choices`` and ``also`` (values
+allowed beside the range, e.g. ``-1`` for "no limit"); a config class may define ``check()`` raising
+:class:`OptionError` for rules between options. A bad value prints one line (what is wrong, the
+allowed range) and exits with code 2.
 """
 
 from __future__ import annotations
@@ -10,11 +17,89 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import sys
 import typing
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Type, TypeVar
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, TypeVar
 
 T = TypeVar("T")
+RULE_KEYS = ("min", "max", "gt", "lt", "choices", "also")
+
+
+class OptionError(ValueError):
+    """A command-line option has a value outside what it allows; the message says what is allowed."""
+
+
+def flag_name(name: str) -> str:
+    """``chunk_size`` -> ``--chunk-size``."""
+    return "--" + name.replace("_", "-")
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def check_value(name: str, value: Any, rule: Mapping[str, Any]) -> None:
+    """Checks one option against its rule (see the module docstring); ``None`` (unset) always passes.
+
+    Raises:
+        OptionError: The value breaks the rule; the message names the flag and the allowed values.
+    """
+    if value is None or not any(k in rule for k in RULE_KEYS):
+        return
+    flag = flag_name(name)
+    if "choices" in rule:
+        choices = list(rule["choices"])
+        if value not in choices:
+            raise OptionError(f"{flag} must be one of {', '.join(map(str, choices))}; got {value!r}.")
+        return
+    also = list(rule.get("also", ()))
+    if value in also:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not math.isfinite(value)):
+        raise OptionError(f"{flag} must be a number; got {value!r}.")
+    bounds = []
+    ok = True
+    if "min" in rule:
+        bounds.append(f">= {_fmt(rule['min'])}")
+        ok &= value >= rule["min"]
+    if "gt" in rule:
+        bounds.append(f"> {_fmt(rule['gt'])}")
+        ok &= value > rule["gt"]
+    if "max" in rule:
+        bounds.append(f"<= {_fmt(rule['max'])}")
+        ok &= value <= rule["max"]
+    if "lt" in rule:
+        bounds.append(f"< {_fmt(rule['lt'])}")
+        ok &= value < rule["lt"]
+    if not ok:
+        allowed = " and ".join(bounds) + (f" (or {', '.join(map(_fmt, also))})" if also else "")
+        raise OptionError(f"{flag} must be {allowed}; got {_fmt(value)}.")
+
+
+def check_config(config: Any, rules: Optional[Mapping[str, Mapping[str, Any]]] = None) -> None:
+    """Checks every field of a parsed config against its metadata rules, ``rules``, then ``config.check()``.
+
+    Raises:
+        OptionError: The first bad option.
+    """
+    merged: Dict[str, Dict[str, Any]] = {}
+    for f in dataclasses.fields(config):
+        merged[f.name] = {k: f.metadata[k] for k in RULE_KEYS if k in f.metadata}
+    for name, rule in (rules or {}).items():
+        merged.setdefault(name, {}).update(rule)
+    for name, rule in merged.items():
+        check_value(name, getattr(config, name, None), rule)
+    check = getattr(config, "check", None)
+    if callable(check):
+        check()
+
+
+def fail(message: str, code: int = 2) -> "typing.NoReturn":
+    """Prints ``error: <message>`` as one line on stderr and exits with ``code`` (2: bad usage)."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
 
 
 def _base_type(annotation: Any) -> Any:
@@ -41,16 +126,23 @@ def _read_config_file(path: str) -> dict:
     return {key.replace("-", "_"): value for key, value in data.items()}
 
 
-def parse_config(config_class: Type[T], argv: Optional[Sequence[str]] = None, description: str = "") -> T:
-    """Parses ``argv`` into an instance of ``config_class`` (a dataclass).
+def parse_config(
+    config_class: Type[T],
+    argv: Optional[Sequence[str]] = None,
+    description: str = "",
+    rules: Optional[Mapping[str, Mapping[str, Any]]] = None,
+) -> T:
+    """Parses ``argv`` into an instance of ``config_class`` (a dataclass) and checks every option.
 
     Args:
         config_class: The recipe's config dataclass.
         argv: Arguments (default: ``sys.argv[1:]``).
         description: Help text shown by ``--help`` (the recipe's docstring).
+        rules: Extra per-option rules, option name -> ``{"min": ..., "choices": ...}`` (see the module docstring).
 
     Raises:
-        SystemExit: Unknown option in ``--config`` or on the command line (argparse prints why).
+        SystemExit: Unknown option in ``--config`` or on the command line (argparse prints why), or a
+            value outside its allowed range (code 2, one line on stderr).
     """
     hints = typing.get_type_hints(config_class)
     fields = [f for f in dataclasses.fields(config_class) if f.init]
@@ -78,6 +170,9 @@ def parse_config(config_class: Type[T], argv: Optional[Sequence[str]] = None, de
         default = file_values.get(field.name, default)
         help_text = field.metadata.get("help", "")
         required = default is None and field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING  # type: ignore[misc]
+        rule = {**{k: field.metadata[k] for k in RULE_KEYS if k in field.metadata}, **dict((rules or {}).get(field.name, {}))}
+        if "choices" in rule and "{" not in help_text:
+            help_text += f" One of: {', '.join(map(str, rule['choices']))}."
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif typing.get_origin(kind) in (list, List):
@@ -87,4 +182,9 @@ def parse_config(config_class: Type[T], argv: Optional[Sequence[str]] = None, de
             parser.add_argument(flag, type=kind if kind in (int, float) else str, default=default, help=help_text, required=required)
     namespace = vars(parser.parse_args(argv))
     namespace.pop("config", None)
-    return config_class(**namespace)
+    config = config_class(**namespace)
+    try:
+        check_config(config, rules)
+    except OptionError as err:
+        fail(str(err))
+    return config
