@@ -8,16 +8,34 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
-TABLE_COLUMNS = ["instruction", "context", "answer", "abstained", "seconds", "sources"]
+TABLE_COLUMNS = ["instruction", "context", "answer", "abstained", "seconds", "sources", "error"]
+# Excel opens a CSV as the system's ANSI code page (CP932 on Japanese Windows) unless it starts with a BOM.
+CSV_ENCODING = "utf-8-sig"
+
+
+def _new_file_mode(path: Path) -> int:
+    """The mode ``open(path, "w")`` would give: an existing file's own, else 0o666 minus the umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Writes ``path`` via ``write(tmp)`` on a temp file beside it, then ``os.replace``: never half-written."""
+    """Writes ``path`` via ``write(tmp)`` on a temp file beside it, then ``os.replace``: never half-written.
+
+    The file gets the permissions a plain write would give (``mkstemp`` makes its temp file 0600,
+    which would leave reports unreadable to the group when the ``.jsonl`` beside them is not).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _new_file_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -36,6 +54,9 @@ def _excel_safe(value: Any) -> Any:
 def write_table(rows: Sequence[Dict[str, Any]], path: Union[str, Path], columns: Sequence[str] = TABLE_COLUMNS, sheets: Optional[Dict[str, Tuple[Sequence[Dict[str, Any]], Sequence[str]]]] = None) -> Path:
     """Writes rows to ``.xlsx`` or ``.csv`` atomically (temp file + ``os.replace``).
 
+    CSV is UTF-8 with a BOM, so Excel shows Japanese text correctly; both get the permissions of
+    any other file the process writes.
+
     Args:
         rows: Dicts; missing keys become empty cells.
         path: Target ``.xlsx`` or ``.csv`` file.
@@ -48,7 +69,7 @@ def write_table(rows: Sequence[Dict[str, Any]], path: Union[str, Path], columns:
     target = Path(path)
     frame = pd.DataFrame([{c: r.get(c, "") for c in columns} for r in rows], columns=list(columns))
     if target.suffix.lower() == ".csv":
-        atomic_write(target, lambda tmp: frame.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL))
+        atomic_write(target, lambda tmp: frame.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL, encoding=CSV_ENCODING))
         return target
 
     def write_xlsx(tmp: Path) -> None:
@@ -75,4 +96,4 @@ def markdown_table(rows: Sequence[Dict[str, Any]], columns: Sequence[str], max_c
     return "\n".join(lines)
 
 
-__all__ = ["TABLE_COLUMNS", "atomic_write", "markdown_table", "write_table"]
+__all__ = ["CSV_ENCODING", "TABLE_COLUMNS", "atomic_write", "markdown_table", "write_table"]

@@ -7,9 +7,11 @@ Commands:
     python -m recipes.batch --questions llama_unsloth/data/questions.txt --persist-dir chroma_db --max-new-tokens 128
 
 Questions: .txt (one per line), .json/.jsonl (strings or objects with question/instruction), .csv/.xlsx
-(question or instruction column). Every answer is appended to <out>.jsonl at once; re-running the same
-command resumes where a crash left off. At the end <out>.xlsx and <out>.csv hold columns instruction,
-context, answer, abstained, seconds, sources.
+(question or instruction column); text files in UTF-8, UTF-16, Shift-JIS/CP932 or EUC-JP. Every answer
+is appended to <out>.jsonl at once; re-running the same command resumes where a crash left off. At the
+end <out>.xlsx and <out>.csv (UTF-8 with BOM, for Excel) hold columns instruction, context, answer,
+abstained, seconds, sources, error. A question too long for the model's window gets an error in its
+row; every other question is answered (a re-run tries it again).
 """
 
 from __future__ import annotations
@@ -27,16 +29,25 @@ class BatchConfig:
     persist_dir: str = field(default="chroma_db", metadata={"help": "Chroma folder written by `llama-unsloth index`."})
     collection: str = field(default="documents", metadata={"help": "Chroma collection name."})
     povs: Optional[str] = field(default=None, metadata={"help": "POV file: enables POV reranking (15 -> 10 -> 5)."})
-    similarity_top_k: Optional[int] = field(default=None, metadata={"help": "Chunks retrieved (default 15 with --povs, else 3)."})
+    similarity_top_k: Optional[int] = field(default=None, metadata={"help": "Chunks retrieved (default 15 with --povs, else 3).", "min": 1})
     embed_model: Optional[str] = field(default=None, metadata={"help": "Embedding model; default: the one the index records."})
     model_dir: Optional[str] = field(default=None, metadata={"help": "Fine-tuned model folder (its prompt layout comes with it)."})
     model: Optional[str] = field(default=None, metadata={"help": "Model name or folder; default: offline SmolLM2-135M-Instruct."})
     prompt_format: Optional[str] = field(default=None, metadata={"help": "Override the prompt layout."})
-    max_new_tokens: int = field(default=512, metadata={"help": "Most tokens per answer."})
-    max_seq_length: int = field(default=2048, metadata={"help": "Context window (prompt + answer)."})
+    max_new_tokens: int = field(default=512, metadata={"help": "Most tokens per answer.", "min": 1})
+    max_seq_length: int = field(default=2048, metadata={"help": "Context window (prompt + answer).", "min": 2})
     load_in_4bit: Optional[bool] = field(default=None, metadata={"help": "4-bit weights (default: only where CUDA is available)."})
-    batch_size: int = field(default=8, metadata={"help": "Prompts per generate call (lower it if memory runs out)."})
+    batch_size: int = field(default=8, metadata={"help": "Prompts per generate call (lower it if memory runs out).", "min": 1})
+    abstention_patterns: Optional[str] = field(
+        default=None, metadata={"help": "File of extra 'I don't know' regexes, one per line (added to the English/Japanese defaults)."}
+    )
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+
+    def check(self) -> None:
+        """Rules between options."""
+        from recipes.query import check_common
+
+        check_common(self)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -46,6 +57,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     from llama_unsloth import batch_answers, errors, index_store, rag
 
     try:
+        from llama_unsloth.abstention import load_patterns
+
+        patterns = load_patterns(config.abstention_patterns) if config.abstention_patterns else None
         questions = batch_answers.load_questions(config.questions)
         index, postprocessors = None, []
         if config.rag:
@@ -66,6 +80,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             prompt_format=config.prompt_format,
             max_new_tokens=config.max_new_tokens,
             max_seq_length=config.max_seq_length,
+            abstention_patterns=patterns,
         )
 
     try:
@@ -78,7 +93,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     paths = batch_answers.output_paths(config.out)
     abstained = sum(bool(r.get("abstained")) for r in records)
-    print(f"{len(records)} answers ({abstained} 'I don't know'); written to {paths['jsonl']}, {paths['xlsx']}, {paths['csv']}")
+    failed = [r for r in records if r.get("error")]
+    answered = len(records) - len(failed)
+    note = f", {len(failed)} not answered (see the error column)" if failed else ""
+    print(f"{answered} answers ({abstained} 'I don't know'){note}; written to {paths['jsonl']}, {paths['xlsx']}, {paths['csv']}")
+    for record in failed:
+        question = record["instruction"]
+        print(f"  not answered: {question[:60] + '...' if len(question) > 60 else question}: {record['error']}", file=sys.stderr)
     return 0
 
 

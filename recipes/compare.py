@@ -10,6 +10,8 @@ With --questions the batch machinery answers each question twice (into <out-dir>
 <out-dir>/no_rag.jsonl, resumable); with --rag-jsonl/--no-rag-jsonl existing batch outputs are compared
 without loading a model. Writes <out-dir>/compare.xlsx and <out-dir>/compare.md and prints the summary.
 An answer "uses retrieved text" when >= 20% of its word 4-grams occur in the context RAG retrieved.
+Japanese (CJK) text counts one word per character, so length and overlap work for it too; "I don't know"
+replies are recognised in English and Japanese (add your own with --abstention-patterns).
 """
 
 from __future__ import annotations
@@ -31,10 +33,21 @@ class CompareConfig:
     model_dir: Optional[str] = field(default=None, metadata={"help": "Fine-tuned model folder."})
     model: Optional[str] = field(default=None, metadata={"help": "Model name or folder; default: offline SmolLM2-135M-Instruct."})
     prompt_format: Optional[str] = field(default=None, metadata={"help": "Override the prompt layout."})
-    max_new_tokens: int = field(default=512, metadata={"help": "Most tokens per answer."})
+    max_new_tokens: int = field(default=512, metadata={"help": "Most tokens per answer.", "min": 1})
+    max_seq_length: int = field(default=2048, metadata={"help": "Context window (prompt + answer).", "min": 2})
     load_in_4bit: Optional[bool] = field(default=None, metadata={"help": "4-bit weights (default: only where CUDA is available)."})
-    batch_size: int = field(default=8, metadata={"help": "Prompts per generate call."})
+    batch_size: int = field(default=8, metadata={"help": "Prompts per generate call.", "min": 1})
+    abstention_patterns: Optional[str] = field(
+        default=None,
+        metadata={"help": "File of extra 'I don't know' regexes, one per line; abstention is then re-judged with the defaults plus these."},
+    )
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+    def check(self) -> None:
+        """Rules between options."""
+        from recipes.query import check_common
+
+        check_common(self)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -46,7 +59,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     from llama_unsloth import batch_answers, comparison, errors, index_store, rag, tables
 
     out_dir = Path(config.out_dir)
+    patterns = None
     try:
+        if config.abstention_patterns:
+            from llama_unsloth.abstention import load_patterns
+
+            patterns = load_patterns(config.abstention_patterns)
         if config.rag_jsonl or config.no_rag_jsonl:
             if not (config.rag_jsonl and config.no_rag_jsonl):
                 raise errors.RagError("Pass both --rag-jsonl and --no-rag-jsonl (or --questions to answer them now).")
@@ -67,6 +85,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     cache["llm"] = rag.load_llm(
                         config.model, config.model_dir, load_in_4bit=config.load_in_4bit,
                         prompt_format=config.prompt_format, max_new_tokens=config.max_new_tokens,
+                        max_seq_length=config.max_seq_length, abstention_patterns=patterns,
                     )
                 return cache["llm"]
 
@@ -78,7 +97,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except errors.user_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    summary, rows = comparison.compare_records(with_rag, without)
+    summary, rows = comparison.compare_records(with_rag, without, abstention_patterns=patterns)
     paths = comparison.write_compare_report(summary, rows, out_dir)
     print(tables.markdown_table(summary, comparison.SUMMARY_COLUMNS))
     print(f"Report: {paths['md']} and {paths['xlsx']} ({len(rows)} questions side by side)")

@@ -22,11 +22,17 @@ SAMPLE_QUESTION = "What limits trade inside regional trade blocs today?"
 @dataclass
 class DemoConfig:
     out_dir: str = field(default="demo_output", metadata={"help": "Folder for the index, answers and report."})
-    max_new_tokens: int = field(default=128, metadata={"help": "Most tokens per answer (kept small for CPU)."})
+    max_new_tokens: int = field(default=128, metadata={"help": "Most tokens per answer (kept small for CPU).", "min": 1})
     max_seq_length: int = field(
-        default=4096, metadata={"help": "Context window: 4096 lets the 5 POV-ranked ~2000-character chunks fit one prompt."}
+        default=4096, metadata={"help": "Context window: 4096 lets the 5 POV-ranked ~2000-character chunks fit one prompt.", "min": 2}
     )
-    batch_questions: int = field(default=4, metadata={"help": "Questions in the mini batch (the last is unanswerable)."})
+    batch_questions: int = field(default=4, metadata={"help": "Questions in the mini batch (the last is unanswerable).", "min": 1, "max": 12})
+
+    def check(self) -> None:
+        """Rules between options."""
+        from recipes.query import check_common
+
+        check_common(self)
 
 
 def _title(text: str) -> None:

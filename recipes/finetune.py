@@ -52,7 +52,13 @@ class FinetuneConfig:
     data: str = field(metadata={"help": "Training data: a JSON array of records or a JSON Lines file (required)."})
     prompt_format: str = field(
         default="alpaca",
-        metadata={"help": "Prompt layout: alpaca, alpaca-context, instruction-context, reasoning, chat, or a .j2 path. Default: %(default)s."},
+        metadata={"help": "Prompt layout: alpaca, alpaca-context, instruction-context, reasoning, chat, or a template file "
+                  "(.j2 Jinja2, or a Python format string with --prompt-fields). Default: %(default)s."},
+    )
+    prompt_fields: Optional[List[str]] = field(
+        default=None,
+        metadata={"help": "Roles of a Python format template's positional {} placeholders, in order, e.g. "
+                  "--prompt-fields instruction input output (see examples/templates/)."},
     )
     model: Optional[str] = field(
         default=None,
@@ -91,10 +97,31 @@ class FinetuneConfig:
     precision: str = field(default="auto", metadata={"help": "auto (bf16 where supported else fp16 on GPU; fp32 on CPU), bf16, fp16 or fp32. Default: %(default)s."})
     logging_steps: int = field(default=1, metadata={"help": "Steps between loss records in train_log.json. Default: %(default)s."})
     packing: bool = field(default=False, metadata={"help": "Pack short texts into full-length sequences. Default: %(default)s."})
+    completion_only_loss: bool = field(default=False, metadata={"help": "Train on the answer tokens only (after the prompt), like Unsloth's train_on_responses_only. Default: %(default)s."})
     # Output
     save: str = field(default="lora", metadata={"help": "lora (adapter only), merged_16bit or merged_4bit (full model in <output-dir>/merged too). Default: %(default)s."})
     push_to_hub: Optional[str] = field(default=None, metadata={"help": "Hub repository (user/name) to upload to; the token comes from $HF_TOKEN only."})
     hub_private: bool = field(default=True, metadata={"help": "Create the Hub repository as private. Default: %(default)s."})
+
+
+# Numeric options, checked by parse_config as the command starts (before any model loads; exit 2, one
+# line, nothing created). max_steps -1 means "train --num-train-epochs epochs".
+OPTION_RULES = {
+    "max_seq_length": {"min": 8},
+    "r": {"min": 1},
+    "lora_alpha": {"min": 1},
+    "lora_dropout": {"min": 0, "lt": 1},
+    "random_state": {"min": 0},
+    "per_device_train_batch_size": {"min": 1},
+    "gradient_accumulation_steps": {"min": 1},
+    "warmup_steps": {"min": 0},
+    "max_steps": {"min": 1, "also": (-1,)},
+    "num_train_epochs": {"gt": 0},
+    "learning_rate": {"gt": 0, "max": 1},
+    "weight_decay": {"min": 0},
+    "seed": {"min": 0},
+    "logging_steps": {"min": 1},
+}
 
 
 def _setup_logging() -> None:
@@ -117,7 +144,7 @@ def run(config: FinetuneConfig, callbacks: Optional[Sequence[Any]] = None) -> in
     ):
         if value not in valid:
             raise SystemExit(f"finetune: --{option} must be one of {', '.join(valid)}, got {value!r}.")
-    prompt_format = PromptFormat.get(config.prompt_format)
+    prompt_format = PromptFormat.get(config.prompt_format, fields=config.prompt_fields)
 
     # Everything about the data is checked before a model loads (minutes on a GPU machine).
     records = T.read_records(config.data)
@@ -153,7 +180,7 @@ def run(config: FinetuneConfig, callbacks: Optional[Sequence[Any]] = None) -> in
         max_seq_length=config.max_seq_length,
     )
     model = T.add_lora(model, backend, lora)
-    dataset = T.to_text_dataset(config.data, prompt_format, tokenizer)
+    dataset = T.to_text_dataset(config.data, prompt_format, tokenizer, config.max_seq_length)
     settings = T.TrainSettings(
         per_device_train_batch_size=config.per_device_train_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
@@ -246,7 +273,7 @@ def run(config: FinetuneConfig, callbacks: Optional[Sequence[Any]] = None) -> in
 
 def main(argv: Optional[Sequence[str]] = None, callbacks: Optional[Sequence[Any]] = None) -> int:
     """``python -m recipes.finetune [options]``; ``callbacks`` are extra ``TrainerCallback`` objects."""
-    config = parse_config(FinetuneConfig, argv, description=__doc__)
+    config = parse_config(FinetuneConfig, argv, description=__doc__, rules=OPTION_RULES)
     _setup_logging()
     from llama_unsloth.loading import ModelLoadError
     from llama_unsloth.prompts import PromptFormatError

@@ -6,8 +6,12 @@ Commands:
     llama-unsloth query --question "..." --model-dir out/my-model --persist-dir chroma_db --collection documents --stream
     llama-unsloth query --question "..." --model unsloth/Mistral-Nemo-Instruct-2407-bnb-4bit --prompt-format alpaca-context
 
+    llama-unsloth query --question "メルコスールを設立した国は？" --show-context
+
 Without --povs: 3 chunks retrieved, duplicates dropped, markdown cleaned. With --povs: 15 retrieved,
-duplicates dropped, POV-reranked (10 by query similarity -> 5 by POV score), cleaned.
+duplicates dropped, POV-reranked (10 by query similarity -> 5 by POV score), cleaned. --show-context
+prints the retrieved, cleaned context the model read. Numbers are checked before anything loads; a
+question too long for the model's window is one error line (exit 2), not a traceback.
 """
 
 from __future__ import annotations
@@ -26,14 +30,43 @@ class QueryConfig:
     model: Optional[str] = field(default=None, metadata={"help": "Model name or folder; default: offline SmolLM2-135M-Instruct."})
     prompt_format: Optional[str] = field(default=None, metadata={"help": "Override the prompt layout (chat, alpaca-context, a .j2 file ...)."})
     povs: Optional[str] = field(default=None, metadata={"help": "POV file (one viewpoint per line): enables POV reranking."})
-    similarity_top_k: Optional[int] = field(default=None, metadata={"help": "Chunks retrieved (default 15 with --povs, else 3)."})
-    query_top_n: int = field(default=10, metadata={"help": "Chunks kept by query similarity before POV scoring."})
-    top_n: int = field(default=5, metadata={"help": "Chunks kept after POV scoring."})
+    similarity_top_k: Optional[int] = field(default=None, metadata={"help": "Chunks retrieved (default 15 with --povs, else 3).", "min": 1})
+    query_top_n: int = field(default=10, metadata={"help": "Chunks kept by query similarity before POV scoring.", "min": 1})
+    top_n: int = field(default=5, metadata={"help": "Chunks kept after POV scoring (at most --query-top-n).", "min": 1})
     embed_model: Optional[str] = field(default=None, metadata={"help": "Embedding model; default: the one the index records."})
-    max_new_tokens: int = field(default=512, metadata={"help": "Most tokens in the answer."})
-    max_seq_length: int = field(default=2048, metadata={"help": "Context window (prompt + answer)."})
+    max_new_tokens: int = field(default=512, metadata={"help": "Most tokens in the answer.", "min": 1})
+    max_seq_length: int = field(default=2048, metadata={"help": "Context window (prompt + answer).", "min": 2})
     load_in_4bit: Optional[bool] = field(default=None, metadata={"help": "4-bit weights (default: only where CUDA is available)."})
     stream: bool = field(default=False, metadata={"help": "Print the answer as it is generated."})
+    show_context: bool = field(default=False, metadata={"help": "Print the retrieved, cleaned context the model read."})
+
+    def check(self) -> None:
+        """Rules between options."""
+        from recipes.config import OptionError
+
+        check_common(self)
+        if self.top_n > self.query_top_n:
+            raise OptionError(f"--top-n ({self.top_n}) must not exceed --query-top-n ({self.query_top_n}): POV scoring keeps a subset of the query-ranked chunks.")
+
+
+def check_common(config: object) -> None:
+    """Rules the query, batch and compare recipes share: the answer must fit the window."""
+    from recipes.config import OptionError
+
+    new, window = getattr(config, "max_new_tokens", None), getattr(config, "max_seq_length", None)
+    if new is not None and window is not None and new >= window:
+        raise OptionError(f"--max-new-tokens ({new}) must be below --max-seq-length ({window}): the prompt needs room too.")
+
+
+def format_context(nodes: list) -> List[str]:
+    """The context as the model reads it: each retrieved (cleaned) chunk under its rank and file name."""
+    from llama_unsloth import rag
+
+    lines = []
+    for rank, node in enumerate(nodes, 1):
+        lines.append(f"--- [{rank}] {rag.source_info(node)['file_name']} ---")
+        lines.append(node.node.get_content().strip())
+    return lines
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -48,7 +81,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if config.povs and not Path(config.povs).is_file():
         print(f"error: POV file {config.povs!r} not found. Pass a text file with one viewpoint per line.", file=sys.stderr)
         return 2
-    from llama_unsloth import errors, index_store, rag
+    from llama_unsloth import batch_answers, errors, index_store, rag
 
     try:
         embed_model = index_store.make_embed_model("huggingface", config.embed_model) if config.embed_model else None
@@ -64,6 +97,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             max_new_tokens=config.max_new_tokens,
             max_seq_length=config.max_seq_length,
         )
+        # Checked here: inside the engine an over-long question is a LlamaIndex traceback.
+        batch_answers.check_question_fits(llm, config.question.strip(), rag=True)
         engine = rag.make_query_engine(index, llm, postprocessors, config.similarity_top_k, streaming=config.stream)
         response = engine.query(config.question.strip())
         print(f"Question: {config.question.strip()}\nAnswer: ", end="", flush=True)
@@ -79,6 +114,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("Sources:")
     for line in rag.format_sources(response.source_nodes, index_store.collection_space(index)):
         print("  " + line)
+    if config.show_context:
+        print(f"Context ({len(response.source_nodes)} chunks, cleaned, as the model read it):")
+        for line in format_context(response.source_nodes):
+            print(line)
     return 0
 
 

@@ -73,7 +73,7 @@ def test_killed_run_resumes_and_answers_each_question_once(tmp_path: Path, persi
     assert sum(r["instruction"] == questions[3] for r in records) == 3
     assert all(r["answer"] is not None and r["context"] and r["sources"] for r in records)
     for table in (pd.read_excel(out.with_suffix(".xlsx")), pd.read_csv(out.with_suffix(".csv"))):
-        assert list(table.columns) == ["instruction", "context", "answer", "abstained", "seconds", "sources"]
+        assert list(table.columns) == ["instruction", "context", "answer", "abstained", "seconds", "sources", "error"]
         assert table["instruction"].tolist() == questions  # input order
 
     # Nothing left to do: a third run answers nothing (and does not load the model).
