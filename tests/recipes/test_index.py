@@ -102,3 +102,135 @@ def test_missing_folder_and_missing_index_are_clear_errors(tmp_path: Path, capsy
     persist = build_small_index(tmp_path / "ok")
     with pytest.raises(IndexNotFoundError, match=r"no collection 'other' \(collections: documents\)"):
         open_index(persist, "other")
+
+
+# ---------------------------------------------------------------------------------------------- users' corpora
+import os  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--chunk-size", "0"], "--chunk-size must be >= 16; got 0."),
+        (["--chunk-size", "-5"], "--chunk-size must be >= 16; got -5."),
+        (["--chunk-overlap", "-1"], "--chunk-overlap must be >= 0; got -1."),
+        (["--chunk-overlap", "2000"], "--chunk-overlap must be below --chunk-size (2000); got 2000."),
+        (["--chunk-unit", "tokens", "--chunk-overlap", "400"], "--chunk-overlap must be below --chunk-size (384); got 400."),
+        (["--chunk-unit", "words"], "--chunk-unit must be one of characters, tokens; got 'words'."),
+        (["--embed-backend", "openai"], "--embed-backend must be one of huggingface, cohere; got 'openai'."),
+        (["--embed-batch-size", "0"], "--embed-batch-size must be >= 1; got 0."),
+    ],
+)
+def test_bad_options_stop_before_anything_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, args: list, message: str) -> None:
+    from llama_unsloth import index_store
+    from recipes.index import main
+
+    monkeypatch.setattr(index_store, "make_embed_model", lambda *a, **k: pytest.fail("loaded the embedding model"))
+    docs = small_corpus(tmp_path / "docs")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--input-dir", str(docs), "--persist-dir", str(tmp_path / "db"), *args, "--no-progress"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {message}\n"
+    assert not (tmp_path / "db").exists()
+
+
+def test_bad_option_in_a_config_file_is_checked_too(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from recipes.index import main
+
+    config = tmp_path / "index.yaml"
+    config.write_text("chunk_size: 8\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--config", str(config), "--input-dir", str(tmp_path), "--persist-dir", str(tmp_path / "db")])
+    assert exit_.value.code == 2 and capsys.readouterr().err == "error: --chunk-size must be >= 16; got 8.\n"
+
+
+def test_offline_hub_embedding_model_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache: the model is nowhere locally
+    docs = small_corpus(tmp_path / "docs")
+    rc, _, err = _run(["--input-dir", str(docs), "--persist-dir", str(tmp_path / "db"), "--embed-model", "BAAI/bge-base-en"], capsys)
+    assert rc == 2
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip() and "Loading weights" not in ln]  # the session's MiniLM loading
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err
+    assert "'BAAI/bge-base-en' is not found locally and there is no network" in err and "LLAMA_UNSLOTH_EMBED_MODEL" in err
+    assert not (tmp_path / "db").exists()
+
+
+def test_index_prints_skipped_files_encodings_and_the_long_chunk_note(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from tests.llama_unsloth.test_index_store import write_mixed_corpus
+
+    docs = write_mixed_corpus(tmp_path / "docs")
+    rc, out, err = _run(["--input-dir", str(docs), "--persist-dir", str(tmp_path / "db")], capsys)
+    assert rc == 0
+    assert "6 new, 0 changed, 0 unchanged, 0 removed, 3 skipped" in out
+    assert "skipped: empty.txt (empty), photo.txt (binary), sub/noise.md (binary)" in out
+    assert "encodings: 2 file(s) cp932, 1 file(s) euc_jis_2004, 1 file(s) utf-16, 1 file(s) utf-8-sig" in out
+    assert "chunks: 2000 characters, overlap 120" in out
+    assert f"warning: skipped {docs / 'photo.txt'}: binary data, not text." in err
+    assert err.count("note: ") == 1 and "reads 256 tokens" in err  # the English USMCA chunk is longer
+    rc, out, err = _run(["--input-dir", str(docs), "--persist-dir", str(tmp_path / "db")], capsys)
+    assert rc == 0 and "0 new, 0 changed, 6 unchanged" in out and "note: " not in err
+
+
+def test_sigint_during_index_keeps_committed_files_and_the_rerun_embeds_only_the_rest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from llama_unsloth.index_store import open_collection
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    english = (Path(__file__).resolve().parents[2] / "llama_unsloth" / "data" / "corpus" / "mercosur.txt").read_text(encoding="utf-8")
+    for i in range(40):
+        (docs / f"doc{i:02d}.txt").write_text(f"Document {i:02d}.\n\n{english[: 600 + 10 * i]}", encoding="utf-8")
+    args = ["--input-dir", str(docs), "--persist-dir", str(tmp_path / "db"), "--embed-batch-size", "1"]
+    proc = subprocess.Popen([sys.executable, "-m", "recipes.index", *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen = bytearray()
+    progressed = threading.Event()
+
+    def read_stderr() -> None:  # tqdm's bar counts committed files: "Indexing files: ... 3/40"
+        while True:
+            block = proc.stderr.read1(4096)
+            if not block:
+                return
+            seen.extend(block)
+            found = [int(n) for n in __import__("re").findall(rb"Indexing files:[^\r\n]*?(\d+)/40", bytes(seen))]
+            if found and max(found) >= 3:
+                progressed.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        assert progressed.wait(180), seen.decode(errors="replace")[-2000:]
+        os.kill(proc.pid, signal.SIGINT)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(10)
+    err = seen.decode(errors="replace")
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    last = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert last.startswith("interrupted (SIGINT): kept ") and "run the same command again" in last
+    kept = int(last.split("kept ")[1].split(" ")[0])
+    assert 3 <= kept < 40
+    assert open_collection(tmp_path / "db", "documents").count() == kept  # one chunk per file, all committed
+
+    # The rerun embeds only the files not committed yet.
+    from tests.recipes._helpers import embed_model as session_model
+
+    model = session_model()
+    embedded: list = []
+    real = type(model).get_text_embedding_batch
+    monkeypatch.setattr(type(model), "get_text_embedding_batch", lambda self, texts, **kw: embedded.extend(texts) or real(self, texts, **kw))
+    rc, out, _ = _run(args, capsys)
+    assert rc == 0 and f"{40 - kept} new, 0 changed, {kept} unchanged" in out
+    assert len(embedded) == 40 - kept
+    assert open_collection(tmp_path / "db", "documents").count() == 40
