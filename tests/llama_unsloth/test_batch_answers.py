@@ -44,3 +44,52 @@ def test_resume_helpers(tmp_path: Path) -> None:
     questions = ["A", "B", "A", "C"]
     assert pending_questions(questions, records) == [2, 3]
     assert [r["answer"] for r in ordered_records(questions, records)] == ["1", "2"]
+
+
+# ---------------------------------------------------------------------------------------------- users' question files
+JA_QUESTIONS = ["メルコスールを設立した国はどこですか？", "USMCAはいつ発効しましたか？", "What limits trade inside the bloc?"]
+
+
+@pytest.mark.parametrize("codec", ["cp932", "shift_jis", "euc_jp", "utf-16", "utf-8-sig", "utf-8"])
+@pytest.mark.parametrize("suffix", [".csv", ".txt", ".jsonl"])
+def test_questions_files_in_every_encoding_users_have(tmp_path: Path, codec: str, suffix: str) -> None:
+    from llama_unsloth.batch_answers import load_questions
+
+    if suffix == ".csv":  # what Japanese Excel writes: a header row, CRLF line ends
+        text = "番号,question\r\n" + "".join(f"{i},{q}\r\n" for i, q in enumerate(JA_QUESTIONS, 1))
+    elif suffix == ".txt":
+        text = "\n".join(JA_QUESTIONS) + "\n"
+    else:
+        text = "".join(json.dumps({"question": q}, ensure_ascii=False) + "\n" for q in JA_QUESTIONS)
+    path = tmp_path / f"questions{suffix}"
+    path.write_bytes(text.encode(codec))
+    assert load_questions(path) == JA_QUESTIONS
+
+
+def test_xlsx_questions_with_japanese_and_unreadable_text_files(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from llama_unsloth.batch_answers import load_questions
+    from llama_unsloth.errors import QuestionsFileError
+
+    pd.DataFrame({"Question": JA_QUESTIONS}).to_excel(tmp_path / "q.xlsx", index=False)
+    assert load_questions(tmp_path / "q.xlsx") == JA_QUESTIONS
+    (tmp_path / "q.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00" + bytes(range(256)) * 4)
+    with pytest.raises(QuestionsFileError, match=r"q\.csv: binary data, not text\. Save it as text"):
+        load_questions(tmp_path / "q.csv")
+    (tmp_path / "q.txt").write_bytes(b"")
+    with pytest.raises(QuestionsFileError, match="holds no questions"):
+        load_questions(tmp_path / "q.txt")
+
+
+def test_error_records_do_not_count_as_answered(tmp_path: Path) -> None:
+    from llama_unsloth.batch_answers import ordered_records, pending_questions
+
+    records = [
+        {"instruction": "A", "answer": "", "error": "too long"},
+        {"instruction": "B", "answer": "2"},
+        {"instruction": "A", "answer": "1"},  # a later run answered it
+    ]
+    assert pending_questions(["A", "B", "C"], records[:2]) == [0, 2]
+    assert [r["answer"] for r in ordered_records(["A", "B"], records)] == ["1", "2"]
+    assert [r.get("error") for r in ordered_records(["A", "A"], records)] == [None, "too long"]

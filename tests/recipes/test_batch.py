@@ -107,3 +107,73 @@ def test_bad_questions_file_is_a_clear_error(tmp_path: Path, capsys: pytest.Capt
     assert "no 'question' or 'instruction' column (columns: text, id)" in capsys.readouterr().err
     assert main(["--questions", str(tmp_path / "missing.txt"), "--no-rag"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- users' inputs
+def test_over_long_question_is_a_recorded_error_and_the_others_are_answered(tmp_path: Path, persist: Path, tiny_llama_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import pandas as pd
+
+    from recipes.batch import main
+
+    long_q = "What about the tariffs and quotas of the trade blocs? " * 200
+    questions = ["Which countries founded Mercosur?", long_q.strip(), "メルコスールを設立した国は？"]
+    qfile = tmp_path / "questions.csv"
+    qfile.write_bytes(("question\r\n" + "\r\n".join(questions) + "\r\n").encode("cp932"))  # Japanese Excel's CSV
+    out = tmp_path / "res" / "answers"
+    for rag in ([], ["--no-rag"]):
+        args = ["--questions", str(qfile), "--out", str(out) + ("_plain" if rag else ""), "--persist-dir", str(persist), "--model", str(tiny_llama_path),
+                "--no-load-in-4bit", "--max-new-tokens", "8", "--batch-size", "3", "--no-progress", *rag]
+        if rag:
+            args += ["--max-seq-length", "1024"]  # the fine-tune-only prompt of the long question is ~2450 tokens
+        assert main(args) == 0
+        captured = capsys.readouterr()
+        assert "Traceback" not in captured.err
+        assert "2 answers (" in captured.out and "1 not answered (see the error column)" in captured.out
+        assert "not answered: What about the tariffs" in captured.err
+        base = Path(str(out) + ("_plain" if rag else ""))
+        records = _lines(base.with_suffix(".jsonl"))
+        assert [r["instruction"] for r in records] == questions
+        assert records[1]["answer"] == "" and records[1]["error"].startswith("The question is too long for the model's window")
+        assert "error" not in records[0] and "error" not in records[2] and records[0]["answer"] and records[2]["answer"]
+        table = pd.read_csv(base.with_suffix(".csv"), encoding="utf-8-sig", keep_default_na=False)
+        assert table["instruction"].tolist() == questions
+        assert table["error"].tolist()[0] == "" and table["error"].tolist()[1].startswith("The question is too long")
+    # A re-run with a window that fits tries the failed question again, and only that one.
+    args = ["--questions", str(qfile), "--out", str(out) + "_plain", "--model", str(tiny_llama_path), "--no-load-in-4bit",
+            "--max-new-tokens", "8", "--no-progress", "--no-rag", "--max-seq-length", "3072"]
+    assert main(args) == 0
+    records = _lines(Path(str(out) + "_plain.jsonl"))
+    assert len(records) == 4 and records[-1]["instruction"] == questions[1] and "error" not in records[-1]
+    table = pd.read_csv(Path(str(out) + "_plain.csv"), encoding="utf-8-sig", keep_default_na=False)
+    assert table["instruction"].tolist() == questions and table["error"].tolist() == ["", "", ""]
+
+
+def test_a_run_that_fails_before_its_first_answer_leaves_no_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from recipes.batch import main
+
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("One?\nTwo?\n", encoding="utf-8")
+    out = tmp_path / "res" / "answers"
+    assert main(["--questions", str(qfile), "--out", str(out), "--no-rag", "--model", str(tmp_path / "no-such-model"), "--no-progress"]) == 2
+    assert "error: " in capsys.readouterr().err
+    assert not (tmp_path / "res").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--batch-size", "0"], "--batch-size must be >= 1; got 0."),
+        (["--similarity-top-k", "0"], "--similarity-top-k must be >= 1; got 0."),
+        (["--max-new-tokens", "-5"], "--max-new-tokens must be >= 1; got -5."),
+        (["--max-seq-length", "1"], "--max-seq-length must be >= 2; got 1."),
+    ],
+)
+def test_batch_bad_options_stop_before_anything_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, args: list, message: str) -> None:
+    from llama_unsloth import batch_answers
+    from recipes.batch import main
+
+    monkeypatch.setattr(batch_answers, "load_questions", lambda *a, **k: pytest.fail("read the questions"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["--questions", str(tmp_path / "q.txt"), "--out", str(tmp_path / "res" / "a"), *args])
+    assert exit_.value.code == 2 and capsys.readouterr().err == f"error: {message}\n"
+    assert list(tmp_path.iterdir()) == []

@@ -77,3 +77,52 @@ def test_compare_needs_inputs(capsys: pytest.CaptureFixture) -> None:
 
     assert main([]) == 2
     assert "Pass --questions" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- Japanese answers
+JA_CONTEXT = "メルコスール（南米南部共同市場）は、1991年のアスンシオン条約により設立された。原加盟国はアルゼンチン、ブラジル、パラグアイ、ウルグアイの4か国である。"
+
+
+def test_compare_on_japanese_answers(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import pandas as pd
+
+    from recipes.compare import main
+
+    rag = [
+        {"instruction": "設立した国は？", "answer": "原加盟国はアルゼンチン、ブラジル、パラグアイ、ウルグアイの4か国である。", "abstained": False, "context": JA_CONTEXT, "sources": "mercosur_ja.txt"},
+        {"instruction": "本部はどこ？", "answer": "該当なし", "abstained": False, "context": JA_CONTEXT, "sources": "mercosur_ja.txt"},
+    ]
+    plain = [
+        {"instruction": "設立した国は？", "answer": "分かりません。", "abstained": False, "context": "", "sources": ""},
+        {"instruction": "本部はどこ？", "answer": "モンテビデオです。", "abstained": False, "context": "", "sources": ""},
+    ]
+    patterns = tmp_path / "patterns.txt"
+    patterns.write_text("該当なし\n", encoding="utf-8")
+    rc = main(["--rag-jsonl", str(_write(tmp_path / "r.jsonl", rag)), "--no-rag-jsonl", str(_write(tmp_path / "p.jsonl", plain)),
+               "--out-dir", str(tmp_path / "cmp"), "--abstention-patterns", str(patterns)])
+    assert rc == 0
+    summary = pd.read_excel(tmp_path / "cmp" / "compare.xlsx", sheet_name="summary").set_index("mode")
+    # 該当なし (the user's own pattern) and 分かりません (a default) are "I don't know" now.
+    assert summary.loc["RAG", "abstention_rate"] == pytest.approx(0.5)
+    assert summary.loc["no RAG", "abstention_rate"] == pytest.approx(0.5)
+    assert summary.loc["RAG", "uses_retrieved_text"] == pytest.approx(0.5)  # the copied answer, not 該当なし
+    per_q = pd.read_excel(tmp_path / "cmp" / "compare.xlsx", sheet_name="questions")
+    assert per_q["rag_words"].tolist() == [32, 4] and per_q["no_rag_words"].tolist() == [6, 8]
+    assert "| 設立した国は？ | 原加盟国は" in (tmp_path / "cmp" / "compare.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--batch-size", "0"], "--batch-size must be >= 1; got 0."),
+        (["--max-new-tokens", "-5"], "--max-new-tokens must be >= 1; got -5."),
+        (["--max-new-tokens", "4096", "--max-seq-length", "2048"], "--max-new-tokens (4096) must be below --max-seq-length (2048): the prompt needs room too."),
+    ],
+)
+def test_compare_bad_options_stop_before_anything_loads(tmp_path: Path, capsys: pytest.CaptureFixture, args: list, message: str) -> None:
+    from recipes.compare import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--questions", str(tmp_path / "q.txt"), "--out-dir", str(tmp_path / "cmp"), *args])
+    assert exit_.value.code == 2 and capsys.readouterr().err == f"error: {message}\n"
+    assert list(tmp_path.iterdir()) == []

@@ -342,3 +342,46 @@ def test_unsloth_merged_4bit_reloads_and_completes(tmp_path: Path) -> None:
     llm = UnslothLLM.from_finetuned(out / "merged", max_new_tokens=8, set_global_tokenizer=False)
     assert llm.backend_name == "unsloth" and llm.format.name == "alpaca"
     assert isinstance(llm.complete("Which treaty created Mercosur?").text, str)
+
+
+# ------------------------------------------------------------------------------------------------ bad numeric options (issue 10)
+# Each is refused as the command starts: one line naming the flag and its allowed range, exit code 2,
+# no model loaded, no output folder created.
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--learning-rate", "-1"], "--learning-rate must be > 0 and <= 1; got -1."),
+        (["--learning-rate", "0"], "--learning-rate must be > 0 and <= 1; got 0."),
+        (["--per-device-train-batch-size", "0"], "--per-device-train-batch-size must be >= 1; got 0."),
+        (["--gradient-accumulation-steps", "0"], "--gradient-accumulation-steps must be >= 1; got 0."),
+        (["--r", "0"], "--r must be >= 1; got 0."),
+        (["--lora-alpha", "0"], "--lora-alpha must be >= 1; got 0."),
+        (["--lora-dropout", "1"], "--lora-dropout must be >= 0 and < 1; got 1."),
+        (["--max-steps", "0"], "--max-steps must be >= 1 (or -1); got 0."),
+        (["--max-steps", "-2"], "--max-steps must be >= 1 (or -1); got -2."),
+        (["--max-steps", "-1", "--num-train-epochs", "0"], "--num-train-epochs must be > 0; got 0."),
+        (["--warmup-steps", "-1"], "--warmup-steps must be >= 0; got -1."),
+        (["--weight-decay", "-0.1"], "--weight-decay must be >= 0; got -0.1."),
+        (["--max-seq-length", "0"], "--max-seq-length must be >= 8; got 0."),
+        (["--logging-steps", "0"], "--logging-steps must be >= 1; got 0."),
+    ],
+)
+def test_bad_numeric_options_stop_before_anything_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, args: List[str], message: str
+) -> None:
+    _forbid_model_loading(monkeypatch)
+    data = _write_json(tmp_path / "train.json", _records())
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_:
+        _finetune(["--model", str(tmp_path / "never-loaded"), "--data", str(data), "--output-dir", str(out), *args])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert not out.exists()
+
+
+def test_max_steps_minus_one_means_epochs_and_passes_the_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _forbid_model_loading(monkeypatch)
+    data = _write_json(tmp_path / "train.json", _records())
+    # It gets past option checking and data checks to the model load (which this test forbids).
+    with pytest.raises(AssertionError, match="a model was loaded"):
+        _finetune(["--model", str(tmp_path / "m"), "--data", str(data), "--output-dir", str(tmp_path / "out"), "--max-steps", "-1"])

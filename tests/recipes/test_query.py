@@ -69,3 +69,51 @@ def test_missing_model_dir_is_a_clear_error(persist: Path, capsys: pytest.Captur
     assert main(["--question", "Anything?", "--persist-dir", str(persist), "--model-dir", "/does/not/exist"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "/does/not/exist" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------------------- options, context, long questions
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--similarity-top-k", "-3"], "--similarity-top-k must be >= 1; got -3."),
+        (["--similarity-top-k", "0"], "--similarity-top-k must be >= 1; got 0."),
+        (["--max-new-tokens", "-5"], "--max-new-tokens must be >= 1; got -5."),
+        (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1; got 0."),
+        (["--top-n", "8", "--query-top-n", "4"], "--top-n (8) must not exceed --query-top-n (4): POV scoring keeps a subset of the query-ranked chunks."),
+        (["--top-n", "0"], "--top-n must be >= 1; got 0."),
+        (["--max-seq-length", "512", "--max-new-tokens", "512"], "--max-new-tokens (512) must be below --max-seq-length (512): the prompt needs room too."),
+    ],
+)
+def test_bad_options_stop_before_anything_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, args: list, message: str) -> None:
+    from llama_unsloth import index_store, rag
+    from recipes.query import main
+
+    monkeypatch.setattr(index_store, "open_index", lambda *a, **k: pytest.fail("opened the index"))
+    monkeypatch.setattr(rag, "load_llm", lambda *a, **k: pytest.fail("loaded the model"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["--question", "Anything?", "--persist-dir", str(tmp_path / "db"), *args])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_show_context_prints_the_cleaned_chunks_the_model_read(persist: Path, tiny_llama_path: Path, capsys: pytest.CaptureFixture, recorded_prompts: list) -> None:
+    rc, out, _ = _query(["--question", "Which countries founded Mercosur?", "--show-context"], persist, tiny_llama_path, capsys)
+    assert rc == 0
+    context = out.split("Context (")[1]
+    assert context.split(" chunks, cleaned, as the model read it):")[0] in ("1", "2", "3")
+    assert "--- [1] mercosur.txt ---" in context
+    assert "Its four founding members were Argentina, Brazil, Paraguay and Uruguay" in context
+    assert "**" not in context and "\n## " not in context  # markdown cleaned, as in the prompt
+    first_chunk = context.split("--- [1] mercosur.txt ---\n")[1].split("\n--- [")[0].strip()
+    assert first_chunk and first_chunk in recorded_prompts[-1]  # exactly the text the model received
+
+
+def test_question_longer_than_the_window_is_one_error_line(persist: Path, tiny_llama_path: Path, capsys: pytest.CaptureFixture) -> None:
+    question = "What about the tariffs and quotas of the trade blocs? " * 200
+    rc, out, err = _query(["--question", question], persist, tiny_llama_path, capsys)
+    assert rc == 2
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip() and "Loading weights" not in ln]
+    assert len(lines) == 1 and "Traceback" not in err
+    assert lines[0].startswith("error: The question is too long for the model's window") and "Shorten the question by at least" in lines[0]
+    assert "Answer:" not in out
