@@ -102,6 +102,8 @@ class TrainSettings:
         precision: ``auto`` (bf16 where supported else fp16 on GPU, fp32 on CPU), ``bf16``, ``fp16`` or ``fp32``.
         logging_steps: Optimizer steps between loss records.
         packing: Pack several short texts into one sequence.
+        completion_only_loss: Train only on the answer (the tokens after the prompt), like Unsloth's
+            ``train_on_responses_only``; off by default, as in our users' notebooks (the whole text).
     """
 
     per_device_train_batch_size: int = 2
@@ -118,6 +120,7 @@ class TrainSettings:
     precision: str = "auto"
     logging_steps: int = 1
     packing: bool = False
+    completion_only_loss: bool = False
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -201,17 +204,41 @@ def file_sha256(path: "str | Path") -> str:
 
 
 def render_text(record: Mapping[str, Any], prompt_format: PromptFormat, tokenizer: Any) -> str:
-    """One training text: the layout rendered with the record, ending with the tokenizer's EOS."""
-    eos = tokenizer.eos_token or ""
-    text = prompt_format.render_training(record, eos_token=eos, tokenizer=tokenizer)
-    # Chat templates end a turn with EOS plus a newline; without the newline the trainer adds no second EOS.
-    if eos and text.rstrip().endswith(eos):
-        text = text.rstrip()
-    return text
+    """One training text: the layout filled with the record, ending with the tokenizer's EOS (never twice)."""
+    return prompt_format.render_training(record, eos_token=tokenizer.eos_token or "", tokenizer=tokenizer)
 
 
-def to_text_dataset(path: "str | Path", prompt_format: PromptFormat, tokenizer: Any) -> Any:
-    """Loads the data file with ``datasets`` and maps every record to a ``text`` column.
+def tokenize_record(
+    record: Mapping[str, Any], prompt_format: PromptFormat, tokenizer: Any, max_length: Optional[int] = None
+) -> Dict[str, List[int]]:
+    """Token ids the trainer sees for one record.
+
+    The prompt part is tokenized by :func:`~llama_unsloth.prompts.encode_prompt`, the function
+    ``UnslothLLM`` uses for ``generate``, and the answer part after it without special tokens: the ids up
+    to where the answer starts are the ids inference feeds the model, with one BOS, and EOS is appended
+    only as the layout says (TRL would otherwise add a BOS to text that already has one, and an EOS to a
+    layout that writes its own end marker).
+
+    Returns:
+        ``input_ids`` and ``completion_mask`` (1 from where the answer starts).
+    """
+    from llama_unsloth.prompts import encode_prompt, encode_training
+
+    prompt, completion = prompt_format.split_training(record, eos_token=tokenizer.eos_token or "", tokenizer=tokenizer)
+    ids = encode_training(tokenizer, prompt, completion)
+    n_prompt = len(encode_prompt(tokenizer, prompt)) if prompt else 0
+    if max_length is not None:
+        ids = ids[:max_length]
+    return {"input_ids": ids, "completion_mask": [0] * min(n_prompt, len(ids)) + [1] * max(0, len(ids) - n_prompt)}
+
+
+def to_text_dataset(
+    path: "str | Path", prompt_format: PromptFormat, tokenizer: Any, max_length: Optional[int] = None
+) -> Any:
+    """Loads the data file with ``datasets`` and maps every record to its training token ids.
+
+    The dataset holds ``input_ids`` (see :func:`tokenize_record`) and ``completion_mask``; TRL's
+    ``SFTTrainer`` takes it as already tokenized and trains on the whole text, as our users' notebooks do.
 
     Raises:
         DatasetError: ``datasets`` cannot read the file (e.g. a field changes type between records).
@@ -224,7 +251,7 @@ def to_text_dataset(path: "str | Path", prompt_format: PromptFormat, tokenizer: 
     except Exception as err:  # pyarrow schema errors, mostly
         raise DatasetError(f"datasets could not read {path}: {type(err).__name__}: {err}") from err
     return dataset.map(
-        lambda record: {"text": render_text(record, prompt_format, tokenizer)},
+        lambda record: tokenize_record(record, prompt_format, tokenizer, max_length),
         remove_columns=dataset.column_names,
         load_from_cache_file=False,
     )
@@ -447,6 +474,7 @@ def build_trainer(
         dataset_text_field="text",
         max_length=settings.max_seq_length,
         packing=settings.packing,
+        completion_only_loss=settings.completion_only_loss,
         per_device_train_batch_size=settings.per_device_train_batch_size,
         gradient_accumulation_steps=settings.gradient_accumulation_steps,
         warmup_steps=settings.warmup_steps,
@@ -751,6 +779,7 @@ __all__ = [
     "check_records",
     "file_sha256",
     "render_text",
+    "tokenize_record",
     "to_text_dataset",
     "add_lora",
     "resolve_optimizer",
