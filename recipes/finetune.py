@@ -196,6 +196,7 @@ def run(config: FinetuneConfig, callbacks: Optional[Sequence[Any]] = None) -> in
         precision=config.precision,
         logging_steps=config.logging_steps,
         packing=config.packing,
+        completion_only_loss=config.completion_only_loss,
     )
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
