@@ -237,7 +237,7 @@ def open_index(
     Args:
         persist_dir: The Chroma folder.
         collection: Collection name.
-        embed_model: Embedding model object; ``None`` loads the one the collection records.
+        embed_model: Embedding model object or name/folder; ``None`` loads the one the collection records.
 
     Raises:
         IndexNotFoundError: Missing/damaged folder, absent or empty collection.
@@ -252,6 +252,8 @@ def open_index(
             f"Collection {collection!r} in {str(persist_dir)!r} is empty. Run `llama-unsloth index --input-dir <docs>` first."
         )
     meta = chroma.metadata or {}
+    if isinstance(embed_model, str):
+        embed_model = make_embed_model(meta.get(META_EMBED_BACKEND, "huggingface"), embed_model)
     if embed_model is None:
         recorded = meta.get(META_EMBED_MODEL)
         backend = meta.get(META_EMBED_BACKEND, "huggingface")

@@ -83,15 +83,23 @@ def main(argv: Optional[List[str]] = None) -> int:
             abstention_patterns=patterns,
         )
 
+    from llama_unsloth.interrupts import sigterm_as_keyboard_interrupt
+
+    paths = batch_answers.output_paths(config.out)
     try:
-        records = batch_answers.run_batch(
-            load, questions, config.out, index=index, postprocessors=postprocessors,
-            similarity_top_k=config.similarity_top_k, batch_size=config.batch_size, progress=config.progress,
-        )
+        with sigterm_as_keyboard_interrupt():
+            records = batch_answers.run_batch(
+                load, questions, config.out, index=index, postprocessors=postprocessors,
+                similarity_top_k=config.similarity_top_k, batch_size=config.batch_size, progress=config.progress,
+            )
     except errors.user_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    paths = batch_answers.output_paths(config.out)
+    except KeyboardInterrupt:
+        # Every answer written so far is in the JSONL (fsync per record); the rerun continues from there.
+        done = len(batch_answers.read_answers_jsonl(paths["jsonl"]))
+        print(f"\ninterrupted: {done} of {len(questions)} answers are saved in {paths['jsonl']}; run the same command again to answer the rest.", file=sys.stderr)
+        return 130
     abstained = sum(bool(r.get("abstained")) for r in records)
     failed = [r for r in records if r.get("error")]
     answered = len(records) - len(failed)

@@ -60,7 +60,16 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     _title("1. Index the sample corpus")
     embed_model = index_store.make_embed_model()
-    index, stats = index_store.build_index(data / "corpus", persist_dir=chroma_dir, collection="demo", embed_model=embed_model)
+    from llama_unsloth.errors import ChunkSettingsMismatchError
+
+    try:
+        index, stats = index_store.build_index(data / "corpus", persist_dir=chroma_dir, collection="demo", embed_model=embed_model)
+    except ChunkSettingsMismatchError as err:
+        # A demo index from an older version (other chunking): the demo owns it, so rebuild it.
+        print(f"{err}\nRebuilding the demo index with the current chunk settings ...")
+        index_store.open_collection(chroma_dir, "demo")  # checks it is a Chroma folder before deleting anything
+        index_store._chroma_client(chroma_dir).delete_collection("demo")
+        index, stats = index_store.build_index(data / "corpus", persist_dir=chroma_dir, collection="demo", embed_model=embed_model)
     print(stats.summary())
     print(f"Chroma index: {chroma_dir.resolve()} (collection 'demo'); run the demo again and nothing is re-embedded.")
 
