@@ -64,8 +64,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         try:
             return _run(config)
         except KeyboardInterrupt:
-            # Before build_index took over the signals: nothing was committed by this run.
-            print("interrupted before indexing started; nothing new was written.", file=sys.stderr)
+            # Before build_index took over the signals, or a second Ctrl-C inside it: committed files stay.
+            print("\ninterrupted: files indexed before the interruption are kept; run the same command again to index the rest.", file=sys.stderr)
             return EXIT_INTERRUPTED
 
 
