@@ -97,18 +97,18 @@ def make_embed_model(backend: str = "huggingface", model_name: Optional[str] = N
         raise RagError(f"Unknown embedding backend {backend!r}: use 'huggingface' or 'cohere'.")
     from llama_unsloth.defaults import EMBED_MODEL_ENV, default_embed_model, default_embed_model_name
 
+    from llama_unsloth.hub_check import offline_model_problem
+
     name = model_name or default_embed_model_name()
     if _looks_like_path(name):
         folder = Path(name).expanduser()
         if not folder.is_dir():
             raise RagError(f"Embedding model folder {name!r} does not exist. Pass an existing folder or a hub name.")
         name = str(folder)
-    elif not _hub_model_cached(name) and _hub_offline():
-        # Without this check sentence-transformers prints a 60-line OSError chain.
-        raise RagError(
-            f"Embedding model {name!r} is not found locally and there is no network (HF_HUB_OFFLINE=1): pass a "
-            f"local folder (--embed-model path/to/model) or set {EMBED_MODEL_ENV}=path/to/model."
-        )
+    else:
+        problem = offline_model_problem(name, "Embedding model", "--embed-model", EMBED_MODEL_ENV)
+        if problem:
+            raise RagError(problem)
     try:
         return default_embed_model(name)
     except (OSError, ValueError) as err:
@@ -117,21 +117,6 @@ def make_embed_model(backend: str = "huggingface", model_name: Optional[str] = N
             f"Could not load embedding model {name!r} ({first}). Pass a local folder (--embed-model path/to/model), "
             f"set {EMBED_MODEL_ENV}=path/to/model, or leave it unset for the bundled MiniLM."
         ) from err
-
-
-def _hub_offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
-def _hub_model_cached(name: str) -> bool:
-    """Whether the Hugging Face cache already holds ``name`` (a hub id), so it loads without a network."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        found = try_to_load_from_cache(name, "config.json")
-    except Exception:  # an invalid repo id, an unreadable cache: not cached
-        return False
-    return isinstance(found, str)
 
 
 def _looks_like_path(name: str) -> bool:

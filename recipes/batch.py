@@ -45,9 +45,12 @@ class BatchConfig:
 
     def check(self) -> None:
         """Rules between options."""
+        from recipes.config import check_model_option
         from recipes.query import check_common
 
         check_common(self)
+        if not self.model_dir:
+            check_model_option(self.model)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -21,7 +21,7 @@ import math
 import sys
 import typing
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Type, TypeVar
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Type, TypeVar
 
 T = TypeVar("T")
 RULE_KEYS = ("min", "max", "gt", "lt", "choices", "also")
@@ -96,6 +96,24 @@ def check_config(config: Any, rules: Optional[Mapping[str, Mapping[str, Any]]] =
         check()
 
 
+def check_model_option(name: Optional[str], flag: str = "--model") -> None:
+    """Refuses a hub id that cannot load here (offline, not cached) before anything loads.
+
+    ``None`` means the default: ``$LLAMA_UNSLOTH_MODEL`` if set (checked the same way), else the bundled model.
+
+    Raises:
+        OptionError: One line saying to pass a local folder or set the environment variable.
+    """
+    import os
+
+    from llama_unsloth.defaults import MODEL_ENV
+    from llama_unsloth.hub_check import offline_model_problem
+
+    problem = offline_model_problem(name or os.environ.get(MODEL_ENV), "Model", flag, MODEL_ENV)
+    if problem:
+        raise OptionError(problem)
+
+
 def fail(message: str, code: int = 2) -> "typing.NoReturn":
     """Prints ``error: <message>`` as one line on stderr and exits with ``code`` (2: bad usage)."""
     print(f"error: {message}", file=sys.stderr, flush=True)
@@ -131,6 +149,7 @@ def parse_config(
     argv: Optional[Sequence[str]] = None,
     description: str = "",
     rules: Optional[Mapping[str, Mapping[str, Any]]] = None,
+    check: Optional[Callable[[Any], None]] = None,
 ) -> T:
     """Parses ``argv`` into an instance of ``config_class`` (a dataclass) and checks every option.
 
@@ -139,6 +158,7 @@ def parse_config(
         argv: Arguments (default: ``sys.argv[1:]``).
         description: Help text shown by ``--help`` (the recipe's docstring).
         rules: Extra per-option rules, option name -> ``{"min": ..., "choices": ...}`` (see the module docstring).
+        check: Extra check of the whole config, raising :class:`OptionError` (run after ``config.check()``).
 
     Raises:
         SystemExit: Unknown option in ``--config`` or on the command line (argparse prints why), or a
@@ -185,6 +205,8 @@ def parse_config(
     config = config_class(**namespace)
     try:
         check_config(config, rules)
+        if check is not None:
+            check(config)
     except OptionError as err:
         fail(str(err))
     return config

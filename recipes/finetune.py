@@ -124,6 +124,13 @@ OPTION_RULES = {
 }
 
 
+def check_options(config: "FinetuneConfig") -> None:
+    """Checks beyond single numbers, before any model loads: a base model that cannot load offline."""
+    from recipes.config import check_model_option
+
+    check_model_option(config.model)
+
+
 def _setup_logging() -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -274,7 +281,7 @@ def run(config: FinetuneConfig, callbacks: Optional[Sequence[Any]] = None) -> in
 
 def main(argv: Optional[Sequence[str]] = None, callbacks: Optional[Sequence[Any]] = None) -> int:
     """``python -m recipes.finetune [options]``; ``callbacks`` are extra ``TrainerCallback`` objects."""
-    config = parse_config(FinetuneConfig, argv, description=__doc__, rules=OPTION_RULES)
+    config = parse_config(FinetuneConfig, argv, description=__doc__, rules=OPTION_RULES, check=check_options)
     _setup_logging()
     from llama_unsloth.loading import ModelLoadError
     from llama_unsloth.prompts import PromptFormatError

@@ -42,9 +42,11 @@ class QueryConfig:
 
     def check(self) -> None:
         """Rules between options."""
-        from recipes.config import OptionError
+        from recipes.config import OptionError, check_model_option
 
         check_common(self)
+        if not self.model_dir:
+            check_model_option(self.model)
         if self.top_n > self.query_top_n:
             raise OptionError(f"--top-n ({self.top_n}) must not exceed --query-top-n ({self.query_top_n}): POV scoring keeps a subset of the query-ranked chunks.")
 

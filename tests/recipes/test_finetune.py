@@ -385,3 +385,16 @@ def test_max_steps_minus_one_means_epochs_and_passes_the_check(tmp_path: Path, m
     # It gets past option checking and data checks to the model load (which this test forbids).
     with pytest.raises(AssertionError, match="a model was loaded"):
         _finetune(["--model", str(tmp_path / "m"), "--data", str(data), "--output-dir", str(tmp_path / "out"), "--max-steps", "-1"])
+
+
+def test_offline_hub_base_model_is_one_line_before_anything_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    _forbid_model_loading(monkeypatch)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    data = _write_json(tmp_path / "train.json", _records())
+    with pytest.raises(SystemExit) as exit_:
+        _finetune(["--model", "unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit", "--data", str(data), "--output-dir", str(tmp_path / "out")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit' is not found locally and there is no network" in err
+    assert not (tmp_path / "out").exists()

@@ -117,3 +117,24 @@ def test_question_longer_than_the_window_is_one_error_line(persist: Path, tiny_l
     assert len(lines) == 1 and "Traceback" not in err
     assert lines[0].startswith("error: The question is too long for the model's window") and "Shorten the question by at least" in lines[0]
     assert "Answer:" not in out
+
+
+def test_offline_hub_model_id_is_one_line_before_anything_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from llama_unsloth import index_store, rag
+    from recipes.query import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    monkeypatch.setattr(index_store, "open_index", lambda *a, **k: pytest.fail("opened the index"))
+    monkeypatch.setattr(rag, "load_llm", lambda *a, **k: pytest.fail("loaded the model"))
+    for args in (["--model", "unsloth/Mistral-Nemo-Instruct-2407-bnb-4bit"], []):
+        if not args:
+            monkeypatch.setenv("LLAMA_UNSLOTH_MODEL", "unsloth/Mistral-Nemo-Instruct-2407-bnb-4bit")  # the default, from the environment
+        with pytest.raises(SystemExit) as exit_:
+            main(["--question", "Anything?", "--persist-dir", str(tmp_path / "db"), *args])
+        assert exit_.value.code == 2
+        assert capsys.readouterr().err == (
+            "error: Model 'unsloth/Mistral-Nemo-Instruct-2407-bnb-4bit' is not found locally and there is no network "
+            "(HF_HUB_OFFLINE=1): pass a local folder (--model path/to/model) or set LLAMA_UNSLOTH_MODEL=path/to/model.\n"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
