@@ -43,6 +43,7 @@ DEFAULT_CHUNK_UNIT = "characters"
 DEFAULT_CHUNKING = {"characters": (2000, 120), "tokens": (384, 24)}
 DEFAULT_CHUNK_SIZE, DEFAULT_CHUNK_OVERLAP = DEFAULT_CHUNKING[DEFAULT_CHUNK_UNIT]
 MIN_CHUNK_SIZE = 16
+SKIPPED_SHOWN = 20  # skipped files named in the summary (the warnings name every one)
 DEFAULT_EMBED_BATCH_SIZE = 32
 DEFAULT_PERSIST_DIR = "chroma_db"
 DEFAULT_COLLECTION = "documents"
@@ -511,7 +512,9 @@ class IndexStats:
             f"{self.chunks_removed} removed, {self.chunks_total} in the collection"
         )
         if self.skipped:
-            line += "\nskipped: " + ", ".join(f"{name} ({reason})" for name, reason in self.skipped)
+            shown = ", ".join(f"{name} ({reason})" for name, reason in self.skipped[:SKIPPED_SHOWN])
+            more = f" and {len(self.skipped) - SKIPPED_SHOWN} more" if len(self.skipped) > SKIPPED_SHOWN else ""
+            line += f"\nskipped: {shown}{more}"
         return line
 
 
@@ -535,7 +538,19 @@ def list_documents(folder: Union[str, Path], extensions: Sequence[str] = DOC_EXT
 
 
 @dataclass
-class _FileRead:
+class DocumentRead:
+    """One document as :func:`read_documents` found it.
+
+    Attributes:
+        path: The file.
+        key: Its absolute path (how the collection keys its chunks).
+        name: Its path relative to the documents folder (for summaries).
+        digest: SHA-256 of its bytes.
+        text: The decoded text; ``None`` when skipped.
+        encoding: The codec that decoded it.
+        skip_reason: ``empty``, ``binary``, ``undecodable`` or ``unreadable`` when skipped.
+    """
+
     path: Path
     key: str
     name: str
@@ -545,7 +560,7 @@ class _FileRead:
     skip_reason: Optional[str]
 
 
-def read_documents(folder: Union[str, Path], warn: Optional[Callable[[str], None]] = None, progress: bool = False) -> List[_FileRead]:
+def read_documents(folder: Union[str, Path], warn: Optional[Callable[[str], None]] = None, progress: bool = False) -> List[DocumentRead]:
     """Reads and decodes every document under ``folder`` (see :func:`list_documents`).
 
     Binary and undecodable files get a one-line warning through ``warn``; empty ones are only marked.
@@ -559,7 +574,7 @@ def read_documents(folder: Union[str, Path], warn: Optional[Callable[[str], None
     from llama_unsloth.text_files import decode_bytes
 
     root = Path(folder).expanduser().resolve()
-    reads: List[_FileRead] = []
+    reads: List[DocumentRead] = []
     for path in tqdm(list_documents(root), desc="Reading files", unit="file", disable=not progress):
         name = str(path.relative_to(root))
         try:
@@ -578,7 +593,7 @@ def read_documents(folder: Union[str, Path], warn: Optional[Callable[[str], None
                 text, encoding, reason = None, None, err.reason
                 if warn:
                     warn(f"warning: skipped {err}")
-        reads.append(_FileRead(path, str(path), name, hashlib.sha256(data).hexdigest(), text, encoding, reason))
+        reads.append(DocumentRead(path, str(path), name, hashlib.sha256(data).hexdigest(), text, encoding, reason))
     if all(r.text is None for r in reads):
         listing = ", ".join(f"{r.name} ({r.skip_reason})" for r in reads[:10]) + (" ..." if len(reads) > 10 else "")
         raise CorpusError(f"{str(folder)!r} holds no readable text file: {listing}. Save the documents as text (UTF-8, Shift-JIS, EUC-JP, UTF-16 ...).")
@@ -686,7 +701,7 @@ def build_index(
     stats = IndexStats()
 
     splitter = make_splitter(chunking)
-    pending: List[Tuple[_FileRead, List[Any], bool]] = []  # (file, new nodes, is a change of a stored file)
+    pending: List[Tuple[DocumentRead, List[Any], bool]] = []  # (file, new nodes, is a change of a stored file)
     stale: List[str] = []  # stored files now empty/unreadable: their chunks go
     for read in reads:
         entry = stored.get(read.key)
@@ -710,7 +725,7 @@ def build_index(
 
     store = ChromaVectorStore(chroma_collection=chroma)
 
-    def commit(group: List[Tuple[_FileRead, List[Any], bool]]) -> None:
+    def commit(group: List[Tuple[DocumentRead, List[Any], bool]]) -> None:
         for read, nodes, changed in group:
             if nodes:
                 store.add(nodes)  # new ids first, old ones after: a stop in between leaves the file "changed"
@@ -727,7 +742,7 @@ def build_index(
     done = 0
     bar = tqdm(total=len(pending), desc="Indexing files", unit="file", disable=not progress or not pending)
     with deferred_interrupts() as stop:
-        group: List[Tuple[_FileRead, List[Any], bool]] = []
+        group: List[Tuple[DocumentRead, List[Any], bool]] = []
         queue = list(pending)
         while queue or group:
             # Gather whole files up to one embedding batch (a long file may exceed it alone).
@@ -775,6 +790,7 @@ def build_index(
 __all__ = [
     "CHUNK_UNITS",
     "ChunkSettings",
+    "DocumentRead",
     "IndexStats",
     "LongChunkReport",
     "build_index",

@@ -183,7 +183,8 @@ def test_chunks_longer_than_the_embedding_window_are_reported_once_with_numbers(
     assert smaller.long_chunks is None and notes == []
 
 
-def test_stop_request_keeps_committed_files_and_the_rerun_embeds_only_the_rest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_stop_request_keeps_committed_files_and_the_rerun_embeds_only_the_rest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signame: str) -> None:
     import os
     import signal
 
@@ -203,16 +204,17 @@ def test_stop_request_keeps_committed_files_and_the_rerun_embeds_only_the_rest(t
         embedded.extend(texts)
         if len(embedded) == 4 and not sent:
             sent.append(True)
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), getattr(signal, signame))
         return real(self, texts, **kwargs)
 
     monkeypatch.setattr(type(model), "get_text_embedding_batch", counting)
     with pytest.raises(IndexInterrupted) as err:
         build_index(docs, tmp_path / "db", embed_model=model, progress=False, embed_batch_size=2, warn=None)
-    assert "kept 2 file(s)" in str(err.value) and "4 file(s) left" in str(err.value)
+    assert str(err.value).startswith(f"interrupted ({signame}): kept 2 file(s)") and "4 file(s) left" in str(err.value)
     assert err.value.files_left == 4
     assert open_collection(tmp_path / "db", "documents").count() == 2 == err.value.stats.chunks_total
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
     embedded.clear()
     _, stats = build_index(docs, tmp_path / "db", embed_model=model, progress=False, embed_batch_size=2, warn=None)

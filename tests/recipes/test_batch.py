@@ -177,3 +177,32 @@ def test_batch_bad_options_stop_before_anything_loads(tmp_path: Path, monkeypatc
         main(["--questions", str(tmp_path / "q.txt"), "--out", str(tmp_path / "res" / "a"), *args])
     assert exit_.value.code == 2 and capsys.readouterr().err == f"error: {message}\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_in_batch_is_one_line_and_the_rerun_continues(tmp_path: Path, tiny_llama_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from llama_unsloth import batch_answers
+    from recipes.batch import main
+
+    questions = [f"Question {i}?" for i in range(5)]
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("\n".join(questions), encoding="utf-8")
+    out = tmp_path / "res" / "answers"
+    args = ["--questions", str(qfile), "--out", str(out), "--no-rag", "--model", str(tiny_llama_path), "--no-load-in-4bit",
+            "--max-new-tokens", "4", "--batch-size", "1", "--no-progress"]
+    real = batch_answers.append_jsonl
+    written: list = []
+
+    def then_ctrl_c(handle, record):  # Ctrl-C arrives right after the second answer is on disk
+        real(handle, record)
+        written.append(record)
+        if len(written) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch_answers, "append_jsonl", then_ctrl_c)
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted: 2 of 5 answers are saved in {out}.jsonl; run the same command again to answer the rest." in err
+    assert "Traceback" not in err and not out.with_suffix(".xlsx").exists()
+    monkeypatch.setattr(batch_answers, "append_jsonl", real)
+    assert main(args) == 0
+    assert [r["instruction"] for r in _lines(out.with_suffix(".jsonl"))] == questions
