@@ -66,8 +66,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         questions = batch_answers.load_questions(config.questions)
         index, postprocessors = None, []
         if config.rag:
-            embed_model = index_store.make_embed_model("huggingface", config.embed_model) if config.embed_model else None
-            index = index_store.open_index(config.persist_dir, config.collection, embed_model=embed_model)
+            # A name or folder; loaded with the backend the collection records (None: the recorded model).
+            index = index_store.open_index(config.persist_dir, config.collection, embed_model=config.embed_model)
             postprocessors = rag.make_postprocessors(index._embed_model, povs_file=config.povs)
         if config.batch_size < 1:
             raise errors.RagError(f"--batch-size must be at least 1, got {config.batch_size}.")

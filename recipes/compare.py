@@ -30,6 +30,7 @@ class CompareConfig:
     persist_dir: str = field(default="chroma_db", metadata={"help": "Chroma folder written by `llama-unsloth index`."})
     collection: str = field(default="documents", metadata={"help": "Chroma collection name."})
     povs: Optional[str] = field(default=None, metadata={"help": "POV file: enables POV reranking for the RAG run."})
+    embed_model: Optional[str] = field(default=None, metadata={"help": "Embedding model; default: the one the index records."})
     model_dir: Optional[str] = field(default=None, metadata={"help": "Fine-tuned model folder."})
     model: Optional[str] = field(default=None, metadata={"help": "Model name or folder; default: offline SmolLM2-135M-Instruct."})
     prompt_format: Optional[str] = field(default=None, metadata={"help": "Override the prompt layout."})
@@ -79,7 +80,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 raise errors.RagError("An answers file holds no complete answers.")
         elif config.questions:
             questions = batch_answers.load_questions(config.questions)
-            index = index_store.open_index(config.persist_dir, config.collection)
+            index = index_store.open_index(config.persist_dir, config.collection, embed_model=config.embed_model)
             postprocessors = rag.make_postprocessors(index._embed_model, povs_file=config.povs)
             cache: dict = {}
 

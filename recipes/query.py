@@ -86,8 +86,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from llama_unsloth import batch_answers, errors, index_store, rag
 
     try:
-        embed_model = index_store.make_embed_model("huggingface", config.embed_model) if config.embed_model else None
-        index = index_store.open_index(config.persist_dir, config.collection, embed_model=embed_model)
+        # A name or folder; loaded with the backend the collection records (None: the recorded model).
+        index = index_store.open_index(config.persist_dir, config.collection, embed_model=config.embed_model)
         postprocessors = rag.make_postprocessors(
             index._embed_model, povs_file=config.povs, query_top_n=config.query_top_n, top_n=config.top_n
         )

@@ -236,3 +236,20 @@ def test_embedding_model_from_the_environment_offline_is_one_clear_line(tmp_path
     # The variable also takes a local folder: the bundled MiniLM by path.
     monkeypatch.setenv("LLAMA_UNSLOTH_EMBED_MODEL", embed_model_id(embed_model()))
     assert embed_model_id(make_embed_model()) == embed_model_id(embed_model())
+
+
+def test_open_index_takes_a_model_name_and_refuses_another_model(tmp_path: Path) -> None:
+    from llama_unsloth.errors import EmbeddingMismatchError, RagError
+    from llama_unsloth.index_store import build_index, embed_model_id, open_index
+
+    docs = write_mixed_corpus(tmp_path / "docs")
+    build_index(docs, tmp_path / "db", embed_model=embed_model(), progress=False, warn=None)
+    index = open_index(tmp_path / "db", embed_model=embed_model_id(embed_model()))
+    hits = index.as_retriever(similarity_top_k=1).retrieve("USMCA replaced NAFTA")
+    assert hits and hits[0].node.metadata["file_name"] == "en.md"
+    with pytest.raises(RagError, match="does not exist"):
+        open_index(tmp_path / "db", embed_model=str(tmp_path / "no-model"))
+    with pytest.raises(EmbeddingMismatchError):
+        from llama_index.core import MockEmbedding
+
+        open_index(tmp_path / "db", embed_model=MockEmbedding(embed_dim=384))  # same dimension, another model
