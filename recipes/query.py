@@ -52,12 +52,23 @@ class QueryConfig:
 
 
 def check_common(config: object) -> None:
-    """Rules the query, batch and compare recipes share: the answer must fit the window."""
+    """Rules the query, batch and compare recipes share: the answer must fit the window; a layout name must exist."""
     from recipes.config import OptionError
 
     new, window = getattr(config, "max_new_tokens", None), getattr(config, "max_seq_length", None)
     if new is not None and window is not None and new >= window:
         raise OptionError(f"--max-new-tokens ({new}) must be below --max-seq-length ({window}): the prompt needs room too.")
+    layout = getattr(config, "prompt_format", None)
+    if layout:
+        from pathlib import Path
+
+        from llama_unsloth.prompts import PromptFormat, PromptFormatError
+
+        if not Path(layout).expanduser().exists():  # an existing template file is read when the model loads
+            try:
+                PromptFormat.get(layout)
+            except PromptFormatError as err:
+                raise OptionError(f"--prompt-format: {err}") from err
 
 
 def format_context(nodes: list) -> List[str]:

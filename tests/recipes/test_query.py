@@ -82,6 +82,8 @@ def test_missing_model_dir_is_a_clear_error(persist: Path, capsys: pytest.Captur
         (["--top-n", "8", "--query-top-n", "4"], "--top-n (8) must not exceed --query-top-n (4): POV scoring keeps a subset of the query-ranked chunks."),
         (["--top-n", "0"], "--top-n must be >= 1; got 0."),
         (["--max-seq-length", "512", "--max-new-tokens", "512"], "--max-new-tokens (512) must be below --max-seq-length (512): the prompt needs room too."),
+        (["--prompt-format", "alpacca"], "--prompt-format: Unknown prompt format 'alpacca'. Valid formats: alpaca, alpaca-context, chat, instruction-context, reasoning"),
+        (["--prompt-format", "my_layout.j2"], "--prompt-format: Prompt template my_layout.j2 does not exist."),
     ],
 )
 def test_bad_options_stop_before_anything_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, args: list, message: str) -> None:
@@ -93,7 +95,8 @@ def test_bad_options_stop_before_anything_loads(tmp_path: Path, monkeypatch: pyt
     with pytest.raises(SystemExit) as exit_:
         main(["--question", "Anything?", "--persist-dir", str(tmp_path / "db"), *args])
     assert exit_.value.code == 2
-    assert capsys.readouterr().err == f"error: {message}\n"
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
 
 
