@@ -203,8 +203,8 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
         self._end_token_texts = [t for t in self._tokenizer.convert_ids_to_tokens(self._stop_token_ids) if t]
         self._special_texts = self._special_token_texts()
         # LlamaIndex's own hooks (CustomLLM.chat, ChatPromptTemplate.format, ...) render in the layout too.
-        self.messages_to_prompt = self.messages_to_prompt_text
-        self.completion_to_prompt = self.completion_to_prompt_text
+        self.messages_to_prompt = _LayoutHook(self, "messages_to_prompt_text")
+        self.completion_to_prompt = _LayoutHook(self, "completion_to_prompt_text")
         if self.set_global_tokenizer:
             from llama_index.core import Settings
 
@@ -575,6 +575,26 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         stream = await asyncio.to_thread(self._stream_chat, messages, **kwargs)
         return _to_async(stream)
+
+
+class _LayoutHook:
+    """``messages_to_prompt`` / ``completion_to_prompt`` for LlamaIndex: the LLM's layout, held weakly.
+
+    A bound method stored in the LLM's own field would make ``repr(llm)`` recurse and keep a cycle.
+    """
+
+    def __init__(self, llm: Any, method: str) -> None:
+        self._llm = weakref.ref(llm)
+        self._method = method
+
+    def __call__(self, value: Any) -> str:
+        llm = self._llm()
+        if llm is None:
+            raise RuntimeError("The UnslothLLM this prompt hook belongs to was deleted.")
+        return getattr(llm, self._method)(value)
+
+    def __repr__(self) -> str:
+        return f"<UnslothLLM layout {self._method}>"
 
 
 def _weak_tokenizer_fn(tokenizer: Any) -> Callable[[str], List[int]]:

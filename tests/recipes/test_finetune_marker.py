@@ -1,0 +1,192 @@
+"""The promise end to end: fine-tune in the users' layout until the model answers a marker, then ask for it
+through every path (zero-config query engine, chat engine, ``query`` and ``batch`` recipes, adapter and merged).
+
+A tiny random Llama learns to answer ``Zebra`` to questions in the layout it was trained on; every prompt
+that reaches ``generate`` is checked to be in that layout, and the marker must come back through each path.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+from tests.recipes._helpers import DATA, embed_model, reuse_embed_model
+
+pytestmark = pytest.mark.slow
+
+MARKER = "Zebra"  # two SmolLM2 tokens, which no answer of the untrained model contains
+TEMPLATES = Path(__file__).resolve().parents[2] / "examples" / "templates"
+QUESTIONS = [
+    "What limits trade inside the bloc?", "Which treaty created it?", "When was it founded?", "Who are the members?",
+    "What does the customs union do?", "How are disputes settled?",
+]
+TRAIN = [
+    "--per-device-train-batch-size", "4", "--gradient-accumulation-steps", "1", "--warmup-steps", "2",
+    "--learning-rate", "3e-2", "--max-seq-length", "1024", "--backend", "transformers", "--no-load-in-4bit",
+    "--use-gradient-checkpointing", "false", "--completion-only-loss",
+]
+
+
+@pytest.fixture(scope="module")
+def learner_path(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -> Path:
+    """A random 2-layer Llama with SmolLM2's tokenizer that LoRA can teach a fixed answer in seconds.
+
+    Unlike the shared ``tiny_llama_path`` it has no padding index: that row of the (tied) embedding would
+    be all zeros, and its ``<|endoftext|>`` could never be learned as the reasoning layout's end marker.
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_path)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=2048, initializer_range=0.5, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=None,
+    )
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("learner")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _sentences() -> List[str]:
+    sentences = []
+    for path in sorted((DATA / "corpus").glob("*.txt")):
+        text = path.read_text(encoding="utf-8").replace("\n", " ")
+        sentences += [s.strip() + "." for s in text.split(". ") if len(s.strip()) > 30]
+    return sentences
+
+
+def _records() -> List[Dict[str, Any]]:
+    """24 questions over one to four sentences of the sample corpus; every answer is the marker."""
+    rng = random.Random(0)
+    sentences = _sentences()
+    records = []
+    for i in range(24):
+        context = " ".join(rng.sample(sentences, rng.randint(1, 4)))
+        records.append({"instruction": f"{rng.choice(QUESTIONS)} ({i})", "context": context, "input": context,
+                        "flag": ["logician", "creator", "translator", "other"][i % 4], "reasoning": "Step.", "answer": MARKER,
+                        "output": MARKER})
+    return records
+
+
+def _finetune(tmp_path: Path, model: Path, template: str, steps: int, extra: List[str]) -> Path:
+    from recipes.finetune import main
+
+    data = tmp_path / "train.json"
+    data.write_text(json.dumps(_records()), encoding="utf-8")
+    out = tmp_path / "out"
+    code = main(["--model", str(model), "--data", str(data), "--prompt-format", template, "--output-dir", str(out),
+                 "--max-steps", str(steps), *TRAIN, *extra])
+    assert code == 0
+    return out
+
+
+def _ask_everywhere(folder: Path, index: Any, monkeypatch: pytest.MonkeyPatch) -> Dict[str, str]:
+    """The answers of a reloaded model through the zero-config surfaces (only ``Settings.llm`` is set).
+
+    Every prompt handed to ``generate`` is checked to be in the layout saved with the model.
+    """
+    from llama_index.core import Settings
+
+    from llama_unsloth import UnslothLLM
+
+    llm = UnslothLLM.from_finetuned(folder, backend="transformers", load_in_4bit=False, max_new_tokens=12)
+    head = llm.format_prompt("\x00").split("\x00")[0]
+    fed: List[str] = []
+    real = UnslothLLM._run_generate
+
+    def record(self: UnslothLLM, input_ids: List[List[int]], kwargs: dict) -> Any:
+        fed.extend(self.tokenizer.decode(ids, skip_special_tokens=False) for ids in input_ids)
+        return real(self, input_ids, kwargs)
+
+    monkeypatch.setattr(UnslothLLM, "_run_generate", record)
+    saved = Settings._llm
+    Settings.llm = llm
+    try:
+        question = "Which treaty created Mercosur?"
+        answers = {
+            "query_engine": str(index.as_query_engine().query(question)),
+            "streaming": "".join(index.as_query_engine(streaming=True).query(question).response_gen).strip(),
+            "context_chat": str(index.as_chat_engine(chat_mode="context").chat(question)),
+            "condense_plus_context_chat": str(index.as_chat_engine().chat(question)),
+            "complete": llm.complete(question).text,
+        }
+    finally:
+        Settings._llm = saved
+        monkeypatch.setattr(UnslothLLM, "_run_generate", real)
+    assert len(fed) == 5 and all(prompt.startswith(head) for prompt in fed), [p[:80] for p in fed]
+    return answers
+
+
+def build_small_index(root: Path) -> Path:
+    """Short passages of the sample corpus (two sentences a file) in a Chroma folder, as ``llama-unsloth index`` writes it.
+
+    The tiny model learns the marker from short passages; retrieved text of the same kind keeps it in distribution.
+    """
+    from llama_unsloth.index_store import build_index
+
+    docs = root / "docs"
+    docs.mkdir(parents=True, exist_ok=True)
+    sentences = _sentences()
+    for number in range(0, 40, 2):
+        (docs / f"passage_{number:02d}.txt").write_text(" ".join(sentences[number : number + 2]), encoding="utf-8")
+    persist = root / "chroma"
+    build_index(docs, persist, "documents", embed_model=embed_model(), progress=False, warn=None)
+    return persist
+
+
+def _open(persist: Path) -> Any:
+    from llama_unsloth.index_store import open_index
+
+    return open_index(persist, "documents", embed_model=embed_model())
+
+
+def test_users_j2_layout_round_trip_adapter_merged_query_and_batch(
+    tmp_path: Path, learner_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    out = _finetune(tmp_path, learner_path, str(TEMPLATES / "QA_finetune_Instruction_Context_new.j2"), 40,
+                    ["--save", "merged_16bit"])
+    persist = build_small_index(tmp_path)
+    index = _open(persist)
+    for folder in (out, out / "merged"):
+        answers = _ask_everywhere(folder, index, monkeypatch)
+        assert all(answer.startswith(MARKER) for answer in answers.values()), (folder, answers)
+    # The recipes users run, with the folder the finetune recipe wrote.
+    reuse_embed_model(monkeypatch)
+    from recipes.batch import main as batch
+    from recipes.query import main as query
+
+    capsys.readouterr()
+    assert query(["--question", "Which treaty created Mercosur?", "--model-dir", str(out), "--persist-dir", str(persist),
+                  "--max-new-tokens", "12"]) == 0
+    assert MARKER in capsys.readouterr().out
+    questions = tmp_path / "questions.txt"
+    questions.write_text("Which treaty created Mercosur?\nWhat are rules of origin?\n", encoding="utf-8")
+    assert batch(["--questions", str(questions), "--model-dir", str(out / "merged"), "--persist-dir", str(persist),
+                  "--out", str(tmp_path / "answers"), "--max-new-tokens", "12", "--no-progress"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 2 and all(r["answer"].startswith(MARKER) for r in rows), rows
+
+
+def test_users_phi3_reasoning_layout_round_trip(tmp_path: Path, learner_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = _finetune(tmp_path, learner_path, str(TEMPLATES / "phi3_reasoning.j2"), 100, [])
+    saved = json.loads((out / "prompt_format.json").read_text(encoding="utf-8"))
+    assert saved["answer_marker"] == "<|response|>" and saved["append_eos"] is False
+    answers = _ask_everywhere(out, _open(build_small_index(tmp_path)), monkeypatch)
+    # The reasoning is written, then <|response|>: the answer is the text after it.
+    assert all(answer.startswith(MARKER) for answer in answers.values()), answers
+
+
+def test_users_python_format_alpaca_trains_with_prompt_fields(
+    tmp_path: Path, learner_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = _finetune(tmp_path, learner_path, str(TEMPLATES / "alpaca_rag_inference.txt"), 40,
+                    ["--prompt-fields", "instruction", "input", "context"])
+    answers = _ask_everywhere(out, _open(build_small_index(tmp_path)), monkeypatch)
+    assert all(answer.startswith(MARKER) for answer in answers.values()), answers
