@@ -72,3 +72,27 @@ def test_history_records_losses_and_plot_needs_steps(tmp_path: Path) -> None:
     assert history.final_loss == 2.5 and history.train_loss == 2.5
     assert history.steps[0]["step"] == 1 and "step_seconds" in history.steps[0]
     assert plot_loss(tmp_path / "loss.png", history).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_trainer_sees_the_inference_ids_then_the_answer(tiny_llama_path: Path, tmp_path: Path) -> None:
+    """TRL gets pre-tokenized ids: no second BOS, no EOS after a layout's own end marker."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llama_unsloth import training as T
+    from llama_unsloth.prompts import PromptFormat, encode_prompt
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_path)
+    fmt = PromptFormat.get("reasoning")
+    record = {"instruction": "Q?", "input": "C", "flag": "creator", "reasoning": "R", "output": "A"}
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps([record] * 2), encoding="utf-8")
+    model = T.add_lora(AutoModelForCausalLM.from_pretrained(tiny_llama_path), "transformers", T.LoraSettings(use_gradient_checkpointing="false"))
+    dataset = T.to_text_dataset(data, fmt, tokenizer, 512)
+    trainer = T.build_trainer(model, tokenizer, dataset, T.TrainSettings(max_steps=1), tmp_path / "run", "transformers",
+                              T.TrainingHistory(), use_gradient_checkpointing="false")
+    ids = trainer.train_dataset[0]["input_ids"]
+    prompt = fmt.render_prompt("Q?", "C", flag="creator")
+    assert ids[: len(encode_prompt(tokenizer, prompt))] == encode_prompt(tokenizer, prompt)
+    text = tokenizer.decode(ids, skip_special_tokens=False)
+    assert text == fmt.render_training(record) and text.endswith("A<|endoftext|>")
+    assert tokenizer.eos_token not in text  # <|im_end|> is not appended after the layout's own <|endoftext|>

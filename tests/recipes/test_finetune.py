@@ -105,14 +105,18 @@ def test_finetune_writes_adapter_log_plot_card_merged_and_reloads(tmp_path: Path
 
     llm = _reload(out)
     assert llm.format.name == "alpaca"
-    assert isinstance(llm.complete("Which treaty created bloc number 1?").text, str)
+    question = "Which treaty created bloc number 1?"
+    adapter_answer = llm.complete(question).text
+    assert llm.complete(question).raw["prompt"].startswith("Below is an instruction that describes a task")
 
     merged = out / "merged"
     assert (merged / "config.json").is_file() and (merged / "prompt_format.json").is_file()
     assert not (merged / "adapter_config.json").exists()
     merged_llm = _reload(merged)
     assert merged_llm.format.name == "alpaca"
-    assert isinstance(merged_llm.complete("Which treaty created bloc number 2?").text, str)
+    # The merged weights are the adapter folded in: same greedy answer (bf16 rounding aside, the first tokens).
+    assert merged_llm.complete(question).raw["generated"][:3] == llm.complete(question).raw["generated"][:3]
+    assert adapter_answer == llm.complete(question).text  # greedy is repeatable
 
 
 def test_finetune_reasoning_jsonl_keeps_its_layout(tmp_path: Path, tiny_llama_path: Path) -> None:
@@ -126,7 +130,13 @@ def test_finetune_reasoning_jsonl_keeps_its_layout(tmp_path: Path, tiny_llama_pa
     assert log["records"] == 8 and log["prompt_format"] == "reasoning" and log["global_step"] == 2
     llm = _reload(out)
     assert llm.format.name == "reasoning" and llm.format.answer_marker == "<|response|>"
-    assert isinstance(llm.complete("Is this trade diversion?").text, str)
+    prompt = llm.complete("Is this trade diversion?").raw["prompt"]
+    # The users' assistant system message (no flag given), ending where the model writes its reasoning.
+    assert prompt == (
+        "<s>You are an AI assistant who is good at providing answers in multiple languages. You will answer "
+        "appropriately by referring information called 'Reasoning'.\n<|instruction|>Is this trade diversion?\n"
+        "<|context|>\n<|reasoning|>"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ bad data
