@@ -24,6 +24,7 @@ import math
 import os
 import re
 import sys
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -743,11 +744,11 @@ def build_index(
     bar = tqdm(total=len(pending), desc="Indexing files", unit="file", disable=not progress or not pending)
     with deferred_interrupts() as stop:
         group: List[Tuple[DocumentRead, List[Any], bool]] = []
-        queue = list(pending)
+        queue = deque(pending)
         while queue or group:
             # Gather whole files up to one embedding batch (a long file may exceed it alone).
             while queue and (not group or sum(len(g[1]) for g in group) + len(queue[0][1]) <= embed_batch_size):
-                group.append(queue.pop(0))
+                group.append(queue.popleft())
             nodes = [n for _, file_nodes, _ in group for n in file_nodes]
             for start in range(0, len(nodes), embed_batch_size):
                 if stop.requested:
@@ -763,7 +764,7 @@ def build_index(
             bar.update(len(group))
             group = []
         bar.close()
-        if stop.requested:
+        if stop.requested and done < len(pending):  # a stop after the last commit changes nothing
             stats.chunks_total = chroma.count()
             left = len(pending) - done
             raise IndexInterrupted(
