@@ -129,18 +129,28 @@ def _base_type(annotation: Any) -> Any:
 
 
 def _read_config_file(path: str) -> dict:
+    """The option values in a YAML/JSON ``--config`` file (any text encoding); one-line errors, exit 2."""
+    from llama_unsloth.errors import UnreadableFileError
+    from llama_unsloth.text_files import read_text
+
     file = Path(path)
     if not file.is_file():
-        raise SystemExit(f"--config {path}: file not found.")
-    text = file.read_text(encoding="utf-8")
-    if file.suffix in (".yaml", ".yml"):
-        import yaml
+        fail(f"--config {path}: file not found.")
+    try:
+        text = read_text(file).text
+    except UnreadableFileError as err:
+        fail(f"--config {err}")
+    try:
+        if file.suffix in (".yaml", ".yml"):
+            import yaml
 
-        data = yaml.safe_load(text) or {}
-    else:
-        data = json.loads(text)
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+    except Exception as err:  # yaml.YAMLError / json.JSONDecodeError: say where, in one line
+        fail(f"--config {path}: not valid {'YAML' if file.suffix in ('.yaml', '.yml') else 'JSON'} ({' '.join(str(err).split())}).")
     if not isinstance(data, dict):
-        raise SystemExit(f"--config {path}: expected a mapping of option names to values.")
+        fail(f"--config {path}: expected a mapping of option names to values.")
     return {key.replace("-", "_"): value for key, value in data.items()}
 
 
@@ -174,7 +184,7 @@ def parse_config(
     file_values = _read_config_file(known.config) if known.config else {}
     unknown = sorted(set(file_values) - names)
     if unknown:
-        raise SystemExit(f"--config {known.config}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}.")
+        fail(f"--config {known.config}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}.")
 
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML or JSON file with option values (command-line flags win).")

@@ -234,3 +234,24 @@ def test_sigint_during_index_keeps_committed_files_and_the_rerun_embeds_only_the
     assert rc == 0 and f"{40 - kept} new, 0 changed, {kept} unchanged" in out
     assert len(embedded) == 40 - kept
     assert open_collection(tmp_path / "db", "documents").count() == 40
+
+
+def test_config_files_in_cp932_and_broken_ones_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from recipes.config import parse_config
+    from recipes.index import IndexConfig
+
+    good = tmp_path / "index.yaml"
+    good.write_bytes("collection: docs-ja\ninput_dir: 資料\nchunk_size: 500\n".encode("cp932"))  # saved by a Japanese Windows editor
+    config = parse_config(IndexConfig, ["--config", str(good)])
+    assert (config.input_dir, config.collection, config.chunk_size) == ("資料", "docs-ja", 500)
+    for name, text, message in (
+        ("broken.yaml", "chunk_size: [1, 2\n", "not valid YAML"),
+        ("broken.json", '{"chunk_size": 5', "not valid JSON"),
+        ("list.yaml", "- 1\n- 2\n", "expected a mapping of option names to values"),
+        ("typo.yaml", "chunk_sise: 500\n", "unknown option(s) chunk_sise; valid: "),
+    ):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        with pytest.raises(SystemExit) as exit_:
+            parse_config(IndexConfig, ["--config", str(tmp_path / name), "--input-dir", "x"])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.startswith(f"error: --config {tmp_path / name}: ") and message in err and err.count("\n") == 1, err
