@@ -95,10 +95,13 @@ def _defaults() -> Tuple[Dict[str, str], List[Tuple[str, str]], List[Tuple["re.P
         kind = _KINDS.get(frozenset(names))
         if not kind or kind == "simple":  # "{query_str}" alone would match any text
             continue
-        regex = "".join(
-            f"(?P<{part}>.*)" if i % 2 else re.escape(part) for i, part in enumerate(re.split(r"\{([a-zA-Z_]+)\}", text))
-        )
-        patterns.append((re.compile(regex + r"\Z", re.S), kind, names))
+        parts = re.split(r"\{([a-zA-Z_]+)\}", text)
+        # Lazy groups and no end anchor (unless the text ends with a variable): text appended after a default
+        # prompt (structured output's JSON schema) is kept by the caller.
+        regex = "".join(f"(?P<{part}>.*?)" if i % 2 else re.escape(part) for i, part in enumerate(parts))
+        if parts[-1] == "":
+            regex = regex[: -len(".*?)")] + ".*)\\Z"
+        patterns.append((re.compile(regex, re.S), kind, names))
     return by_key, chat_contexts, patterns
 
 
@@ -215,7 +218,26 @@ class LayoutPrompts:
                     history = [(m.role.value, m.format_vars(**values).content or "") for m in messages[1:-1]]
                     return self._kind_call(kind, values, history, system)
             return LayoutCall(self.messages(prompt.format_messages(**prompt_args)))
-        return LayoutCall(self.text(prompt.format(**prompt_args)))
+        return self._user_template_call(prompt, prompt_args, values)
+
+    def _user_template_call(self, prompt: Any, prompt_args: Dict[str, Any], values: Dict[str, Any]) -> LayoutCall:
+        # A template the user passed: formatted as given, then put in the layout. When it carries retrieved
+        # text, another piece of that text renders the same way, so over-long context can be split too.
+        text = self.text(prompt.format(**prompt_args))
+        var = next((v for v in ("context_str", "context_msg") if v in prompt.template_vars), None)
+        if var is None:
+            return LayoutCall(text)
+        query = str(values.get("query_str", ""))
+
+        def refine(existing: str, piece: str) -> str:
+            instruction = REFINE_INSTRUCTION.format(query_str=query or SUMMARY_INSTRUCTION, existing_answer=existing)
+            return self.render(instruction, piece)
+
+        return LayoutCall(
+            text, str(values.get(var, "")),
+            render=lambda piece: self.text(prompt.format(**{**prompt_args, var: piece})),
+            refine=refine,
+        )
 
     def _layout_template_call(self, prompt: Any, prompt_args: Dict[str, Any], kind: str, values: Dict[str, Any]) -> LayoutCall:
         # One of our own templates (qa_template() & co.): split its context the same way if it overflows.
@@ -235,7 +257,13 @@ class LayoutPrompts:
         for pattern, kind, _ in _defaults()[2]:
             match = pattern.match(text)
             if match:
-                return self._kind_call(kind, {k: v.strip() for k, v in match.groupdict().items()}).text
+                values = {k: v.strip() for k, v in match.groupdict().items()}
+                suffix = text[match.end() :].strip()
+                if suffix:
+                    # e.g. the JSON schema LlamaIndex's structured output appends: part of what is asked.
+                    key = "query_str" if "query_str" in values else "question"
+                    values[key] = f"{values.get(key, '')}\n\n{suffix}"
+                return self._kind_call(kind, values).text
         return self.render(text)
 
     def messages(self, messages: Sequence[Any]) -> str:

@@ -187,11 +187,16 @@ def _slot(text: str, name: str) -> Optional[re.Match]:
     return re.search(r"\{\{-?\s*" + re.escape(name) + r"\s*(\|[^}]*)?-?\}\}", text)
 
 
+_TOKENIZER_VARS = ("bos_token", "eos_token")
 _JINJA_SYNTAX = re.compile(r"\{\{-?\s*[A-Za-z_][\w.]*\s*(\|[^}]*)?-?\}\}|\{%-?.*?-?%\}", re.S)
 
 
+_PYTHON_PLACEHOLDER = re.compile(r"(?<!\{)\{(\d*|[A-Za-z_]\w*)\}(?!\})")
+
+
 def _is_jinja(text: str) -> bool:
-    return bool(_JINJA_SYNTAX.search(text))
+    """Jinja2 when it has ``{{ name }}``/``{% ... %}`` and no single-brace ``{}``/``{name}`` placeholder."""
+    return bool(_JINJA_SYNTAX.search(text)) and not _PYTHON_PLACEHOLDER.search(text)
 
 
 def _raw(literal: str) -> str:
@@ -221,6 +226,8 @@ def _python_format_to_jinja(text: str, fields: Optional[Sequence[str]]) -> str:
         out.append(_raw(literal))
         if name is None:
             continue
+        if name and not (name.isdigit() or name.isidentifier()):
+            raise PromptFormatError(f"Placeholder {{{name}}} is not a plain name: use {{}} or {{instruction}}-style names.")
         if spec or conversion:
             raise PromptFormatError(f"Placeholder {{{name}!{conversion}:{spec}}} has a format spec; use plain {{}}.")
         if name == "" or name.isdigit():
@@ -399,7 +406,7 @@ class PromptFormat:
                 + ")."
             )
         # Variables of no known role (e.g. {{ persona }}) are extra record fields; empty at inference
-        # unless given as keyword arguments.
+        # unless given as keyword arguments. bos_token/eos_token come from the tokenizer, as in chat templates.
         query_var = by_role["instruction"]
         context_var = by_role.get("context") or by_role.get("input")
         input_var = by_role.get("input") if "context" in by_role else None
@@ -421,6 +428,8 @@ class PromptFormat:
         tail = ""
         if final_var and (m := _slot(text, final_var)):
             tail = _static_text(text[m.end() :])
+            if _slot(text[m.end() :], "eos_token"):
+                tail += "<eos>"  # the template writes the tokenizer's EOS itself
         append_eos = not any(marker in tail for marker in _END_MARKERS)
         prompt_static = _static_text(text[: slots[0][0]] if slots else text)
         answer_static = ""
@@ -432,9 +441,10 @@ class PromptFormat:
         stop = [m for m in _markers(prompt_static) + _markers(tail) if m not in in_answer]
         stop = [m for m in stop if m != "<s>"] + (["<s>"] if "<s>" in stop else [])
         optional = [v for v in variables if _ROLE_OF.get(v) in ("flag", "system")]
+        tokenizer_vars = [v for v in variables if v in _TOKENIZER_VARS]
         if input_var:
             optional.append(input_var)  # our users' input is usually empty
-        required = [v for v in variables if v not in optional]
+        required = [v for v in variables if v not in optional and v not in tokenizer_vars]
         if not output_var:
             required.append("output")  # no answer slot: training appends the record's answer
         return cls(
@@ -458,7 +468,14 @@ class PromptFormat:
     def from_dict(cls, data: Mapping[str, Any]) -> "PromptFormat":
         """A format from the dictionary :meth:`save` writes (unknown keys ignored)."""
         known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        data = {k: v for k, v in data.items() if k in known}
+        if data.get("template") and not data.get("stop") and data.get("name") not in BUILTIN_FORMATS:
+            # Written before stop strings were derived from users' templates: derive them now.
+            try:
+                data["stop"] = cls._from_jinja(data["template"], data.get("name") or "custom", "").stop
+            except PromptFormatError:
+                pass
+        return cls(**data)
 
     # ------------------------------------------------------------------ persistence
     def save(self, folder: "str | Path") -> Path:
@@ -503,6 +520,8 @@ class PromptFormat:
 
     def _render(self, values: Mapping[str, Any], system: Optional[str], tokenizer: Any) -> str:
         variables = dict(values)
+        for name in _TOKENIZER_VARS:
+            variables.setdefault(name, getattr(tokenizer, name, None) or "")
         flag = variables.get(self.flag_var or "flag")
         variables["system"] = self.system_for(flag, system)
         for name in ROLE_NAMES["system"]:
@@ -576,8 +595,11 @@ class PromptFormat:
         if history:
             lines = [f"{role}: {content}" for role, content in history]
             instruction = "\n".join([*lines, f"user: {instruction}"])
-        values: Dict[str, Any] = {name: "" for name in self._variables()}
+        values: Dict[str, Any] = {name: "" for name in self._variables() if name not in _TOKENIZER_VARS}
         values.update(extra)
+        if context and not self.context_var:
+            # A layout without a context (or input) slot still gets the retrieved text: before the question.
+            instruction = f"{context}\n\n{instruction}"
         values[self.query_var] = instruction
         if self.context_var:
             values[self.context_var] = context
@@ -625,6 +647,8 @@ class PromptFormat:
             return "", full
         values: Dict[str, Any] = {}
         for var in self._variables():
+            if var in _TOKENIZER_VARS:
+                continue
             value = self._record_value(record, var)
             if value is not None:
                 values[var] = value
@@ -845,4 +869,9 @@ def encode_training(tokenizer: Any, prompt: str, completion: str) -> List[int]:
     """Token ids of one training example: :func:`encode_prompt` of the prompt, then the completion's tokens."""
     if not prompt:
         return encode_prompt(tokenizer, completion)
-    return encode_prompt(tokenizer, prompt) + list(tokenizer(completion, add_special_tokens=False)["input_ids"])
+    prompt_ids = encode_prompt(tokenizer, prompt)
+    whole = encode_prompt(tokenizer, prompt + completion)
+    if whole[: len(prompt_ids)] == prompt_ids:
+        return whole  # the user's text tokenized as one string, its prompt part exactly the inference ids
+    # A merge across the boundary: keep the inference ids and tokenize the answer on its own.
+    return prompt_ids + list(tokenizer(completion, add_special_tokens=False)["input_ids"])

@@ -162,7 +162,9 @@ def _prompt_helper(llm: Any) -> Any:
     from llama_index.core import Settings
     from llama_index.core.indices.prompt_helper import PromptHelper
 
-    return Settings._prompt_helper or PromptHelper.from_llm_metadata(llm.metadata)
+    # Count with the model's own tokenizer (LlamaIndex's global one, tiktoken, undercounts most open models),
+    # so the prompts built here fit the window as the query engine's do after UnslothLLM splits them.
+    return Settings._prompt_helper or PromptHelper.from_llm_metadata(llm.metadata, tokenizer=getattr(llm, "tokenizer_fn", None))
 
 
 def build_rag_prompt(llm: Any, query: str, nodes: Sequence[Any]) -> RagPrompt:

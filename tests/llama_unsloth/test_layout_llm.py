@@ -269,3 +269,45 @@ def test_no_global_keeps_a_model_alive(tiny_llama_path: Path, zero_config: Any) 
     del llm
     gc.collect()
     assert model_ref() is None
+
+
+def test_explicit_template_with_too_much_context_is_split_not_dropped(
+    tiny_llama_path: Path, minilm: Any, prompt_texts: List[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from llama_index.core import VectorStoreIndex
+    from llama_index.core.prompts import PromptTemplate
+
+    index = VectorStoreIndex.from_documents(_numeric_tables(6), embed_model=minilm)
+    llm = UnslothLLM(model_name=str(tiny_llama_path), backend="transformers", load_in_4bit=False, max_seq_length=768,
+                     max_new_tokens=8, prompt_format="alpaca-context")
+    custom = PromptTemplate("Facts: {context_str}\nQ: {query_str}")
+    with caplog.at_level(logging.WARNING):
+        for streaming in (False, True):
+            prompt_texts.clear()
+            response = index.as_query_engine(llm=llm, similarity_top_k=6, text_qa_template=custom, streaming=streaming).query("Which bloc?")
+            if streaming:
+                "".join(response.response_gen)
+            assert len(prompt_texts) > 1
+            seen = " ".join(" ".join(p.split()) for p in prompt_texts)
+            for node in response.source_nodes:
+                for row in node.node.get_content().splitlines():
+                    assert " ".join(row.split()) in seen, row[:40]
+            assert all(len(llm._encode(p)) + 8 <= 768 for p in prompt_texts)
+    assert not [r for r in caplog.records if "tokens" in r.getMessage() and "exceeds" in r.getMessage()]
+
+
+def test_structured_output_is_asked_in_the_layout(zero_config: Any, generated: List[str]) -> None:
+    from pydantic import BaseModel
+
+    class Treaty(BaseModel):
+        treaty: str
+
+    try:
+        zero_config.as_query_engine(output_cls=Treaty, similarity_top_k=1).query("Which treaty created Mercosur?")
+    except Exception:  # the random model writes no valid JSON; the prompt is what is checked
+        pass
+    assert generated
+    assert_in_layout(generated[0])
+    instruction = generated[0].split("\n\n### CONTEXT:\n")[0]
+    assert "Which treaty created Mercosur?" in instruction and "JSON schema" in instruction
+    assert DOCS[0] in context_of(generated[0])

@@ -12,10 +12,11 @@ from llama_unsloth.prompts import BUILTIN_FORMATS, PromptFormat, PromptFormatErr
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "templates"
 
 # ---- The users' layouts, verbatim (typos, hyphenation, trailing spaces included), as the users wrote them.
-# 1. Mistral-Nemo fine-tune: alpaca_prompt.format(instruction, input, output); writes its own <s> and </s>.
+# 1. Mistral-Nemo fine-tune: alpaca_prompt.format(instruction, input, output); writes its own <s> and </s>
+#    (the Python string ends at </s>).
 # 2. The RAG variant used at inference: alpaca_prompt.format(instruction, input, context); ends where the answer begins.
 # 4. QA_finetune_Instruction_Context_new.j2 (ends with two newlines after {{str_answer}}).
-ALPACA_DONT_KNOW = '<s>Below is an instruction that describes a task, paired with an input that pro-vides further context. Write a response that appropriately completes the request. If you have been provided with the context and a question, try to find out the answer to the question only using the context information. If the answer to the question is not found within the context, return "I dont know" as the response.\n\n### Instruction:\n{}\n\n### Input:\n{}\n\n### Context:\n\n\n### Response:\n{}</s>\n'
+ALPACA_DONT_KNOW = '<s>Below is an instruction that describes a task, paired with an input that pro-vides further context. Write a response that appropriately completes the request. If you have been provided with the context and a question, try to find out the answer to the question only using the context information. If the answer to the question is not found within the context, return "I dont know" as the response.\n\n### Instruction:\n{}\n\n### Input:\n{}\n\n### Context:\n\n\n### Response:\n{}</s>'
 ALPACA_RAG = '<s>You are an excellent AI assistant. Below is an instruction that describes a task, paired with an input that provides further information. The instruction and input are question provided by your user. Write a response appropriately your user\'s question. \n\n### Instruction:\n{}\n\n### Input:\n{}\n\n### Context:\n{}\n\nIf text has been provided in context field (text after \'### Context:\'), you should refer the information to response. If the answer to the question is not found within the context, you can return "I dont know" as the response.\n\n### Response:\n'
 INSTRUCTION_CONTEXT_J2 = 'You are a brilliant Iranian professor of political science. Below is an instruction (texts after "### IN-STRUCTION:") that describes a task. The instruction is question provided by your user. Write a re-sponse appropriately your user\'s question. Because very useful texts have been provided in a context (texts after "### CONTEXT:") , you should write your own opinion by using context information as much as possible. If any hint of the answer to the question were not found within the given context, you can return "I don\'t know" as the response. The length of answer should be more than 400 and less than 500 words.\n\n### INSTRUCTION:\n{{str_instruction}}\n\n### CONTEXT:\n{{str_context}}\n\n### RESPONSE:\n{{str_answer}}\n\n'
 # 3. The Phi-3 reasoning layout, system message by the record's flag.
@@ -275,3 +276,35 @@ def test_training_ids_up_to_the_answer_equal_the_inference_ids(smollm2_path: Pat
         if tokenizer.bos_token_id is not None and tokenizer_kind == "adds-bos":
             assert train_ids.count(tokenizer.bos_token_id) == 1, fmt.name
             assert infer_ids[0] == tokenizer.bos_token_id
+
+
+def test_layout_without_a_context_slot_still_gets_the_context_and_tokenizer_variables() -> None:
+    fmt = PromptFormat.from_string("### Question:\n{instruction}\n\n### Answer:\n{output}")
+    assert fmt.render_prompt("Q?", "Facts.") == "### Question:\nFacts.\n\nQ?\n\n### Answer:\n"
+    j2 = PromptFormat.from_string("{{ bos_token }}Q: {{ instruction }}\nA: {{ answer }}{{ eos_token }}")
+    assert j2.append_eos is False and j2.record_fields == ["answer", "instruction"]
+
+    class Tok:
+        bos_token, eos_token = "<s>", "</s>"
+
+    assert j2.render_training({"instruction": "q", "answer": "a"}, eos_token="</s>", tokenizer=Tok()) == "<s>Q: q\nA: a</s>"
+    assert j2.render_prompt("q", tokenizer=Tok()) == "<s>Q: q\nA: "
+
+
+def test_format_saved_before_stop_strings_were_derived_gets_them_on_load(tmp_path: Path) -> None:
+    import json
+
+    old = {"name": "users", "template": INSTRUCTION_CONTEXT_J2, "query_var": "str_instruction", "context_var": "str_context",
+           "answer_var": "str_answer", "system": "", "systems_by_flag": {}, "answer_marker": None, "append_eos": True,
+           "stop": [], "record_fields": ["str_answer", "str_context", "str_instruction"]}
+    (tmp_path / "prompt_format.json").write_text(json.dumps(old), encoding="utf-8")
+    fmt = PromptFormat.load(tmp_path)
+    assert "### RESPONSE:" in fmt.stop
+    assert fmt.render_prompt(Q, CTX).endswith("### RESPONSE:\n")
+
+
+def test_python_format_with_literal_jinja_like_text_is_still_python() -> None:
+    fmt = PromptFormat.from_string("Keep {{placeholder}} as text.\n{instruction}\n{output}")
+    assert fmt.render_training({"instruction": "q", "output": "a"}) == "Keep {placeholder} as text.\nq\na"
+    with pytest.raises(PromptFormatError, match="not a plain name"):
+        PromptFormat.from_string("{d[instruction]} {output}")
