@@ -162,9 +162,8 @@ def _prompt_helper(llm: Any) -> Any:
     from llama_index.core import Settings
     from llama_index.core.indices.prompt_helper import PromptHelper
 
-    # Count with the model's own tokenizer (LlamaIndex's global one, tiktoken, undercounts most open models),
-    # so the prompts built here fit the window as the query engine's do after UnslothLLM splits them.
-    return Settings._prompt_helper or PromptHelper.from_llm_metadata(llm.metadata, tokenizer=getattr(llm, "tokenizer_fn", None))
+    # The query engine's own packing (LlamaIndex's global tokenizer): batch prompts are the engine's prompts.
+    return Settings._prompt_helper or PromptHelper.from_llm_metadata(llm.metadata)
 
 
 def build_rag_prompt(llm: Any, query: str, nodes: Sequence[Any]) -> RagPrompt:
@@ -227,7 +226,14 @@ def answer_rag_batch(llm: Any, rag_prompts: Sequence[RagPrompt], batch_size: int
     from llama_unsloth.abstention import is_abstention
 
     answers: List[Optional[Answer]] = [None] * len(rag_prompts)
-    single = [i for i, rp in enumerate(rag_prompts) if rp.prompt is not None]
+
+    def fits(prompt: str) -> bool:
+        counter = getattr(llm, "_count_tokens", None)
+        return counter is None or counter(prompt) + llm.max_new_tokens <= llm.max_seq_length
+
+    # A one-call prompt LlamaIndex packed past the model's window (it counts with tiktoken) goes the way
+    # the query engine takes it: through llm.predict, which splits the context with the model's tokenizer.
+    single = [i for i, rp in enumerate(rag_prompts) if rp.prompt is not None and fits(rp.prompt)]
     if single:
         responses = llm.complete_batch([rag_prompts[i].prompt for i in single], batch_size=batch_size, formatted=True)
         for i, resp in zip(single, responses):
