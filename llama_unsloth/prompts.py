@@ -215,8 +215,8 @@ def _python_format_to_jinja(text: str, fields: Optional[Sequence[str]]) -> str:
     positional = [name for _, name, _, _ in parts if name is not None and (name == "" or name.isdigit())]
     if positional and fields is None:
         raise PromptFormatError(
-            f"The template has {len(positional)} positional '{{}}' placeholders: pass fields=[...] naming their "
-            "roles in order, e.g. fields=['instruction', 'input', 'output'] for alpaca_prompt.format(instruction, "
+            f"The template has {len(positional)} positional '{{}}' placeholders: pass fields=[...] (--prompt-fields "
+            "on the command line) naming their roles in order, e.g. fields=['instruction', 'input', 'output'] for alpaca_prompt.format(instruction, "
             "input, output), or fields=['instruction', 'input', 'context'] for the RAG variant."
         )
     fields = list(fields or [])

@@ -34,6 +34,10 @@ class BatchConfig:
     model_dir: Optional[str] = field(default=None, metadata={"help": "Fine-tuned model folder (its prompt layout comes with it)."})
     model: Optional[str] = field(default=None, metadata={"help": "Model name or folder; default: offline SmolLM2-135M-Instruct."})
     prompt_format: Optional[str] = field(default=None, metadata={"help": "Override the prompt layout."})
+    prompt_fields: Optional[List[str]] = field(
+        default=None,
+        metadata={"help": "Roles of a Python format template's positional {} placeholders, in order (e.g. instruction input context)."},
+    )
     max_new_tokens: int = field(default=512, metadata={"help": "Most tokens per answer.", "min": 1})
     max_seq_length: int = field(default=2048, metadata={"help": "Context window (prompt + answer).", "min": 2})
     load_in_4bit: Optional[bool] = field(default=None, metadata={"help": "4-bit weights (default: only where CUDA is available)."})
@@ -55,6 +59,8 @@ class BatchConfig:
 
 def main(argv: Optional[List[str]] = None) -> int:
     from recipes.config import parse_config
+
+    from recipes.query import layout_of
 
     config = parse_config(BatchConfig, argv, description=__doc__)
     from llama_unsloth import batch_answers, errors, index_store, rag
@@ -80,7 +86,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             config.model,
             config.model_dir,
             load_in_4bit=config.load_in_4bit,
-            prompt_format=config.prompt_format,
+            prompt_format=layout_of(config),
             max_new_tokens=config.max_new_tokens,
             max_seq_length=config.max_seq_length,
             abstention_patterns=patterns,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, List, Optional
 
 
 @dataclass
@@ -29,6 +29,10 @@ class QueryConfig:
     model_dir: Optional[str] = field(default=None, metadata={"help": "Fine-tuned model folder (its prompt layout comes with it)."})
     model: Optional[str] = field(default=None, metadata={"help": "Model name or folder; default: offline SmolLM2-135M-Instruct."})
     prompt_format: Optional[str] = field(default=None, metadata={"help": "Override the prompt layout (chat, alpaca-context, a .j2 file ...)."})
+    prompt_fields: Optional[List[str]] = field(
+        default=None,
+        metadata={"help": "Roles of a Python format template's positional {} placeholders, in order (e.g. instruction input context)."},
+    )
     povs: Optional[str] = field(default=None, metadata={"help": "POV file (one viewpoint per line): enables POV reranking."})
     similarity_top_k: Optional[int] = field(default=None, metadata={"help": "Chunks retrieved (default 15 with --povs, else 3).", "min": 1})
     query_top_n: int = field(default=10, metadata={"help": "Chunks kept by query similarity before POV scoring.", "min": 1})
@@ -58,17 +62,30 @@ def check_common(config: object) -> None:
     new, window = getattr(config, "max_new_tokens", None), getattr(config, "max_seq_length", None)
     if new is not None and window is not None and new >= window:
         raise OptionError(f"--max-new-tokens ({new}) must be below --max-seq-length ({window}): the prompt needs room too.")
+    if getattr(config, "prompt_format", None):
+        layout_of(config)
+
+
+def layout_of(config: object) -> Any:
+    """The ``PromptFormat`` that ``--prompt-format`` (and ``--prompt-fields``) name, or None to use the model's own.
+
+    Raises:
+        OptionError: The name is not a layout, or a template file cannot be read as one.
+    """
+    from recipes.config import OptionError
+
     layout = getattr(config, "prompt_format", None)
-    if layout:
-        from pathlib import Path
+    if not layout:
+        return None
+    from pathlib import Path
 
-        from llama_unsloth.prompts import PromptFormat, PromptFormatError
+    from llama_unsloth.prompts import PromptFormat, PromptFormatError
 
-        if not Path(layout).expanduser().exists():  # an existing template file is read when the model loads
-            try:
-                PromptFormat.get(layout)
-            except PromptFormatError as err:
-                raise OptionError(f"--prompt-format: {err}") from err
+    try:
+        return PromptFormat.get(str(Path(layout).expanduser()) if Path(layout).expanduser().exists() else layout,
+                                fields=getattr(config, "prompt_fields", None))
+    except (PromptFormatError, FileNotFoundError, UnicodeDecodeError) as err:
+        raise OptionError(f"--prompt-format: {err}") from err
 
 
 def format_context(nodes: list) -> List[str]:
@@ -106,7 +123,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             config.model,
             config.model_dir,
             load_in_4bit=config.load_in_4bit,
-            prompt_format=config.prompt_format,
+            prompt_format=layout_of(config),
             max_new_tokens=config.max_new_tokens,
             max_seq_length=config.max_seq_length,
         )

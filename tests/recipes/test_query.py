@@ -141,3 +141,41 @@ def test_offline_hub_model_id_is_one_line_before_anything_loads(tmp_path: Path, 
             "(HF_HUB_OFFLINE=1): pass a local folder (--model path/to/model) or set LLAMA_UNSLOTH_MODEL=path/to/model.\n"
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# The users' RAG alpaca layout, verbatim (a Python format string filled as .format(instruction, input, context)).
+USERS_RAG_HEAD = (
+    "<s>You are an excellent AI assistant. Below is an instruction that describes a task, paired with an input that "
+    "provides further information. The instruction and input are question provided by your user. Write a response "
+    "appropriately your user's question. \n\n### Instruction:\n"
+)
+USERS_RAG_TAIL = (
+    "\n\nIf text has been provided in context field (text after '### Context:'), you should refer the information to "
+    "response. If the answer to the question is not found within the context, you can return \"I dont know\" as the "
+    "response.\n\n### Response:\n"
+)
+
+
+def test_query_with_a_users_python_format_layout_and_prompt_fields(
+    persist: Path, tiny_llama_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llama_unsloth import UnslothLLM
+
+    template = Path(__file__).resolve().parents[2] / "examples" / "templates" / "alpaca_rag_inference.txt"
+    prompts = []
+    real = UnslothLLM._response
+
+    def record(self, prompt, *args):
+        prompts.append(prompt)
+        return real(self, prompt, *args)
+
+    monkeypatch.setattr(UnslothLLM, "_response", record)
+    with pytest.raises(SystemExit) as exit_:
+        _query(["--question", "Which countries founded Mercosur?", "--prompt-format", str(template)], persist, tiny_llama_path, capsys)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "--prompt-fields" in err and len(err.strip().splitlines()) == 1 and not prompts
+    rc, out, _ = _query(["--question", "Which countries founded Mercosur?", "--prompt-format", str(template),
+                         "--prompt-fields", "instruction", "input", "context"], persist, tiny_llama_path, capsys)
+    assert rc == 0 and len(prompts) == 1
+    assert prompts[0].startswith(USERS_RAG_HEAD + "Which countries founded Mercosur?\n\n### Input:\n\n\n### Context:\n")
+    assert prompts[0].endswith(USERS_RAG_TAIL)
