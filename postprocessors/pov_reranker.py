@@ -1,4 +1,4 @@
-"""Query-then-POV reranking ("POV score"), as in SPEC.md.
+"""Query-then-POV reranking ("POV score"), the algorithm our users run by hand with numpy and Cohere.
 
 Given a query q, retrieved chunks d_1..d_n and viewpoint statements p_1..p_m:
 

@@ -239,11 +239,19 @@ def run(config: FinetuneConfig, callbacks: Optional[Sequence[Any]] = None) -> in
         "precision": T.resolve_precision(config.precision),
         "environment": T.environment_summary(),
     }
-    T.write_train_log(output_dir / T.TRAIN_LOG_FILE, history, asdict(config), **extra)
+    # The settings the run actually used (a CPU run trains with adamw_torch in fp32 on a full-precision model).
+    used = {
+        **asdict(config),
+        "model": model_name,
+        "optim": extra["optimizer"],
+        "precision": extra["precision"],
+        "load_in_4bit": bool(getattr(model, "is_loaded_in_4bit", False)),
+    }
+    T.write_train_log(output_dir / T.TRAIN_LOG_FILE, history, used, **extra)
     plot = T.plot_loss(output_dir / T.LOSS_PLOT_FILE, history, title=f"{Path(model_name).name} / {prompt_format.name}")
     card = T.model_card(
         base_model=model_name, data_file=str(config.data), data_sha256=data_sha256, records=len(records),
-        prompt_format=prompt_format, backend=backend, settings=asdict(config), history=history, interrupted=interrupted,
+        prompt_format=prompt_format, backend=backend, settings=used, history=history, interrupted=interrupted,
     )
     (output_dir / T.MODEL_CARD_FILE).write_text(card, encoding="utf-8")
     if interrupted:

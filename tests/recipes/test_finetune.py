@@ -102,6 +102,9 @@ def test_finetune_writes_adapter_log_plot_card_merged_and_reloads(tmp_path: Path
     card = (out / "README.md").read_text()
     assert file_sha256(data) in card and "| Records | 6 |" in card and "`alpaca`" in card
     assert str(tiny_llama_path) in card and f"{log['final_loss']:.4f}" in card
+    # The card states what this CPU run really used, not the GPU defaults it was asked for.
+    assert "| optim | `adamw_torch` |" in card and "| precision | `fp32` |" in card and "| load_in_4bit | `False` |" in card
+    assert f"| model | `{tiny_llama_path}` |" in card and "adamw_8bit" not in card
 
     llm = _reload(out)
     assert llm.format.name == "alpaca"
