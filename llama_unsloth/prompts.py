@@ -600,6 +600,10 @@ class PromptFormat:
         if context and not self.context_var:
             # A layout without a context (or input) slot still gets the retrieved text: before the question.
             instruction = f"{context}\n\n{instruction}"
+        if system and not any(v in ROLE_NAMES["system"] for v in self._variables()) and not self.systems_by_flag:
+            # A layout with no system slot (most users' own templates) keeps a caller's system text (a chat
+            # engine's system_prompt, an agent's instructions) at the head of the instruction, not dropped.
+            instruction = f"{system}\n\n{instruction}"
         values[self.query_var] = instruction
         if self.context_var:
             values[self.context_var] = context

@@ -311,3 +311,11 @@ def test_structured_output_is_asked_in_the_layout(zero_config: Any, generated: L
     instruction = generated[0].split("\n\n### CONTEXT:\n")[0]
     assert "Which treaty created Mercosur?" in instruction and "JSON schema" in instruction
     assert DOCS[0] in context_of(generated[0])
+
+
+def test_a_chat_engines_system_prompt_reaches_a_layout_without_a_system_slot(zero_config: Any, generated: List[str]) -> None:
+    engine = zero_config.as_chat_engine(chat_mode="simple", system_prompt="Answer in one word.")
+    engine.chat("Which treaty created Mercosur?")
+    assert_in_layout(generated[-1])
+    instruction = generated[-1].split("\n\n### INSTRUCTION:\n", 1)[1].split("\n\n### CONTEXT:\n")[0]
+    assert instruction == "Answer in one word.\n\nWhich treaty created Mercosur?"
