@@ -102,3 +102,38 @@ def test_unsloth_backend_answers_through_a_zero_config_engine(unsloth_llm) -> No
         assert "Context information is below" not in prompt and "Use the context information below" not in prompt
         assert "### Context:\nMercosur was created in 1991 by the Treaty of Asuncion." in prompt
         assert prompt.rstrip().endswith("### Response:")
+
+
+def test_unsloth_trainer_sees_the_inference_ids_for_every_layout(gpu_model_name: str, tmp_path) -> None:
+    """On the Unsloth backend too: the ids the trainer gets up to the answer are the ids generate receives."""
+    import json
+    from pathlib import Path
+
+    from llama_unsloth import training as T
+    from llama_unsloth.loading import load_model
+    from llama_unsloth.prompts import BUILTIN_FORMATS, PromptFormat, encode_prompt
+
+    model, tokenizer, backend = load_model(gpu_model_name, backend="unsloth", max_seq_length=1024, for_training=True)
+    assert backend == "unsloth"
+    model = T.add_lora(model, backend, T.LoraSettings(max_seq_length=1024))
+    examples = Path(__file__).resolve().parents[2] / "examples" / "templates"
+    layouts = [PromptFormat.get(name) for name in sorted(BUILTIN_FORMATS)] + [
+        PromptFormat.get(str(examples / "alpaca_dont_know.txt"), fields=["instruction", "input", "output"]),
+        PromptFormat.get(str(examples / "alpaca_rag_inference.txt"), fields=["instruction", "input", "context"]),
+        PromptFormat.get(str(examples / "phi3_reasoning.j2")),
+        PromptFormat.get(str(examples / "QA_finetune_Instruction_Context_new.j2")),
+    ]
+    record = {"instruction": "Which treaty created Mercosur?", "input": "", "context": "The Treaty of Asuncion.",
+              "flag": "logician", "reasoning": "It is in the context.", "output": "Asuncion.", "answer": "Asuncion."}
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps([record] * 2), encoding="utf-8")
+    for fmt in layouts:
+        dataset = T.to_text_dataset(data, fmt, tokenizer, 1024)
+        trainer = T.build_trainer(model, tokenizer, dataset, T.TrainSettings(max_steps=1, max_seq_length=1024),
+                                  tmp_path / fmt.name, backend, T.TrainingHistory())
+        ids = list(trainer.train_dataset[0]["input_ids"])
+        context = record["context"] if fmt.is_chat or fmt.context_var in ("context", "str_context") else ""
+        prompt_ids = encode_prompt(tokenizer, fmt.render_prompt(record["instruction"], context, flag="logician", tokenizer=tokenizer))
+        assert ids[: len(prompt_ids)] == prompt_ids, fmt.name
+        if tokenizer.bos_token_id is not None:
+            assert ids.count(tokenizer.bos_token_id) <= 1, fmt.name
