@@ -523,9 +523,11 @@ class PromptFormat:
         for name in _TOKENIZER_VARS:
             variables.setdefault(name, getattr(tokenizer, name, None) or "")
         flag = variables.get(self.flag_var or "flag")
-        variables["system"] = self.system_for(flag, system)
+        # An explicit system text wins, then a record's own system field, then the flag table / default.
+        given = next((variables[n] for n in ROLE_NAMES["system"] if variables.get(n)), None)
+        chosen = system or given or self.system_for(flag, None)
         for name in ROLE_NAMES["system"]:
-            variables.setdefault(name, variables["system"])
+            variables[name] = chosen
         try:
             return _sandbox().from_string(self.template).render(**variables)
         except Exception as err:  # jinja2.UndefinedError and sandbox errors

@@ -308,3 +308,11 @@ def test_python_format_with_literal_jinja_like_text_is_still_python() -> None:
     assert fmt.render_training({"instruction": "q", "output": "a"}) == "Keep {placeholder} as text.\nq\na"
     with pytest.raises(PromptFormatError, match="not a plain name"):
         PromptFormat.from_string("{d[instruction]} {output}")
+
+
+def test_a_records_own_system_field_fills_a_system_slot() -> None:
+    fmt = PromptFormat.from_string("<s>{system}\n<|instruction|>{instruction}\n<|reasoning|>{reasoning}\n<|response|>{output}<|endoftext|>")
+    record = {"system": SYSTEM_CREATOR, "instruction": "I", "reasoning": "R", "output": "O"}
+    assert fmt.render_training(record) == f"<s>{SYSTEM_CREATOR}\n<|instruction|>I\n<|reasoning|>R\n<|response|>O<|endoftext|>"
+    assert fmt.render_prompt("I", system=SYSTEM_TRANSLATOR) == f"<s>{SYSTEM_TRANSLATOR}\n<|instruction|>I\n<|reasoning|>"
+    assert fmt.answer_marker == "<|response|>" and fmt.append_eos is False
