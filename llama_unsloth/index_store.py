@@ -143,11 +143,44 @@ def embedding_dimension(embed_model: Any) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- chroma
+def chroma_server(persist_dir: Union[str, Path]) -> Optional[Tuple[str, int]]:
+    """``(host, port)`` when ``persist_dir`` names a Chroma server (``http://host:port``), else None (a folder).
+
+    A folder is for one process; several processes or machines share one index through ``chroma run``
+    (Chroma's maintainers say a persistent folder is not safe across processes).
+    """
+    match = re.fullmatch(r"https?://\[?([^\]/:]+)\]?(?::(\d+))?/?", str(persist_dir).strip())
+    return (match.group(1), int(match.group(2) or 8000)) if match else None
+
+
+CHROMA_HOST_ENV = "LLAMA_UNSLOTH_CHROMA_HOST"
+CHROMA_PORT_ENV = "LLAMA_UNSLOTH_CHROMA_PORT"
+
+
+def chroma_location(persist_dir: Union[str, Path], host: Optional[str] = None, port: Optional[int] = None) -> str:
+    """The ``persist_dir`` the index functions take: the folder, or ``http://host:port`` of a Chroma server.
+
+    Args:
+        persist_dir: The Chroma folder (folder mode).
+        host: A Chroma server's host (``chroma run``); default ``$LLAMA_UNSLOTH_CHROMA_HOST``; unset: folder mode.
+        port: Its port; default ``$LLAMA_UNSLOTH_CHROMA_PORT``, else 8000.
+    """
+    host = host or os.environ.get(CHROMA_HOST_ENV) or None
+    if not host:
+        return str(persist_dir)
+    port = port or int(os.environ.get(CHROMA_PORT_ENV) or 8000)
+    return f"http://{host}:{port}"
+
+
 def _chroma_client(persist_dir: Union[str, Path]) -> Any:
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
-    return chromadb.PersistentClient(path=str(persist_dir), settings=ChromaSettings(anonymized_telemetry=False))
+    settings = ChromaSettings(anonymized_telemetry=False)
+    server = chroma_server(persist_dir)
+    if server is not None:
+        return chromadb.HttpClient(host=server[0], port=server[1], settings=settings)
+    return chromadb.PersistentClient(path=str(persist_dir), settings=settings)
 
 
 def open_collection(persist_dir: Union[str, Path], collection: str, create: bool = False, metadata: Optional[dict] = None) -> Any:
@@ -157,7 +190,10 @@ def open_collection(persist_dir: Union[str, Path], collection: str, create: bool
         IndexNotFoundError: ``create=False`` and the folder or collection does not exist, or the
             folder is not a readable Chroma database.
     """
+    server = chroma_server(persist_dir)
     folder = Path(persist_dir)
+    if server is not None:
+        return _open_server_collection(str(persist_dir).rstrip("/"), server, collection, create, metadata)
     if not create:
         if not folder.is_dir():
             raise IndexNotFoundError(
@@ -184,6 +220,31 @@ def open_collection(persist_dir: Union[str, Path], collection: str, create: bool
         raise IndexNotFoundError(
             f"The index at {str(folder)!r} has no collection {collection!r} (collections: {have}). Pass "
             "--collection with one of those, or build it with `llama-unsloth index`."
+        )
+    if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]", collection):
+        raise RagError(
+            f"Invalid collection name {collection!r}: use 3-512 characters from [a-zA-Z0-9._-], starting and ending "
+            "with a letter or digit."
+        )
+    return client.create_collection(collection, metadata=metadata)
+
+
+def _open_server_collection(url: str, server: Tuple[str, int], collection: str, create: bool, metadata: Optional[dict]) -> Any:
+    try:
+        client = _chroma_client(url)
+        names = [getattr(c, "name", c) for c in client.list_collections()]
+    except Exception as err:  # connection refused, DNS, a non-Chroma server ...
+        raise IndexNotFoundError(
+            f"Could not reach the Chroma server at {url}. Start it with "
+            f"`chroma run --path chroma_db --host {server[0]} --port {server[1]}`, or check --chroma-host/--chroma-port."
+        ) from None
+    if collection in names:
+        return client.get_collection(collection)
+    if not create:
+        have = ", ".join(sorted(names)) or "none"
+        raise IndexNotFoundError(
+            f"The Chroma server at {url} has no collection {collection!r} (collections: {have}). Pass --collection "
+            f"with one of those, or build it with `llama-unsloth index --chroma-host {server[0]} --chroma-port {server[1]}`."
         )
     if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]", collection):
         raise RagError(
@@ -222,7 +283,7 @@ def open_index(
     """Opens a collection written by :func:`build_index` as a LlamaIndex ``VectorStoreIndex``.
 
     Args:
-        persist_dir: The Chroma folder.
+        persist_dir: The Chroma folder, or ``http://host:port`` of a Chroma server (see :func:`chroma_location`).
         collection: Collection name.
         embed_model: Embedding model object or name/folder; ``None`` loads the one the collection records.
 
@@ -650,7 +711,7 @@ def build_index(
 
     Args:
         input_dir: Folder of ``.txt``/``.md`` files (recursive), any text encoding.
-        persist_dir: Chroma folder (created if missing).
+        persist_dir: Chroma folder (created if missing), or ``http://host:port`` of a Chroma server.
         collection: Collection name.
         embed_model: Embedding model, a model name/folder, or ``None``: ``$LLAMA_UNSLOTH_EMBED_MODEL`` or the bundled MiniLM.
         chunk_size: Chunk size in ``chunk_unit`` (default 2000 characters / 384 tokens).

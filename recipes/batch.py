@@ -28,6 +28,13 @@ class BatchConfig:
     rag: bool = field(default=True, metadata={"help": "Retrieve context (--no-rag: fine-tune only)."})
     persist_dir: str = field(default="chroma_db", metadata={"help": "Chroma folder written by `llama-unsloth index`."})
     collection: str = field(default="documents", metadata={"help": "Chroma collection name."})
+    chroma_host: Optional[str] = field(
+        default=None,
+        metadata={"help": "Host of a Chroma server (`chroma run`) to use instead of --persist-dir; default: $LLAMA_UNSLOTH_CHROMA_HOST."},
+    )
+    chroma_port: Optional[int] = field(
+        default=None, metadata={"help": "Port of that Chroma server; default: $LLAMA_UNSLOTH_CHROMA_PORT or 8000.", "min": 1, "max": 65535}
+    )
     povs: Optional[str] = field(default=None, metadata={"help": "POV file: enables POV reranking (15 -> 10 -> 5)."})
     similarity_top_k: Optional[int] = field(default=None, metadata={"help": "Chunks retrieved (default 15 with --povs, else 3).", "min": 1})
     embed_model: Optional[str] = field(default=None, metadata={"help": "Embedding model; default: the one the index records."})
@@ -73,7 +80,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         index, postprocessors = None, []
         if config.rag:
             # A name or folder; loaded with the backend the collection records (None: the recorded model).
-            index = index_store.open_index(config.persist_dir, config.collection, embed_model=config.embed_model)
+            index = index_store.open_index(index_store.chroma_location(config.persist_dir, config.chroma_host, config.chroma_port), config.collection, embed_model=config.embed_model)
             postprocessors = rag.make_postprocessors(index._embed_model, povs_file=config.povs)
         if config.batch_size < 1:
             raise errors.RagError(f"--batch-size must be at least 1, got {config.batch_size}.")

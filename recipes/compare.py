@@ -29,6 +29,13 @@ class CompareConfig:
     no_rag_jsonl: Optional[str] = field(default=None, metadata={"help": "Existing no-RAG answers (.jsonl from batch --no-rag)."})
     persist_dir: str = field(default="chroma_db", metadata={"help": "Chroma folder written by `llama-unsloth index`."})
     collection: str = field(default="documents", metadata={"help": "Chroma collection name."})
+    chroma_host: Optional[str] = field(
+        default=None,
+        metadata={"help": "Host of a Chroma server (`chroma run`) to use instead of --persist-dir; default: $LLAMA_UNSLOTH_CHROMA_HOST."},
+    )
+    chroma_port: Optional[int] = field(
+        default=None, metadata={"help": "Port of that Chroma server; default: $LLAMA_UNSLOTH_CHROMA_PORT or 8000.", "min": 1, "max": 65535}
+    )
     povs: Optional[str] = field(default=None, metadata={"help": "POV file: enables POV reranking for the RAG run."})
     embed_model: Optional[str] = field(default=None, metadata={"help": "Embedding model; default: the one the index records."})
     model_dir: Optional[str] = field(default=None, metadata={"help": "Fine-tuned model folder."})
@@ -86,7 +93,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 raise errors.RagError("An answers file holds no complete answers.")
         elif config.questions:
             questions = batch_answers.load_questions(config.questions)
-            index = index_store.open_index(config.persist_dir, config.collection, embed_model=config.embed_model)
+            index = index_store.open_index(index_store.chroma_location(config.persist_dir, config.chroma_host, config.chroma_port), config.collection, embed_model=config.embed_model)
             postprocessors = rag.make_postprocessors(index._embed_model, povs_file=config.povs)
             cache: dict = {}
 

@@ -30,6 +30,13 @@ class IndexConfig:
     input_dir: str = field(metadata={"help": "Folder of .txt/.md files (searched recursively)."})
     persist_dir: str = field(default="chroma_db", metadata={"help": "Chroma folder (created if missing)."})
     collection: str = field(default="documents", metadata={"help": "Chroma collection name."})
+    chroma_host: Optional[str] = field(
+        default=None,
+        metadata={"help": "Host of a Chroma server (`chroma run`) to use instead of --persist-dir; default: $LLAMA_UNSLOTH_CHROMA_HOST."},
+    )
+    chroma_port: Optional[int] = field(
+        default=None, metadata={"help": "Port of that Chroma server; default: $LLAMA_UNSLOTH_CHROMA_PORT or 8000.", "min": 1, "max": 65535}
+    )
     chunk_unit: str = field(
         default="characters", metadata={"help": "What chunk sizes count: characters (default) or tokens (cl100k).", "choices": ("characters", "tokens")}
     )
@@ -78,7 +85,7 @@ def _run(config: IndexConfig) -> int:
         embed_model = index_store.make_embed_model(config.embed_backend, config.embed_model)
         _, stats = index_store.build_index(
             config.input_dir,
-            persist_dir=config.persist_dir,
+            persist_dir=index_store.chroma_location(config.persist_dir, config.chroma_host, config.chroma_port),
             collection=config.collection,
             embed_model=embed_model,
             chunk_size=config.chunk_size,
@@ -98,7 +105,7 @@ def _run(config: IndexConfig) -> int:
         print("encodings: " + ", ".join(f"{n} file(s) {codec}" for codec, n in sorted(stats.encodings.items())) + " (the others UTF-8)")
     chunking = index_store.ChunkSettings.make(config.chunk_unit, config.chunk_size, config.chunk_overlap)
     print(
-        f"Index: collection {config.collection!r} in {config.persist_dir}/ (embeddings: {index_store.embed_model_id(embed_model)}; "
+        f"Index: collection {config.collection!r} in {index_store.chroma_location(config.persist_dir, config.chroma_host, config.chroma_port)}/ (embeddings: {index_store.embed_model_id(embed_model)}; "
         f"chunks: {chunking.describe()})"
     )
     return 0

@@ -26,6 +26,13 @@ class QueryConfig:
     question: str = field(metadata={"help": "The question."})
     persist_dir: str = field(default="chroma_db", metadata={"help": "Chroma folder written by `llama-unsloth index`."})
     collection: str = field(default="documents", metadata={"help": "Chroma collection name."})
+    chroma_host: Optional[str] = field(
+        default=None,
+        metadata={"help": "Host of a Chroma server (`chroma run`) to use instead of --persist-dir; default: $LLAMA_UNSLOTH_CHROMA_HOST."},
+    )
+    chroma_port: Optional[int] = field(
+        default=None, metadata={"help": "Port of that Chroma server; default: $LLAMA_UNSLOTH_CHROMA_PORT or 8000.", "min": 1, "max": 65535}
+    )
     model_dir: Optional[str] = field(default=None, metadata={"help": "Fine-tuned model folder (its prompt layout comes with it)."})
     model: Optional[str] = field(default=None, metadata={"help": "Model name or folder; default: offline SmolLM2-135M-Instruct."})
     prompt_format: Optional[str] = field(default=None, metadata={"help": "Override the prompt layout (chat, alpaca-context, a .j2 file ...)."})
@@ -115,7 +122,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         # A name or folder; loaded with the backend the collection records (None: the recorded model).
-        index = index_store.open_index(config.persist_dir, config.collection, embed_model=config.embed_model)
+        index = index_store.open_index(index_store.chroma_location(config.persist_dir, config.chroma_host, config.chroma_port), config.collection, embed_model=config.embed_model)
         postprocessors = rag.make_postprocessors(
             index._embed_model, povs_file=config.povs, query_top_n=config.query_top_n, top_n=config.top_n
         )

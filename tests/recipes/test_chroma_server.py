@@ -1,0 +1,107 @@
+"""One index server for everyone: the recipes against a real ``chroma run`` server started on 127.0.0.1."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator, Tuple
+
+import pytest
+
+from tests.recipes._helpers import embed_model, reuse_embed_model, small_corpus
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tuple[str, int]]:
+    """``chroma run`` (the command chromadb ships) on a free local port, until the module's tests end."""
+    import chromadb
+
+    command = shutil.which("chroma", path=str(Path(sys.executable).parent)) or shutil.which("chroma")
+    assert command, "the chroma command (installed with chromadb) is missing"
+    port = _free_port()
+    folder = tmp_path_factory.mktemp("chroma-server")
+    log = open(folder / "server.log", "wb")
+    server = subprocess.Popen([command, "run", "--path", str(folder / "db"), "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            chromadb.HttpClient(host="127.0.0.1", port=port).heartbeat()
+            break
+        except Exception:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"chroma run did not start: {(folder / 'server.log').read_text(errors='replace')[-2000:]}")
+            time.sleep(0.5)
+    yield "127.0.0.1", port
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+    log.close()
+
+
+def test_index_query_and_checks_against_a_chroma_server(
+    chroma_server: Tuple[str, int], tmp_path: Path, tiny_llama_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    from llama_index.core.embeddings import MockEmbedding
+
+    from llama_unsloth import index_store
+    from llama_unsloth.errors import EmbeddingMismatchError
+    from recipes.index import main as index
+    from recipes.query import main as query
+
+    reuse_embed_model(monkeypatch)
+    monkeypatch.chdir(tmp_path)  # where the default --persist-dir (chroma_db) would appear in folder mode
+    host, port = chroma_server
+    server = ["--chroma-host", host, "--chroma-port", str(port)]
+    docs = small_corpus(tmp_path / "docs")
+    assert index(["--input-dir", str(docs), *server, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "6 new" in out and f"http://{host}:{port}" in out
+    assert not (tmp_path / "chroma_db").exists()
+    # A re-run is incremental on the server too.
+    assert index(["--input-dir", str(docs), *server, "--no-progress"]) == 0
+    assert "0 new, 0 changed, 6 unchanged" in capsys.readouterr().out
+
+    rc = query(["--question", "Which countries founded Mercosur?", *server, "--model", str(tiny_llama_path),
+                "--max-new-tokens", "8", "--no-load-in-4bit"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "Sources:" in out and "mercosur.txt" in out
+
+    # The environment variables select the server as the flags do.
+    monkeypatch.setenv("LLAMA_UNSLOTH_CHROMA_HOST", host)
+    monkeypatch.setenv("LLAMA_UNSLOTH_CHROMA_PORT", str(port))
+    location = index_store.chroma_location("ignored-folder")
+    assert location == f"http://{host}:{port}"
+    opened = index_store.open_index(location, embed_model=embed_model())
+    assert len(opened.as_retriever(similarity_top_k=2).retrieve("Mercosur")) == 2
+    # The collection's recorded embedding model is checked against the server's copy as against a folder's.
+    with pytest.raises(EmbeddingMismatchError):
+        index_store.open_index(location, embed_model=MockEmbedding(embed_dim=384))
+
+
+def test_an_unreachable_server_is_one_clear_line(tmp_path: Path, tiny_llama_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from recipes.query import main as query
+
+    port = _free_port()
+    rc = query(["--question", "Which countries founded Mercosur?", "--chroma-host", "127.0.0.1", "--chroma-port", str(port),
+                "--model", str(tiny_llama_path), "--no-load-in-4bit"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.strip() == (
+        f"error: Could not reach the Chroma server at http://127.0.0.1:{port}. Start it with "
+        f"`chroma run --path chroma_db --host 127.0.0.1 --port {port}`, or check --chroma-host/--chroma-port."
+    )
