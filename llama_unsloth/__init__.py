@@ -4,9 +4,12 @@ from llama_unsloth.abstention import DEFAULT_ABSTENTION_PATTERNS, is_abstention
 from llama_unsloth.llm import GenerationOutOfMemoryError, PromptTooLongError, UnslothLLM
 from llama_unsloth.loading import ModelLoadError
 from llama_unsloth.prompts import BUILTIN_FORMATS, PromptFormat, PromptFormatError
+from llama_unsloth.served_llm import ServedLLM, ServedModelError
 
 __all__ = [
     "UnslothLLM",
+    "ServedLLM",
+    "ServedModelError",
     "PromptFormat",
     "PromptFormatError",
     "PromptTooLongError",

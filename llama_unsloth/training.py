@@ -690,12 +690,39 @@ print(llm.complete("Your question"))
 ```
 
 `prompt_format.json` holds the prompt layout; `train_log.json` the per-step loss; `loss.png` its plot.
-
+{_serving_section(settings)}
 ## Settings
 
 | setting | value |
 | --- | --- |
 {rows}
+"""
+
+
+def _serving_section(settings: Mapping[str, Any]) -> str:
+    """How to serve the merged model with vLLM and prompt it in its layout from LlamaIndex (ServedLLM)."""
+    save = settings.get("save", "lora")
+    if save not in ("merged_16bit", "merged_4bit"):
+        return (
+            "\n## Serve it\n\nvLLM serves a merged model: run the recipe again with `--save merged_16bit` (or `merged_4bit`); "
+            "its model card then gives the exact `vllm serve` command.\n"
+        )
+    folder = f"{settings.get('output_dir', '.')}/{MERGED_FOLDER}"
+    name = Path(str(settings.get("output_dir", "model"))).name or "model"
+    # vLLM reads bitsandbytes-quantized checkpoints only when told to.
+    quant = " --quantization bitsandbytes" if save == "merged_4bit" else ""
+    return f"""
+## Serve it
+
+```bash
+vllm serve {folder}{quant} --served-model-name {name} --port 8001
+```
+
+```python
+from llama_unsloth.served_llm import ServedLLM
+
+llm = ServedLLM.from_finetuned("{folder}", api_base="http://127.0.0.1:8001/v1", model="{name}")  # same prompts as UnslothLLM
+```
 """
 
 

@@ -96,3 +96,15 @@ def test_the_trainer_sees_the_inference_ids_then_the_answer(tiny_llama_path: Pat
     text = tokenizer.decode(ids, skip_special_tokens=False)
     assert text == fmt.render_training(record) and text.endswith("A<|endoftext|>")
     assert tokenizer.eos_token not in text  # <|im_end|> is not appended after the layout's own <|endoftext|>
+
+
+def test_model_card_says_how_to_serve_a_4bit_merge_with_vllm() -> None:
+    from llama_unsloth import training as T
+    from llama_unsloth.prompts import PromptFormat
+
+    card = T.model_card(base_model="m", data_file="d.json", data_sha256="0" * 64, records=1, prompt_format=PromptFormat.get("alpaca"),
+                        backend="unsloth", settings={"save": "merged_4bit", "output_dir": "out/nemo"}, history=T.TrainingHistory())
+    assert "vllm serve out/nemo/merged --quantization bitsandbytes --served-model-name nemo --port 8001" in card
+    lora = T.model_card(base_model="m", data_file="d.json", data_sha256="0" * 64, records=1, prompt_format=PromptFormat.get("alpaca"),
+                        backend="unsloth", settings={"save": "lora", "output_dir": "out/nemo"}, history=T.TrainingHistory())
+    assert "vllm serve out" not in lora and "--save merged_16bit" in lora

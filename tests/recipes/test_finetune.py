@@ -105,6 +105,9 @@ def test_finetune_writes_adapter_log_plot_card_merged_and_reloads(tmp_path: Path
     # The card states what this CPU run really used, not the GPU defaults it was asked for.
     assert "| optim | `adamw_torch` |" in card and "| precision | `fp32` |" in card and "| load_in_4bit | `False` |" in card
     assert f"| model | `{tiny_llama_path}` |" in card and "adamw_8bit" not in card
+    # The exact command that serves the merged model with vLLM, and the ServedLLM line that prompts it in its layout.
+    assert f"vllm serve {out}/merged --served-model-name out --port 8001" in card
+    assert f'ServedLLM.from_finetuned("{out}/merged", api_base="http://127.0.0.1:8001/v1", model="out")' in card
 
     llm = _reload(out)
     assert llm.format.name == "alpaca"
