@@ -67,8 +67,9 @@ def user_errors() -> Tuple[type, ...]:
     from llama_unsloth.llm import PromptTooLongError
     from llama_unsloth.loading import ModelLoadError
     from llama_unsloth.prompts import PromptFormatError
+    from llama_unsloth.served_llm import ServedModelError
 
-    return (RagError, ModelLoadError, PromptFormatError, PromptTooLongError, ImportError)
+    return (RagError, ModelLoadError, PromptFormatError, PromptTooLongError, ServedModelError, ImportError)
 
 
 __all__ = [

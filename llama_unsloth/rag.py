@@ -282,9 +282,23 @@ def load_llm(
         model_dir: Folder written by the finetune recipe (``prompt_format.json`` inside); wins over ``model``.
         load_in_4bit: ``None``: 4-bit only where CUDA is available (no CPU warning).
         **kwargs: Other ``UnslothLLM`` fields (``max_new_tokens``, ``prompt_format`` ...); ``None`` values are dropped.
+            ``llm_url`` (an OpenAI-compatible server, e.g. ``vllm serve``) and ``served_model`` (its model name)
+            give a :class:`~llama_unsloth.served_llm.ServedLLM` instead.
     """
     from llama_unsloth.llm import UnslothLLM
 
+    llm_url = kwargs.pop("llm_url", None)
+    served_model = kwargs.pop("served_model", None)
+    if llm_url:
+        # Generation on an OpenAI-compatible server (vllm serve); only the tokenizer loads here.
+        from llama_unsloth.defaults import default_model_name
+        from llama_unsloth.served_llm import ServedLLM
+
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        if model_dir:
+            return ServedLLM.from_finetuned(model_dir, api_base=llm_url, model=served_model, **kwargs)
+        name = model or default_model_name()
+        return ServedLLM(model_name=name, api_base=llm_url, served_model=served_model or name, **kwargs)
     if load_in_4bit is None:
         import torch
 

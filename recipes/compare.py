@@ -40,6 +40,10 @@ class CompareConfig:
     embed_model: Optional[str] = field(default=None, metadata={"help": "Embedding model; default: the one the index records."})
     model_dir: Optional[str] = field(default=None, metadata={"help": "Fine-tuned model folder."})
     model: Optional[str] = field(default=None, metadata={"help": "Model name or folder; default: offline SmolLM2-135M-Instruct."})
+    llm_url: Optional[str] = field(
+        default=None, metadata={"help": "OpenAI-compatible server that serves the model (e.g. vllm serve ... --port 8001: http://127.0.0.1:8001/v1); default: in-process."}
+    )
+    served_model: Optional[str] = field(default=None, metadata={"help": "Model name the server serves (vllm serve --served-model-name); default: the --model-dir path."})
     prompt_format: Optional[str] = field(default=None, metadata={"help": "Override the prompt layout."})
     prompt_fields: Optional[List[str]] = field(
         default=None,
@@ -103,6 +107,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         config.model, config.model_dir, load_in_4bit=config.load_in_4bit,
                         prompt_format=layout_of(config), max_new_tokens=config.max_new_tokens,
                         max_seq_length=config.max_seq_length, abstention_patterns=patterns,
+                        llm_url=config.llm_url, served_model=config.served_model,
                     )
                 return cache["llm"]
 

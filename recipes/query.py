@@ -35,6 +35,10 @@ class QueryConfig:
     )
     model_dir: Optional[str] = field(default=None, metadata={"help": "Fine-tuned model folder (its prompt layout comes with it)."})
     model: Optional[str] = field(default=None, metadata={"help": "Model name or folder; default: offline SmolLM2-135M-Instruct."})
+    llm_url: Optional[str] = field(
+        default=None, metadata={"help": "OpenAI-compatible server that serves the model (e.g. vllm serve ... --port 8001: http://127.0.0.1:8001/v1); default: in-process."}
+    )
+    served_model: Optional[str] = field(default=None, metadata={"help": "Model name the server serves (vllm serve --served-model-name); default: the --model-dir path."})
     prompt_format: Optional[str] = field(default=None, metadata={"help": "Override the prompt layout (chat, alpaca-context, a .j2 file ...)."})
     prompt_fields: Optional[List[str]] = field(
         default=None,
@@ -133,6 +137,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             prompt_format=layout_of(config),
             max_new_tokens=config.max_new_tokens,
             max_seq_length=config.max_seq_length,
+            llm_url=config.llm_url,
+            served_model=config.served_model,
         )
         # Checked here: inside the engine an over-long question is a LlamaIndex traceback.
         batch_answers.check_question_fits(llm, config.question.strip(), rag=True)

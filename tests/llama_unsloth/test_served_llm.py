@@ -156,3 +156,31 @@ def test_from_finetuned_reads_the_layout_and_tokenizer_from_the_folder(tiny_llam
     assert served.format.name == "QA_finetune_Instruction_Context_new"
     served.complete("Which treaty created Mercosur?")
     assert standin.prompts[-1].startswith("You are a brilliant Iranian professor") and standin.prompts[-1].endswith("### RESPONSE:\n")
+
+
+def test_query_and_batch_recipes_answer_through_the_server(
+    tiny_llama_path: Path, standin: OpenAIStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import json
+
+    from recipes.batch import main as batch
+    from recipes.query import main as query
+    from tests.recipes._helpers import build_small_index, reuse_embed_model
+
+    reuse_embed_model(monkeypatch)
+    persist = build_small_index(tmp_path)
+    server = ["--llm-url", standin.url, "--served-model", "tiny", "--model", str(tiny_llama_path), "--persist-dir", str(persist),
+              "--max-new-tokens", "8"]
+    before = len(standin.prompts)
+    assert query(["--question", "Which countries founded Mercosur?", *server]) == 0
+    assert "Answer: " in capsys.readouterr().out and len(standin.prompts) == before + 1
+    questions = tmp_path / "q.txt"
+    questions.write_text("Which countries founded Mercosur?\nWhat are rules of origin?\n", encoding="utf-8")
+    assert batch(["--questions", str(questions), *server, "--out", str(tmp_path / "answers"), "--no-progress"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["instruction"] for r in rows] == ["Which countries founded Mercosur?", "What are rules of origin?"]
+    assert len(standin.prompts) == before + 3
+    # A wrong model name is one line, exit 2.
+    capsys.readouterr()
+    assert query(["--question", "Which countries founded Mercosur?", *server[:2], "--served-model", "nope", *server[4:]]) == 2
+    assert capsys.readouterr().err.startswith("error: The server at ")
