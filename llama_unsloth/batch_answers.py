@@ -244,6 +244,7 @@ def run_batch(
     similarity_top_k: Optional[int] = None,
     batch_size: int = 8,
     progress: bool = True,
+    workers: int = 1,
 ) -> List[Dict[str, Any]]:
     """Answers ``questions`` (with RAG when ``index`` is given), resumable, and writes the tables.
 
@@ -266,6 +267,10 @@ def run_batch(
         similarity_top_k: Chunks retrieved (default 15 with POVs, else 3).
         batch_size: Prompts per ``generate`` call.
         progress: Show a progress bar with answers/s.
+        workers: Groups of questions answered at once by that many threads (for a model server such as
+            ``ServedLLM``; an in-process model answers one group at a time anyway). One thread writes the
+            JSONL, so each answered question is recorded exactly once, in any order; the tables are in
+            question order.
 
     Returns:
         The records in question order.
@@ -276,6 +281,8 @@ def run_batch(
 
     if batch_size < 1:
         raise RagError(f"batch_size must be at least 1, got {batch_size}.")
+    if workers < 1:
+        raise RagError(f"workers must be at least 1, got {workers}.")
     paths = output_paths(out)
     records = read_answers_jsonl(paths["jsonl"], repair=True)
     todo = pending_questions(questions, records)
@@ -294,31 +301,42 @@ def run_batch(
         def failed(i: int, err: Exception) -> Answer:
             return Answer(questions[i], "", False, 0.0, error=str(err))
 
-        handle = None
-        try:
-            for start in range(0, len(todo), batch_size):
-                group = todo[start : start + batch_size]
-                results: Dict[int, Answer] = {}
-                fits = []
-                for i in group:
+        def process(group: List[int]) -> Dict[int, Answer]:
+            results: Dict[int, Answer] = {}
+            fits = []
+            for i in group:
+                try:
+                    check_question_fits(model, questions[i], rag=rag)
+                    fits.append(i)
+                except PromptTooLongError as err:
+                    results[i] = failed(i, err)
+            try:
+                results.update(zip(fits, answer(fits)) if fits else [])
+            except PromptTooLongError:
+                for i in fits:  # find the culprit; answer the others
                     try:
-                        check_question_fits(model, questions[i], rag=rag)
-                        fits.append(i)
+                        results[i] = answer([i])[0]
                     except PromptTooLongError as err:
                         results[i] = failed(i, err)
-                try:
-                    results.update(zip(fits, answer(fits)) if fits else [])
-                except PromptTooLongError:
-                    for i in fits:  # find the culprit; answer the others
-                        try:
-                            results[i] = answer([i])[0]
-                        except PromptTooLongError as err:
-                            results[i] = failed(i, err)
+            return results
+
+        groups = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
+        handle = None
+        pool = None
+        try:
+            if workers > 1:
+                from concurrent.futures import ThreadPoolExecutor, as_completed
+
+                pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="batch-worker")
+                finished = (future.result() for future in as_completed([pool.submit(process, g) for g in groups]))
+            else:
+                finished = (process(g) for g in groups)
+            for results in finished:
                 if handle is None:
                     # Opened only now: a run that fails before its first answer leaves no empty file behind.
                     paths["jsonl"].parent.mkdir(parents=True, exist_ok=True)
                     handle = open(paths["jsonl"], "a", encoding="utf-8")
-                for i in group:
+                for i in sorted(results):
                     record = {"position": i, **results[i].__dict__, "rag": rag}
                     if record["error"] is None:
                         del record["error"]
@@ -326,6 +344,8 @@ def run_batch(
                     records.append(record)
                     bar.update(1)
         finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
             if handle is not None:
                 handle.close()
             bar.close()

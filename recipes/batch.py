@@ -53,6 +53,9 @@ class BatchConfig:
     max_seq_length: int = field(default=2048, metadata={"help": "Context window (prompt + answer).", "min": 2})
     load_in_4bit: Optional[bool] = field(default=None, metadata={"help": "4-bit weights (default: only where CUDA is available)."})
     batch_size: int = field(default=8, metadata={"help": "Prompts per generate call (lower it if memory runs out).", "min": 1})
+    workers: int = field(
+        default=1, metadata={"help": "Questions answered at once, for a model server (--llm-url); each is recorded exactly once.", "min": 1, "max": 256}
+    )
     abstention_patterns: Optional[str] = field(
         default=None, metadata={"help": "File of extra 'I don't know' regexes, one per line (added to the English/Japanese defaults)."}
     )
@@ -113,6 +116,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             records = batch_answers.run_batch(
                 load, questions, config.out, index=index, postprocessors=postprocessors,
                 similarity_top_k=config.similarity_top_k, batch_size=config.batch_size, progress=config.progress,
+                workers=config.workers,
             )
     except errors.user_errors() as err:
         print(f"error: {err}", file=sys.stderr)

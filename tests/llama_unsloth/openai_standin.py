@@ -28,6 +28,10 @@ class OpenAIStandIn:
         self.stops: List[List[str]] = []
         self.requests = 0
         self.fail_next = 0
+        self.delay = 0.0  # seconds added to every answer, so a test can interrupt a run in the middle
+        self.in_flight = 0
+        self.max_in_flight = 0  # how many requests were being answered at once, at most
+        self._count = threading.Lock()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -46,9 +50,17 @@ class OpenAIStandIn:
 
     def generate(self, prompt: str, max_tokens: int, stop: List[str]) -> Dict[str, Any]:
         """What vLLM returns: new text up to (not including) the first stop string, special tokens skipped."""
-        with self._lock:
-            self.engine.stop = list(stop)
-            response = self.engine.complete(prompt, formatted=True, max_new_tokens=max_tokens)
+        with self._count:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            time.sleep(self.delay)
+            with self._lock:
+                self.engine.stop = list(stop)
+                response = self.engine.complete(prompt, formatted=True, max_new_tokens=max_tokens)
+        finally:
+            with self._count:
+                self.in_flight -= 1
         text = response.raw["generated"]
         for marker in stop:
             if marker in text:

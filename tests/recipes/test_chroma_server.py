@@ -105,3 +105,57 @@ def test_an_unreachable_server_is_one_clear_line(tmp_path: Path, tiny_llama_path
         f"error: Could not reach the Chroma server at http://127.0.0.1:{port}. Start it with "
         f"`chroma run --path chroma_db --host 127.0.0.1 --port {port}`, or check --chroma-host/--chroma-port."
     )
+
+
+@pytest.mark.timeout(300)
+def test_batch_workers_against_servers_survive_sigkill_and_answer_each_question_once(
+    chroma_server: Tuple[str, int], tmp_path: Path, tiny_llama_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """4 workers share the question list against a model server and the Chroma server; SIGKILL, then resume."""
+    import csv
+    import json
+    import os
+    import signal
+
+    from recipes.batch import main as batch
+    from recipes.index import main as index
+    from tests.llama_unsloth.openai_standin import OpenAIStandIn
+
+    reuse_embed_model(monkeypatch)
+    host, port = chroma_server
+    chroma = ["--chroma-host", host, "--chroma-port", str(port), "--collection", "workers"]
+    assert index(["--input-dir", str(small_corpus(tmp_path / "docs")), *chroma, "--no-progress"]) == 0
+    standin = OpenAIStandIn(str(tiny_llama_path)).start()
+    standin.delay = 0.4
+    try:
+        questions = [f"Question {n}: which bloc has rule {n}?" for n in range(16)]
+        qfile = tmp_path / "questions.txt"
+        qfile.write_text("\n".join(questions) + "\n", encoding="utf-8")
+        out = tmp_path / "answers"
+        args = ["--questions", str(qfile), "--llm-url", standin.url, "--served-model", "tiny", "--model", str(tiny_llama_path),
+                *chroma, "--workers", "4", "--batch-size", "1", "--out", str(out), "--no-progress", "--max-new-tokens", "4"]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        root = Path(__file__).resolve().parents[2]
+        child = subprocess.Popen([sys.executable, "-m", "recipes.batch", *args], cwd=root, env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        jsonl = tmp_path / "answers.jsonl"
+        deadline = time.monotonic() + 180
+        while not (jsonl.exists() and len(jsonl.read_text(encoding="utf-8").splitlines()) >= 3):
+            assert child.poll() is None, "the batch ended before it could be killed"
+            assert time.monotonic() < deadline, "no answers appeared"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+        done_before = len(jsonl.read_text(encoding="utf-8").splitlines())
+        assert 3 <= done_before < len(questions)
+        # The same command again continues where the killed run stopped.
+        assert batch(args) == 0
+        rows = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines()]
+        assert sorted(r["instruction"] for r in rows) == sorted(questions)  # each question answered exactly once
+        with open(tmp_path / "answers.csv", encoding="utf-8-sig", newline="") as handle:
+            table = list(csv.DictReader(handle))
+        assert [r["instruction"] for r in table] == questions  # the table is in question order
+        assert all(r["context"] for r in table)  # retrieved from the Chroma server
+        assert standin.max_in_flight > 1  # the workers really asked at the same time
+    finally:
+        standin.stop()
