@@ -61,7 +61,7 @@ def _pair(tiny_llama_path: Path, standin: OpenAIStandIn, layout: str) -> tuple:
 
 @pytest.mark.parametrize("layout", LAYOUTS, ids=["alpaca", "alpaca-context", "instruction-context", "reasoning", "chat", "users-j2"])
 def test_served_prompts_stops_and_answers_equal_unsloth_llm(
-    tiny_llama_path: Path, standin: OpenAIStandIn, index: Any, layout: str
+    tiny_llama_path: Path, standin: OpenAIStandIn, index: Any, layout: str, fed: List[str]
 ) -> None:
     from llama_index.core import Settings
 
@@ -80,9 +80,10 @@ def test_served_prompts_stops_and_answers_equal_unsloth_llm(
         served_chat = str(index.as_chat_engine(chat_mode="context", similarity_top_k=2).chat(question))
     finally:
         Settings._llm = saved
-    # Byte for byte the prompt UnslothLLM renders, for a direct call and for the engines.
+    # Byte for byte the prompts UnslothLLM hands generate, for a direct call, a query engine and a chat engine.
+    assert len(standin.prompts) == 3 and len(fed) == 6  # 3 in-process, then 3 by the server's own engine
+    assert standin.prompts == fed[:3]
     assert standin.prompts[0] == local.format_prompt(question, DOCS[0])
-    assert len(standin.prompts) == 3
     assert standin.stops[-1] == local._stop_strings()
     # Greedy answers, cleaned the same way.
     assert served_answer.text == local_answer.text
