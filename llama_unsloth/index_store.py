@@ -213,14 +213,20 @@ def open_collection(persist_dir: Union[str, Path], collection: str, create: bool
             f"Could not open the Chroma index at {str(folder)!r} ({type(err).__name__}: {err}). The folder is "
             "damaged or from an incompatible chromadb version: delete it and run `llama-unsloth index` again."
         ) from err
+    have = ", ".join(sorted(names)) or "none"
+    return _collection_from(
+        client, names, collection, create, metadata,
+        missing=f"The index at {str(folder)!r} has no collection {collection!r} (collections: {have}). Pass "
+        "--collection with one of those, or build it with `llama-unsloth index`.",
+    )
+
+
+def _collection_from(client: Any, names: Sequence[str], collection: str, create: bool, metadata: Optional[dict], missing: str) -> Any:
+    """The named collection from an open client: got, created (with a valid name), or ``missing`` raised."""
     if collection in names:
         return client.get_collection(collection)
     if not create:
-        have = ", ".join(sorted(names)) or "none"
-        raise IndexNotFoundError(
-            f"The index at {str(folder)!r} has no collection {collection!r} (collections: {have}). Pass "
-            "--collection with one of those, or build it with `llama-unsloth index`."
-        )
+        raise IndexNotFoundError(missing)
     if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]", collection):
         raise RagError(
             f"Invalid collection name {collection!r}: use 3-512 characters from [a-zA-Z0-9._-], starting and ending "
@@ -238,20 +244,12 @@ def _open_server_collection(url: str, server: Tuple[str, int], collection: str, 
             f"Could not reach the Chroma server at {url}. Start it with "
             f"`chroma run --path chroma_db --host {server[0]} --port {server[1]}`, or check --chroma-host/--chroma-port."
         ) from None
-    if collection in names:
-        return client.get_collection(collection)
-    if not create:
-        have = ", ".join(sorted(names)) or "none"
-        raise IndexNotFoundError(
-            f"The Chroma server at {url} has no collection {collection!r} (collections: {have}). Pass --collection "
-            f"with one of those, or build it with `llama-unsloth index --chroma-host {server[0]} --chroma-port {server[1]}`."
-        )
-    if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]", collection):
-        raise RagError(
-            f"Invalid collection name {collection!r}: use 3-512 characters from [a-zA-Z0-9._-], starting and ending "
-            "with a letter or digit."
-        )
-    return client.create_collection(collection, metadata=metadata)
+    have = ", ".join(sorted(names)) or "none"
+    return _collection_from(
+        client, names, collection, create, metadata,
+        missing=f"The Chroma server at {url} has no collection {collection!r} (collections: {have}). Pass --collection "
+        f"with one of those, or build it with `llama-unsloth index --chroma-host {server[0]} --chroma-port {server[1]}`.",
+    )
 
 
 def check_embed_model(collection: Any, embed_model: Any, dim: Optional[int] = None) -> None:

@@ -507,22 +507,30 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
         began = time.perf_counter()
         thread = threading.Thread(target=worker, name="UnslothLLM-stream", daemon=True)
         thread.start()
-        generated, shown = "", ""
-        for piece in streamer:
-            generated += piece
-            answer, _ = self._postprocess(generated, final=False)
-            if self._format.answer_marker and self._format.answer_marker not in generated:
-                continue  # still reasoning: the answer has not started
-            if answer.startswith(shown) and len(answer) > len(shown):
-                delta, shown = answer[len(shown) :], answer
-                yield CompletionResponse(text=shown, delta=delta)
+        state = {"generated": "", "shown": ""}
+        yield from self._growing_answer(streamer, state)
         thread.join()
         if failure:
             raise failure[0]
-        final = self._response(text, generated, len(ids), len(self._tokenizer.encode(generated, add_special_tokens=False)), time.perf_counter() - began)
-        delta = final.text[len(shown) :] if final.text.startswith(shown) else ""
-        final.delta = delta
-        yield final
+        yield self._final_streamed(text, state, len(ids), time.perf_counter() - began)
+
+    def _growing_answer(self, pieces: Any, state: Dict[str, str]) -> Iterator[CompletionResponse]:
+        """The answer so far as pieces of generated text arrive (``state`` keeps the text and what was shown)."""
+        for piece in pieces:
+            state["generated"] += piece
+            answer, _ = self._postprocess(state["generated"], final=False)
+            if self._format.answer_marker and self._format.answer_marker not in state["generated"]:
+                continue  # still reasoning: the answer has not started
+            if answer.startswith(state["shown"]) and len(answer) > len(state["shown"]):
+                delta, state["shown"] = answer[len(state["shown"]) :], answer
+                yield CompletionResponse(text=answer, delta=delta)
+
+    def _final_streamed(self, text: str, state: Dict[str, str], n_prompt: int, seconds: float) -> CompletionResponse:
+        """The last streamed response: the cleaned answer, its raw data, and the part not yet shown."""
+        generated, shown = state["generated"], state["shown"]
+        final = self._response(text, generated, n_prompt, len(self._tokenizer.encode(generated, add_special_tokens=False)), seconds)
+        final.delta = final.text[len(shown) :] if final.text.startswith(shown) else ""
+        return final
 
     # ------------------------------------------------------------------ chat
     @llm_chat_callback()

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
-from llama_index.core.base.llms.types import CompletionResponse, CompletionResponseGen, LLMMetadata
+from llama_index.core.base.llms.types import CompletionResponse, CompletionResponseGen
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 
 from llama_unsloth.llm import UnslothLLM
@@ -100,13 +100,6 @@ class ServedLLM(UnslothLLM):
     def class_name(cls) -> str:
         return "ServedLLM"
 
-    @property
-    def metadata(self) -> LLMMetadata:
-        return LLMMetadata(
-            context_window=self.max_seq_length, num_output=self.max_new_tokens, model_name=self.served_model,
-            is_chat_model=self.is_chat_model,
-        )
-
     # ------------------------------------------------------------------ the server
     def _request(self, text: str, gen_kwargs: Dict[str, Any], stream: bool = False) -> Any:
         import openai
@@ -176,19 +169,10 @@ class ServedLLM(UnslothLLM):
 
     def _stream_from(self, text: str, n_prompt: int, stream: Iterator[Any]) -> Iterator[CompletionResponse]:
         began = time.perf_counter()
-        generated, shown = "", ""
-        for chunk in stream:
-            generated += chunk.choices[0].text or "" if chunk.choices else ""
-            answer, _ = self._postprocess(generated, final=False)
-            if self._format.answer_marker and self._format.answer_marker not in generated:
-                continue  # still reasoning: the answer has not started
-            if answer.startswith(shown) and len(answer) > len(shown):
-                delta, shown = answer[len(shown) :], answer
-                yield CompletionResponse(text=shown, delta=delta)
-        n_new = len(self._tokenizer.encode(generated, add_special_tokens=False))
-        final = self._response(text, generated, n_prompt, n_new, time.perf_counter() - began)
-        final.delta = final.text[len(shown) :] if final.text.startswith(shown) else ""
-        yield final
+        state = {"generated": "", "shown": ""}
+        pieces = ((chunk.choices[0].text or "") if chunk.choices else "" for chunk in stream)
+        yield from self._growing_answer(pieces, state)
+        yield self._final_streamed(text, state, n_prompt, time.perf_counter() - began)
 
 
 __all__ = ["ServedLLM", "ServedModelError"]
