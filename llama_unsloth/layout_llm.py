@@ -158,15 +158,23 @@ class LayoutPrompts:
             instruction, context, flag=self.flag, system=system or self.system, tokenizer=self.tokenizer, history=history
         )
 
+    def _refiner(
+        self, query: str, history: Sequence[Tuple[str, str]] = (), system: Optional[str] = None
+    ) -> Callable[[str, str], str]:
+        """The prompt that improves an earlier answer to ``query`` with another piece of context."""
+
+        def refine(existing: str, piece: str) -> str:
+            instruction = REFINE_INSTRUCTION.format(query_str=query or SUMMARY_INSTRUCTION, existing_answer=existing)
+            return self.render(instruction, piece, history, system)
+
+        return refine
+
     # ---------------------------------------------------------------------------------- LlamaIndex templates
     def _kind_call(
         self, kind: str, values: Dict[str, Any], history: Sequence[Tuple[str, str]] = (), system: Optional[str] = None
     ) -> LayoutCall:
         query = str(values.get("query_str", ""))
-
-        def refine(existing: str, piece: str) -> str:
-            instruction = REFINE_INSTRUCTION.format(query_str=query or SUMMARY_INSTRUCTION, existing_answer=existing)
-            return self.render(instruction, piece, history, system)
+        refine = self._refiner(query, history, system)
 
         if kind == "qa":
             instruction = query
@@ -200,11 +208,10 @@ class LayoutPrompts:
         values = _values(prompt, prompt_args)
         prompt_args = {**prompt_args, **{k: values[k] for k in _CONTEXT_VAR.values() if k in prompt_args}}
         if prompt.metadata.get(LAYOUT_METADATA_KEY):
-            text = prompt.format(**prompt_args)
             kind = _KINDS.get(frozenset(prompt.template_vars))
             if kind in _CONTEXT_VAR and kind != "condense":
                 return self._layout_template_call(prompt, prompt_args, kind, values)
-            return LayoutCall(text)
+            return LayoutCall(prompt.format(**prompt_args))
         by_key, chat_contexts, _ = _defaults()
         kind = by_key.get(_key(prompt) or "")
         if kind:
@@ -227,27 +234,19 @@ class LayoutPrompts:
         var = next((v for v in ("context_str", "context_msg") if v in prompt.template_vars), None)
         if var is None:
             return LayoutCall(text)
-        query = str(values.get("query_str", ""))
-
-        def refine(existing: str, piece: str) -> str:
-            instruction = REFINE_INSTRUCTION.format(query_str=query or SUMMARY_INSTRUCTION, existing_answer=existing)
-            return self.render(instruction, piece)
-
         return LayoutCall(
             text, str(values.get(var, "")),
             render=lambda piece: self.text(prompt.format(**{**prompt_args, var: piece})),
-            refine=refine,
+            refine=self._refiner(str(values.get("query_str", ""))),
         )
 
     def _layout_template_call(self, prompt: Any, prompt_args: Dict[str, Any], kind: str, values: Dict[str, Any]) -> LayoutCall:
         # One of our own templates (qa_template() & co.): split its context the same way if it overflows.
         var = _CONTEXT_VAR[kind]
-        text = prompt.format(**prompt_args)
-        as_kind = self._kind_call(kind, values)
         return LayoutCall(
-            text, str(values.get(var, "")),
+            prompt.format(**prompt_args), str(values.get(var, "")),
             render=lambda piece: prompt.format(**{**prompt_args, var: piece}),
-            refine=as_kind.refine,
+            refine=self._refiner(str(values.get("query_str", ""))),
         )
 
     def text(self, text: str) -> str:
@@ -304,12 +303,16 @@ class LayoutLLMMixin:
         return formatted_prompt
 
     # ---------------------------------------------------------------------------------- fitting the window
+    def fits_window(self, prompt: str) -> bool:
+        """Whether ``prompt`` leaves room for ``max_new_tokens`` within ``max_seq_length`` (the model's own count)."""
+        return self._count_tokens(prompt) + self.max_new_tokens <= self.max_seq_length  # type: ignore[attr-defined]
+
     def _pieces(self, call: LayoutCall) -> Optional[List[str]]:
         """The context split so each call fits the window, or None when the whole prompt fits."""
         from llama_unsloth.llm import PromptTooLongError
 
         limit = self.max_seq_length - self.max_new_tokens  # type: ignore[attr-defined]
-        if call.context is None or call.render is None or self._count_tokens(call.text) <= limit:  # type: ignore[attr-defined]
+        if call.context is None or call.render is None or self.fits_window(call.text):
             return None
         # Room for context beside the fixed text of both the first call and a refine call (whose earlier
         # answer can be max_new_tokens long); a few tokens spare for merges at the piece boundaries.
@@ -329,20 +332,29 @@ class LayoutLLMMixin:
         pieces = [p for p in splitter.split_text(call.context) if p.strip()]
         return pieces or [call.context]
 
+    def _last_prompt(self, prompt: Any, prompt_args: Dict[str, Any]) -> str:
+        """The prompt of the (last) call that answers a LlamaIndex request.
+
+        When the context does not fit the window, the pieces before the last are answered here, each call
+        refining the previous answer, and the returned prompt refines with the last piece.
+        """
+        call = self.layout().call(prompt, prompt_args, llm=self)
+        pieces = self._pieces(call)
+        if pieces is None:
+            return call.text
+        text = call.render(pieces[0])  # type: ignore[misc]
+        for piece in pieces[1:]:
+            answer = self.complete(text, formatted=True).text  # type: ignore[attr-defined]
+            text = call.refine(answer, piece)  # type: ignore[misc]
+        return text
+
     def predict(self, prompt: Any, **prompt_args: Any) -> str:
         """Like LlamaIndex's ``LLM.predict``, in the model's layout; over-long context is answered piece by piece."""
         from llama_index.core.instrumentation.events.llm import LLMPredictEndEvent, LLMPredictStartEvent
         from llama_index.core.llms.llm import dispatcher
 
         dispatcher.event(LLMPredictStartEvent(template=prompt, template_args=prompt_args))
-        call = self.layout().call(prompt, prompt_args, llm=self)
-        pieces = self._pieces(call)
-        if pieces is None:
-            output = self.complete(call.text, formatted=True).text  # type: ignore[attr-defined]
-        else:
-            output = self.complete(call.render(pieces[0]), formatted=True).text  # type: ignore[attr-defined,misc]
-            for piece in pieces[1:]:
-                output = self.complete(call.refine(output, piece), formatted=True).text  # type: ignore[attr-defined,misc]
+        output = self.complete(self._last_prompt(prompt, prompt_args), formatted=True).text  # type: ignore[attr-defined]
         output = self._parse_output(output)  # type: ignore[attr-defined]
         dispatcher.event(LLMPredictEndEvent(output=output))
         return output
@@ -353,16 +365,7 @@ class LayoutLLMMixin:
         from llama_index.core.llms.llm import dispatcher, stream_completion_response_to_tokens
 
         dispatcher.event(LLMPredictStartEvent(template=prompt, template_args=prompt_args))
-        call = self.layout().call(prompt, prompt_args, llm=self)
-        pieces = self._pieces(call)
-        text = call.text
-        if pieces is not None:
-            text = call.render(pieces[0])  # type: ignore[misc]
-            if len(pieces) > 1:
-                answer = self.complete(text, formatted=True).text  # type: ignore[attr-defined]
-                for piece in pieces[1:-1]:
-                    answer = self.complete(call.refine(answer, piece), formatted=True).text  # type: ignore[attr-defined,misc]
-                text = call.refine(answer, pieces[-1])  # type: ignore[misc]
+        text = self._last_prompt(prompt, prompt_args)
         return stream_completion_response_to_tokens(self.stream_complete(text, formatted=True))  # type: ignore[attr-defined]
 
     async def apredict(self, prompt: Any, **prompt_args: Any) -> str:

@@ -412,34 +412,21 @@ class PromptFormat:
         input_var = by_role.get("input") if "context" in by_role else None
         output_var = by_role.get("output")
         reasoning_var = by_role.get("reasoning")
-        # Generation starts at the first of reasoning/output that the template prints.
-        slots = [(m.start(), v) for v in (reasoning_var, output_var) if v and (m := _slot(text, v))]
-        slots.sort()
-        answer_var = slots[0][1] if slots else ""
-        answer_marker = None
-        final_var = output_var
-        if len(slots) == 2:
-            between = text[_slot(text, slots[0][1]).end() : _slot(text, slots[1][1]).start()]  # type: ignore[union-attr]
-            answer_marker = between.strip() or None
-            final_var = slots[1][1]
-        elif slots:
-            final_var = slots[0][1]
+        # Generation starts at the first of reasoning/output that the template prints; the last one printed
+        # holds the final answer (reasoning's output), and the text between them marks where it starts.
+        slots = sorted((m.start(), m.end(), v) for v in (reasoning_var, output_var) if v and (m := _slot(text, v)))
+        answer_var = slots[0][2] if slots else ""
+        between = text[slots[0][1] : slots[1][0]] if len(slots) == 2 else ""
+        answer_marker = between.strip() or None
         # What the template writes after the answer: its own end marker means no EOS is appended.
         tail = ""
-        if final_var and (m := _slot(text, final_var)):
-            tail = _static_text(text[m.end() :])
-            if _slot(text[m.end() :], "eos_token"):
-                tail += "<eos>"  # the template writes the tokenizer's EOS itself
+        if slots:
+            after = text[slots[-1][1] :]
+            tail = _static_text(after) + ("<eos>" if _slot(after, "eos_token") else "")  # {{ eos_token }}: EOS written
         append_eos = not any(marker in tail for marker in _END_MARKERS)
         prompt_static = _static_text(text[: slots[0][0]] if slots else text)
-        answer_static = ""
-        if len(slots) == 2:
-            answer_static = _static_text(
-                text[_slot(text, slots[0][1]).end() : _slot(text, slots[1][1]).start()]  # type: ignore[union-attr]
-            )
-        in_answer = set(_markers(answer_static))
-        stop = [m for m in _markers(prompt_static) + _markers(tail) if m not in in_answer]
-        stop = [m for m in stop if m != "<s>"] + (["<s>"] if "<s>" in stop else [])
+        in_answer = set(_markers(_static_text(between)))
+        stop = [m for m in dict.fromkeys(_markers(prompt_static) + _markers(tail)) if m not in in_answer]
         optional = [v for v in variables if _ROLE_OF.get(v) in ("flag", "system")]
         tokenizer_vars = [v for v in variables if v in _TOKENIZER_VARS]
         if input_var:

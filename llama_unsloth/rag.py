@@ -227,9 +227,7 @@ def answer_rag_batch(llm: Any, rag_prompts: Sequence[RagPrompt], batch_size: int
 
     answers: List[Optional[Answer]] = [None] * len(rag_prompts)
 
-    def fits(prompt: str) -> bool:
-        counter = getattr(llm, "_count_tokens", None)
-        return counter is None or counter(prompt) + llm.max_new_tokens <= llm.max_seq_length
+    fits = getattr(llm, "fits_window", lambda prompt: True)
 
     # A one-call prompt LlamaIndex packed past the model's window (it counts with tiktoken) goes the way
     # the query engine takes it: through llm.predict, which splits the context with the model's tokenizer.
