@@ -112,3 +112,19 @@ def recorded_prompts() -> Iterator[List[str]]:
     dispatcher.add_event_handler(handler)
     yield prompts
     dispatcher.event_handlers.remove(handler)
+
+
+@pytest.fixture
+def generated(monkeypatch: pytest.MonkeyPatch) -> Iterator[List[str]]:
+    """Every prompt handed to ``model.generate`` by any UnslothLLM in the test, decoded from its token ids."""
+    from llama_unsloth import UnslothLLM
+
+    prompts: List[str] = []
+    real = UnslothLLM._run_generate
+
+    def record(self: "UnslothLLM", input_ids: List[List[int]], kwargs: dict) -> object:
+        prompts.extend(self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False) for ids in input_ids)
+        return real(self, input_ids, kwargs)
+
+    monkeypatch.setattr(UnslothLLM, "_run_generate", record)
+    yield prompts

@@ -72,33 +72,22 @@ def test_unsloth_answers_through_a_query_engine(unsloth_llm, recorded_prompts: l
     assert recorded_prompts[0].endswith("### Response:\n")
 
 
-def test_unsloth_backend_answers_through_a_zero_config_engine(unsloth_llm) -> None:
+def test_unsloth_backend_answers_through_a_zero_config_engine(unsloth_llm, generated: list) -> None:
     """Only ``Settings.llm`` is set: LlamaIndex's default QA prompt is replaced by the trained layout."""
     from llama_index.core import Document, Settings, VectorStoreIndex
     from llama_index.core.embeddings import MockEmbedding
 
-    from llama_unsloth import UnslothLLM
-
-    fed: list = []
-    real = UnslothLLM._run_generate
-
-    def record(self, input_ids, kwargs):
-        fed.extend(self.tokenizer.decode(ids, skip_special_tokens=False) for ids in input_ids)
-        return real(self, input_ids, kwargs)
-
     saved = (Settings._llm, Settings._embed_model)
-    UnslothLLM._run_generate = record
     try:
         Settings.llm, Settings.embed_model = unsloth_llm, MockEmbedding(embed_dim=8)
         index = VectorStoreIndex.from_documents([Document(text="Mercosur was created in 1991 by the Treaty of Asuncion.")])
         response = index.as_query_engine().query("Which treaty created Mercosur?")
         chat = index.as_chat_engine(chat_mode="context").chat("Which treaty created Mercosur?")
     finally:
-        UnslothLLM._run_generate = real
         Settings._llm, Settings._embed_model = saved
     assert str(response).strip() and str(chat).strip()
-    assert len(fed) == 2
-    for prompt in fed:
+    assert len(generated) == 2
+    for prompt in generated:
         assert "Context information is below" not in prompt and "Use the context information below" not in prompt
         assert "### Context:\nMercosur was created in 1991 by the Treaty of Asuncion." in prompt
         assert prompt.rstrip().endswith("### Response:")

@@ -1,6 +1,7 @@
 """Zero-config: with only ``Settings.llm = UnslothLLM(...)``, every LlamaIndex surface prompts in the layout.
 
-Prompts are read where they reach the model: the token ids handed to ``generate``, decoded.
+Prompts are read where they reach the model: the token ids handed to ``generate``, decoded (the
+``generated`` fixture of tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -37,21 +38,6 @@ DOCS = [
     "ECOWAS is the Economic Community of West African States, founded by the Treaty of Lagos in 1975.",
     "Rules of origin decide which goods count as made inside a free trade area.",
 ]
-
-
-@pytest.fixture
-def generated(monkeypatch: pytest.MonkeyPatch) -> Iterator[List[str]]:
-    """Every prompt handed to ``model.generate`` by any UnslothLLM, decoded from its token ids."""
-    prompts: List[str] = []
-    real = UnslothLLM._run_generate
-
-    def record(self: UnslothLLM, input_ids: List[List[int]], kwargs: dict) -> Any:
-        for ids in input_ids:
-            prompts.append(self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False))
-        return real(self, input_ids, kwargs)
-
-    monkeypatch.setattr(UnslothLLM, "_run_generate", record)
-    yield prompts
 
 
 @pytest.fixture

@@ -37,20 +37,6 @@ def index(minilm_path: Path) -> Any:
     return VectorStoreIndex.from_documents([Document(text=t) for t in DOCS], embed_model=HuggingFaceEmbedding(model_name=str(minilm_path)))
 
 
-@pytest.fixture
-def fed(monkeypatch: pytest.MonkeyPatch) -> Iterator[List[str]]:
-    """Prompts UnslothLLMs tokenize for generate (the in-process one runs first in the test below)."""
-    prompts: List[str] = []
-    real = UnslothLLM._run_generate
-
-    def record(self: UnslothLLM, input_ids: List[List[int]], kwargs: dict) -> Any:
-        prompts.extend(self.tokenizer.decode(ids, skip_special_tokens=False) for ids in input_ids)
-        return real(self, input_ids, kwargs)
-
-    monkeypatch.setattr(UnslothLLM, "_run_generate", record)
-    yield prompts
-
-
 def _pair(tiny_llama_path: Path, standin: OpenAIStandIn, layout: str) -> tuple:
     local = UnslothLLM(model_name=str(tiny_llama_path), backend="transformers", load_in_4bit=False, max_new_tokens=8,
                        prompt_format=layout)
@@ -61,7 +47,7 @@ def _pair(tiny_llama_path: Path, standin: OpenAIStandIn, layout: str) -> tuple:
 
 @pytest.mark.parametrize("layout", LAYOUTS, ids=["alpaca", "alpaca-context", "instruction-context", "reasoning", "chat", "users-j2"])
 def test_served_prompts_stops_and_answers_equal_unsloth_llm(
-    tiny_llama_path: Path, standin: OpenAIStandIn, index: Any, layout: str, fed: List[str]
+    tiny_llama_path: Path, standin: OpenAIStandIn, index: Any, layout: str, generated: List[str]
 ) -> None:
     from llama_index.core import Settings
 
@@ -81,8 +67,8 @@ def test_served_prompts_stops_and_answers_equal_unsloth_llm(
     finally:
         Settings._llm = saved
     # Byte for byte the prompts UnslothLLM hands generate, for a direct call, a query engine and a chat engine.
-    assert len(standin.prompts) == 3 and len(fed) == 6  # 3 in-process, then 3 by the server's own engine
-    assert standin.prompts == fed[:3]
+    assert len(standin.prompts) == 3 and len(generated) == 6  # 3 in-process, then 3 by the server's own engine
+    assert standin.prompts == generated[:3]
     assert standin.prompts[0] == local.format_prompt(question, DOCS[0])
     assert standin.stops[-1] == local._stop_strings()
     # Greedy answers, cleaned the same way.
@@ -91,7 +77,7 @@ def test_served_prompts_stops_and_answers_equal_unsloth_llm(
     assert served_answer.raw["usage"]["prompt_tokens"] == len(local._encode(standin.prompts[0]))
 
 
-def test_engine_prompts_are_identical(tiny_llama_path: Path, standin: OpenAIStandIn, index: Any, fed: List[str]) -> None:
+def test_engine_prompts_are_identical(tiny_llama_path: Path, standin: OpenAIStandIn, index: Any, generated: List[str]) -> None:
     from llama_index.core import Settings
 
     local, served = _pair(tiny_llama_path, standin, str(J2))
@@ -103,7 +89,8 @@ def test_engine_prompts_are_identical(tiny_llama_path: Path, standin: OpenAIStan
             index.as_chat_engine(chat_mode="condense_plus_context", similarity_top_k=2).chat("Which treaty created ECOWAS?")
     finally:
         Settings._llm = saved
-    local_prompts = [p for p in fed if p.startswith("You are a brilliant Iranian")][:2]
+    # The in-process model runs first; the server's own engine decodes the same prompts after it.
+    local_prompts = [p for p in generated if p.startswith("You are a brilliant Iranian")][:2]
     assert len(local_prompts) == 2
     assert standin.prompts[-2:] == local_prompts
 

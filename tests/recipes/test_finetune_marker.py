@@ -87,10 +87,11 @@ def _finetune(tmp_path: Path, model: Path, template: str, steps: int, extra: Lis
     return out
 
 
-def _ask_everywhere(folder: Path, index: Any, monkeypatch: pytest.MonkeyPatch) -> Dict[str, str]:
+def _ask_everywhere(folder: Path, index: Any, generated: List[str]) -> Dict[str, str]:
     """The answers of a reloaded model through the zero-config surfaces (only ``Settings.llm`` is set).
 
-    Every prompt handed to ``generate`` is checked to be in the layout saved with the model.
+    Every prompt handed to ``generate`` (``generated``, the conftest fixture) is checked to be in the layout
+    saved with the model.
     """
     from llama_index.core import Settings
 
@@ -98,14 +99,7 @@ def _ask_everywhere(folder: Path, index: Any, monkeypatch: pytest.MonkeyPatch) -
 
     llm = UnslothLLM.from_finetuned(folder, backend="transformers", load_in_4bit=False, max_new_tokens=12)
     head = llm.format_prompt("\x00").split("\x00")[0]
-    fed: List[str] = []
-    real = UnslothLLM._run_generate
-
-    def record(self: UnslothLLM, input_ids: List[List[int]], kwargs: dict) -> Any:
-        fed.extend(self.tokenizer.decode(ids, skip_special_tokens=False) for ids in input_ids)
-        return real(self, input_ids, kwargs)
-
-    monkeypatch.setattr(UnslothLLM, "_run_generate", record)
+    generated.clear()
     saved = Settings._llm
     Settings.llm = llm
     try:
@@ -119,8 +113,7 @@ def _ask_everywhere(folder: Path, index: Any, monkeypatch: pytest.MonkeyPatch) -
         }
     finally:
         Settings._llm = saved
-        monkeypatch.setattr(UnslothLLM, "_run_generate", real)
-    assert len(fed) == 5 and all(prompt.startswith(head) for prompt in fed), [p[:80] for p in fed]
+    assert len(generated) == 5 and all(prompt.startswith(head) for prompt in generated), [p[:80] for p in generated]
     return answers
 
 
@@ -148,14 +141,14 @@ def _open(persist: Path) -> Any:
 
 
 def test_users_j2_layout_round_trip_adapter_merged_query_and_batch(
-    tmp_path: Path, learner_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    tmp_path: Path, learner_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, generated: List[str]
 ) -> None:
     out = _finetune(tmp_path, learner_path, str(TEMPLATES / "QA_finetune_Instruction_Context_new.j2"), 40,
                     ["--save", "merged_16bit"])
     persist = build_small_index(tmp_path)
     index = _open(persist)
     for folder in (out, out / "merged"):
-        answers = _ask_everywhere(folder, index, monkeypatch)
+        answers = _ask_everywhere(folder, index, generated)
         assert all(answer.startswith(MARKER) for answer in answers.values()), (folder, answers)
     # The recipes users run, with the folder the finetune recipe wrote.
     reuse_embed_model(monkeypatch)
@@ -174,19 +167,19 @@ def test_users_j2_layout_round_trip_adapter_merged_query_and_batch(
     assert len(rows) == 2 and all(r["answer"].startswith(MARKER) for r in rows), rows
 
 
-def test_users_phi3_reasoning_layout_round_trip(tmp_path: Path, learner_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_users_phi3_reasoning_layout_round_trip(tmp_path: Path, learner_path: Path, generated: List[str]) -> None:
     out = _finetune(tmp_path, learner_path, str(TEMPLATES / "phi3_reasoning.j2"), 100, [])
     saved = json.loads((out / "prompt_format.json").read_text(encoding="utf-8"))
     assert saved["answer_marker"] == "<|response|>" and saved["append_eos"] is False
-    answers = _ask_everywhere(out, _open(build_small_index(tmp_path)), monkeypatch)
+    answers = _ask_everywhere(out, _open(build_small_index(tmp_path)), generated)
     # The reasoning is written, then <|response|>: the answer is the text after it.
     assert all(answer.startswith(MARKER) for answer in answers.values()), answers
 
 
 def test_users_python_format_alpaca_trains_with_prompt_fields(
-    tmp_path: Path, learner_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, learner_path: Path, generated: List[str]
 ) -> None:
     out = _finetune(tmp_path, learner_path, str(TEMPLATES / "alpaca_rag_inference.txt"), 40,
                     ["--prompt-fields", "instruction", "input", "context"])
-    answers = _ask_everywhere(out, _open(build_small_index(tmp_path)), monkeypatch)
+    answers = _ask_everywhere(out, _open(build_small_index(tmp_path)), generated)
     assert all(answer.startswith(MARKER) for answer in answers.values()), answers
