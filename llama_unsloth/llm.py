@@ -28,6 +28,7 @@ from llama_index.core.llms.custom import CustomLLM
 from llama_unsloth.abstention import DEFAULT_ABSTENTION_PATTERNS, is_abstention
 from llama_unsloth.layout_llm import LayoutLLMMixin
 from llama_unsloth.prompts import PromptFormat, encode_prompt
+from llama_unsloth.errors import PromptTooLongError, GenerationOutOfMemoryError  # noqa: F401 (defined there, re-exported here)
 
 logger = logging.getLogger(__name__)
 
@@ -63,14 +64,6 @@ def _lock_for(model: Any) -> threading.Lock:
             lock = threading.Lock()
             _MODEL_LOCKS[model] = lock
         return lock
-
-
-class PromptTooLongError(ValueError):
-    """A prompt leaves no room for ``max_new_tokens`` within ``max_seq_length``."""
-
-
-class GenerationOutOfMemoryError(RuntimeError):
-    """The GPU ran out of memory while generating; the cache was freed and the model is usable."""
 
 
 class UnslothLLM(LayoutLLMMixin, CustomLLM):

@@ -17,6 +17,8 @@ import logging
 import warnings
 from pathlib import Path
 from typing import Any, Literal, Optional, Tuple
+from llama_unsloth.errors import ModelLoadError
+from llama_unsloth.import_utils import UNSLOTH_INSTALL_HINT, cuda_available, is_bitsandbytes_available, is_unsloth_available
 
 logger = logging.getLogger(__name__)
 
@@ -24,29 +26,6 @@ Backend = Literal["auto", "unsloth", "transformers"]
 BACKENDS = ("auto", "unsloth", "transformers")
 
 _MODEL_FILES = ("config.json", "adapter_config.json")
-
-
-class ModelLoadError(ValueError):
-    """A model could not be found or loaded; the message says what to do."""
-
-
-def cuda_available() -> bool:
-    """True when torch sees a CUDA device."""
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def unsloth_importable() -> bool:
-    """True when unsloth can be imported (only tried when CUDA is available)."""
-    if not cuda_available():
-        return False
-    try:
-        import unsloth  # noqa: F401
-    except Exception as err:  # NotImplementedError, ImportError, CUDA driver errors
-        logger.info("unsloth is not usable here (%s: %s)", type(err).__name__, err)
-        return False
-    return True
 
 
 def resolve_backend(backend: str) -> str:
@@ -60,11 +39,11 @@ def resolve_backend(backend: str) -> str:
         raise ValueError(f"Unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}.")
     if backend == "transformers":
         return backend
-    usable = unsloth_importable()
+    usable = is_unsloth_available()
     if backend == "unsloth" and not usable:
         raise ModelLoadError(
-            "backend='unsloth' needs a CUDA GPU and the unsloth package "
-            '(pip install "llama-unsloth[unsloth]"). Use backend="transformers" (or "auto") on CPU.'
+            f"backend='unsloth' needs a CUDA GPU and the unsloth package ({UNSLOTH_INSTALL_HINT}). "
+            'Use backend="transformers" (or "auto") on CPU.'
         )
     return "unsloth" if usable else "transformers"
 
@@ -107,16 +86,6 @@ def _torch_dtype(dtype: Optional[str], on_gpu: bool) -> Any:
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[str(dtype)]
     except KeyError:
         raise ValueError(f"Unknown dtype {dtype!r}: use float32, bfloat16, float16 or None.") from None
-
-
-def _bitsandbytes_4bit_usable() -> bool:
-    if not cuda_available():
-        return False
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _already_quantized(model_name: str) -> bool:
@@ -186,7 +155,7 @@ def _load_transformers(
     kwargs: dict = {"dtype": _torch_dtype(dtype, on_gpu), "trust_remote_code": trust_remote_code}
     adapter = is_adapter_folder(model_name)
     if load_in_4bit and not _already_quantized(model_name):
-        if _bitsandbytes_4bit_usable():
+        if is_bitsandbytes_available():
             from transformers import BitsAndBytesConfig
 
             kwargs["quantization_config"] = BitsAndBytesConfig(

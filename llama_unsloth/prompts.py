@@ -28,6 +28,7 @@ import string
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from llama_unsloth.errors import PromptFormatError  # noqa: F401 (defined there, re-exported here)
 
 FORMAT_FILE = "prompt_format.json"
 DEFAULT_FLAG = "assistant"
@@ -157,10 +158,6 @@ _REASONING_TEMPLATE = """<s>{{ system }}
 <|context|>{{ input }}
 <|reasoning|>{{ reasoning }}
 <|response|>{{ output }}<|endoftext|>"""
-
-
-class PromptFormatError(ValueError):
-    """A prompt format or a record rendered with it is invalid."""
 
 
 def _sandbox() -> Any:

@@ -22,10 +22,7 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr
 
 from llama_unsloth.llm import UnslothLLM
 from llama_unsloth.prompts import PromptFormat
-
-
-class ServedModelError(RuntimeError):
-    """The model server is unreachable, serves another model, or refused the request."""
+from llama_unsloth.errors import ServedModelError  # noqa: F401 (defined there, re-exported here)
 
 
 class _Remote:
@@ -63,10 +60,10 @@ class ServedLLM(UnslothLLM):
         Raises:
             ImportError: The ``openai`` package is missing.
         """
-        try:
-            import openai
-        except ImportError as err:  # pragma: no cover - depends on the install
-            raise ImportError('ServedLLM needs the openai package: pip install "llama-unsloth[served]"') from err
+        from llama_unsloth.import_utils import require_openai
+
+        require_openai()
+        import openai
         if tokenizer is None:
             from transformers import AutoTokenizer
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from llama_unsloth.prompts import PromptFormat, PromptFormatError
+from llama_unsloth.errors import DatasetError, HubTokenError  # noqa: F401 (defined there, re-exported here)
 
 logger = logging.getLogger(__name__)
 
@@ -45,14 +46,6 @@ MERGED_FOLDER = "merged"
 SAVE_METHODS = ("lora", "merged_16bit", "merged_4bit")
 TOKEN_ENV = "HF_TOKEN"
 DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-class DatasetError(ValueError):
-    """The training data file is missing, empty or not JSON / JSON Lines."""
-
-
-class HubTokenError(RuntimeError):
-    """Pushing to the Hub was asked for but ``HF_TOKEN`` is not set."""
 
 
 # ---------------------------------------------------------------------------------------------- settings
@@ -313,13 +306,11 @@ def resolve_optimizer(optim: str) -> Tuple[str, Optional[str]]:
     """
     if "8bit" not in optim:
         return optim, None
-    from llama_unsloth.loading import cuda_available
+    from llama_unsloth.import_utils import cuda_available, is_bitsandbytes_available
 
     if not cuda_available():
         return "adamw_torch", f"optimizer {optim} needs CUDA (bitsandbytes); using adamw_torch on this CPU machine."
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
+    if not is_bitsandbytes_available():
         return "adamw_torch", f"optimizer {optim} needs bitsandbytes, which is not installed; using adamw_torch."
     return optim, None
 
@@ -330,7 +321,7 @@ def resolve_precision(precision: str) -> str:
     Raises:
         ValueError: Unknown name, or bf16/fp16 asked for without a GPU.
     """
-    from llama_unsloth.loading import cuda_available
+    from llama_unsloth.import_utils import cuda_available
 
     if precision not in ("auto", "bf16", "fp16", "fp32"):
         raise ValueError(f"precision must be auto, bf16, fp16 or fp32, got {precision!r}.")
@@ -462,7 +453,7 @@ def build_trainer(
     from transformers.trainer_callback import ProgressCallback
     from trl import SFTConfig, SFTTrainer
 
-    from llama_unsloth.loading import cuda_available
+    from llama_unsloth.import_utils import cuda_available
 
     optim, note = resolve_optimizer(settings.optim)
     if note:
@@ -547,7 +538,7 @@ def save_merged(
 def _save_merged_transformers(model: Any, tokenizer: Any, folder: Path, method: str) -> None:
     import torch
 
-    from llama_unsloth.loading import _bitsandbytes_4bit_usable, cuda_available
+    from llama_unsloth.import_utils import cuda_available, is_bitsandbytes_available
 
     merged = model.merge_and_unload()
     quantized = getattr(merged, "is_loaded_in_4bit", False) or getattr(merged, "is_loaded_in_8bit", False)
@@ -560,7 +551,7 @@ def _save_merged_transformers(model: Any, tokenizer: Any, folder: Path, method: 
     on_gpu = cuda_available()
     dtype16 = torch.float16 if on_gpu and not torch.cuda.is_bf16_supported() else torch.bfloat16
     merged = merged.to(dtype16)
-    if method == "merged_4bit" and not _bitsandbytes_4bit_usable():
+    if method == "merged_4bit" and not is_bitsandbytes_available():
         warnings.warn(
             "merged_4bit needs a CUDA GPU and bitsandbytes; saving the merged model in 16-bit instead.", stacklevel=3
         )

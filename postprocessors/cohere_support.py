@@ -42,9 +42,9 @@ from typing import Any, Iterator, List, Optional, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_unsloth.embeddings import COHERE_API_KEY_ENV_VARS, cohere_embedding  # noqa: F401 (the factory lives with the other embeddings)
+from llama_unsloth.errors import EmbeddingServiceError  # noqa: F401 (defined there, re-exported here)
 
-COHERE_INSTALL_HINT = 'pip install "llama-unsloth[cohere]"'
-COHERE_API_KEY_ENV_VARS = ("CO_API_KEY", "COHERE_API_KEY")
 COHERE_MAX_BATCH = 96
 COHERE_DEFAULT_URL = "https://api.cohere.com"
 COHERE_STATUS_PAGE = "https://status.cohere.com"
@@ -52,47 +52,6 @@ COHERE_STATUS_PAGE = "https://status.cohere.com"
 SDK_HTTP_ATTEMPTS = 3
 _SDK_RETRIED_4XX = (408, 409, 429)
 REDACTED = "[REDACTED]"
-
-
-class EmbeddingServiceError(RuntimeError):
-    """An embedding request failed for good (after the retries that apply).
-
-    Raised by the POV reranker for ``CohereEmbedding`` failures (HTTP errors
-    after retries, timeouts, connection errors, malformed answers), and for any
-    embedding model that returns the wrong number or shape of vectors. Errors
-    of other embedding models' own calls pass through unchanged.
-
-    The message says what failed and what to do; it never contains the API
-    key. The original exception is ``__cause__`` (with the key scrubbed from
-    its text as well).
-
-    Attributes:
-        kind: ``"http_status"``, ``"timeout"``, ``"connection"`` or
-            ``"malformed_response"``.
-        status_code: HTTP status of the last answer, if any.
-        attempts: HTTP attempts made (computed from the SDK / integration retry
-            policy for the final status), if known.
-        input_type: The Cohere input type sent (``search_query`` /
-            ``search_document``), if any.
-        n_texts: Texts in the failed request.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        kind: str,
-        status_code: Optional[int] = None,
-        attempts: Optional[int] = None,
-        input_type: Optional[str] = None,
-        n_texts: Optional[int] = None,
-    ) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.status_code = status_code
-        self.attempts = attempts
-        self.input_type = input_type
-        self.n_texts = n_texts
 
 
 def is_cohere_embedding(embed_model: BaseEmbedding) -> bool:
@@ -471,44 +430,3 @@ def embed_queries(embed_model: BaseEmbedding, texts: List[str]) -> List[List[flo
     with embedding_errors(embed_model, input_type="search_query", n_texts=len(texts)):
         vectors = [embed_model.get_query_embedding(text) for text in texts]
     return check_embeddings(embed_model, vectors, len(texts), "search_query")
-
-
-def cohere_embedding(
-    api_key: Optional[str] = None,
-    model_name: str = "embed-english-v3.0",
-    base_url: Optional[str] = None,
-    **kwargs: Any,
-) -> BaseEmbedding:
-    """Build a ``CohereEmbedding`` for the POV reranker, failing early and clearly.
-
-    Args:
-        api_key: Cohere API key; defaults to ``$CO_API_KEY`` then ``$COHERE_API_KEY``.
-        model_name: Cohere embedding model.
-        base_url: API endpoint (``None``: Cohere's), e.g. a proxy or a test server.
-        **kwargs: Passed to ``CohereEmbedding`` (``timeout``, ``max_retries``, ...).
-            Leave ``input_type`` unset.
-
-    Returns:
-        A ``CohereEmbedding``.
-
-    Raises:
-        ImportError: cohere extras are not installed.
-        ValueError: no API key given or found in the environment.
-    """
-    key = api_key or next(
-        (os.environ[v] for v in COHERE_API_KEY_ENV_VARS if os.environ.get(v)), None
-    )
-    if not key:
-        raise ValueError(
-            "No Cohere API key: pass api_key=... or set "
-            f"{' or '.join(COHERE_API_KEY_ENV_VARS)}."
-        )
-    try:
-        from llama_index.embeddings.cohere import CohereEmbedding
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError(
-            f"Cohere embeddings need the cohere extras: {COHERE_INSTALL_HINT}"
-        ) from exc
-    return CohereEmbedding(
-        api_key=key, model_name=model_name, base_url=base_url, **kwargs
-    )

@@ -22,13 +22,10 @@ import sys
 import typing
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Type, TypeVar
+from llama_unsloth.errors import OptionError  # noqa: F401 (defined there, re-exported here)
 
 T = TypeVar("T")
 RULE_KEYS = ("min", "max", "gt", "lt", "choices", "also")
-
-
-class OptionError(ValueError):
-    """A command-line option has a value outside what it allows; the message says what is allowed."""
 
 
 def flag_name(name: str) -> str:

@@ -21,9 +21,9 @@ _EMBED: List[Any] = []
 def embed_model() -> Any:
     """The bundled MiniLM, loaded once per test session."""
     if not _EMBED:
-        from llama_unsloth.defaults import default_embed_model
+        from llama_unsloth.embeddings import huggingface_embedding
 
-        _EMBED.append(default_embed_model())
+        _EMBED.append(huggingface_embedding())
     return _EMBED[0]
 
 

@@ -1,0 +1,92 @@
+"""Optional dependencies: whether each one is usable here, and the install line to print when it is not.
+
+Modelled on PEFT's ``import_utils.py``: one ``is_*_available()`` per optional package, checked without
+importing heavy modules at import time, and one ``require_*()`` that raises an ``ImportError`` naming
+the extra to install. Everything else in the package asks here instead of trying imports itself.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from functools import lru_cache
+
+logger = logging.getLogger(__name__)
+
+# pip extras of llama-unsloth (pyproject.toml [project.optional-dependencies]).
+UNSLOTH_INSTALL_HINT = 'pip install "llama-unsloth[unsloth]"'
+COHERE_INSTALL_HINT = 'pip install "llama-unsloth[cohere]"'
+SERVED_INSTALL_HINT = 'pip install "llama-unsloth[served]"'
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package that fails to import, or a broken __spec__
+        return False
+
+
+def cuda_available() -> bool:
+    """True when torch sees a CUDA device."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def is_bitsandbytes_available() -> bool:
+    """True when bitsandbytes can run here: it is installed and there is a CUDA device (its kernels need one)."""
+    return cuda_available() and _installed("bitsandbytes")
+
+
+@lru_cache(maxsize=1)
+def is_unsloth_available() -> bool:
+    """True when unsloth imports here; importing it is how Unsloth patches transformers, peft and trl.
+
+    CUDA is checked first: without a GPU ``import unsloth`` raises ``NotImplementedError`` and leaves
+    an ``unsloth_compiled_cache/`` folder behind. Call this before transformers, peft or trl are
+    imported in a process that trains or generates with Unsloth ("import unsloth first", its docs say).
+    """
+    if not cuda_available() or not _installed("unsloth"):
+        return False
+    try:
+        import unsloth  # noqa: F401
+    except Exception as err:  # NotImplementedError, ImportError, CUDA driver errors
+        logger.info("unsloth is not usable here (%s: %s)", type(err).__name__, err)
+        return False
+    return True
+
+
+def is_cohere_available() -> bool:
+    """True when the Cohere SDK and LlamaIndex's Cohere embedding integration are installed."""
+    return _installed("cohere") and _installed("llama_index.embeddings.cohere")
+
+
+def is_openai_available() -> bool:
+    """True when the openai SDK (used by ``ServedLLM``) is installed."""
+    return _installed("openai")
+
+
+def require_cohere(what: str = "Cohere embeddings") -> None:
+    """Raises ``ImportError`` with the install line when the Cohere extras are missing."""
+    if not is_cohere_available():
+        raise ImportError(f"{what} need the cohere extras: {COHERE_INSTALL_HINT}")
+
+
+def require_openai(what: str = "ServedLLM") -> None:
+    """Raises ``ImportError`` with the install line when the openai SDK is missing."""
+    if not is_openai_available():
+        raise ImportError(f"{what} needs the openai package: {SERVED_INSTALL_HINT}")
+
+
+__all__ = [
+    "COHERE_INSTALL_HINT",
+    "SERVED_INSTALL_HINT",
+    "UNSLOTH_INSTALL_HINT",
+    "cuda_available",
+    "is_bitsandbytes_available",
+    "is_cohere_available",
+    "is_openai_available",
+    "is_unsloth_available",
+    "require_cohere",
+    "require_openai",
+]
