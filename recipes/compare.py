@@ -20,105 +20,67 @@ import sys
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from recipes.options import BatchOptions, IndexOptions, ModelOptions, RetrievalOptions
+
 
 @dataclass
-class CompareConfig:
+class CompareArguments:
+    """The questions to answer twice, or two answer files to compare."""
+
     questions: Optional[str] = field(default=None, metadata={"help": "Questions file (.txt, .json, .jsonl, .csv, .xlsx)."})
     out_dir: str = field(default="compare_output", metadata={"help": "Folder for rag/no_rag answers and the report."})
     rag_jsonl: Optional[str] = field(default=None, metadata={"help": "Existing RAG answers (.jsonl from batch) instead of answering."})
     no_rag_jsonl: Optional[str] = field(default=None, metadata={"help": "Existing no-RAG answers (.jsonl from batch --no-rag)."})
-    persist_dir: str = field(default="chroma_db", metadata={"help": "Chroma folder written by `llama-unsloth index`."})
-    collection: str = field(default="documents", metadata={"help": "Chroma collection name."})
-    chroma_host: Optional[str] = field(
-        default=None,
-        metadata={"help": "Host of a Chroma server (`chroma run`) to use instead of --persist-dir; default: $LLAMA_UNSLOTH_CHROMA_HOST."},
-    )
-    chroma_port: Optional[int] = field(
-        default=None, metadata={"help": "Port of that Chroma server; default: $LLAMA_UNSLOTH_CHROMA_PORT or 8000.", "min": 1, "max": 65535}
-    )
-    povs: Optional[str] = field(default=None, metadata={"help": "POV file: enables POV reranking for the RAG run."})
-    embed_model: Optional[str] = field(default=None, metadata={"help": "Embedding model; default: the one the index records."})
-    model_dir: Optional[str] = field(default=None, metadata={"help": "Fine-tuned model folder."})
-    model: Optional[str] = field(default=None, metadata={"help": "Model name or folder; default: offline SmolLM2-135M-Instruct."})
-    llm_url: Optional[str] = field(
-        default=None, metadata={"help": "OpenAI-compatible server that serves the model (e.g. vllm serve ... --port 8001: http://127.0.0.1:8001/v1); default: in-process."}
-    )
-    served_model: Optional[str] = field(default=None, metadata={"help": "Model name the server serves (vllm serve --served-model-name); default: the --model-dir path."})
-    prompt_format: Optional[str] = field(default=None, metadata={"help": "Override the prompt layout."})
-    prompt_fields: Optional[List[str]] = field(
-        default=None,
-        metadata={"help": "Roles of a Python format template's positional {} placeholders, in order (e.g. instruction input context)."},
-    )
-    max_new_tokens: int = field(default=512, metadata={"help": "Most tokens per answer.", "min": 1})
-    max_seq_length: int = field(default=2048, metadata={"help": "Context window (prompt + answer).", "min": 2})
-    load_in_4bit: Optional[bool] = field(default=None, metadata={"help": "4-bit weights (default: only where CUDA is available)."})
-    batch_size: int = field(default=8, metadata={"help": "Prompts per generate call.", "min": 1})
-    abstention_patterns: Optional[str] = field(
-        default=None,
-        metadata={"help": "File of extra 'I don't know' regexes, one per line; abstention is then re-judged with the defaults plus these."},
-    )
-    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
-    def check(self) -> None:
-        """Rules between options."""
-        from recipes.config import check_model_option
-        from recipes.query import check_common
 
-        check_common(self)
-        if self.questions and not self.model_dir:  # only answering loads a model
-            check_model_option(self.model)
+def make_parser():  # noqa: ANN201 - RecipeParser, imported lazily
+    """The recipe's options: TRL's parser over the shared option dataclasses."""
+    from recipes.config import make_parser as parser_over
+
+    return parser_over((CompareArguments, IndexOptions, RetrievalOptions, ModelOptions, BatchOptions), description=__doc__)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from recipes.config import parse_config
+    from llama_unsloth.import_utils import import_unsloth_first
 
-    from recipes.query import layout_of
+    import_unsloth_first(argv)
+    from recipes.config import exit_on_user_error, parse
 
-    config = parse_config(CompareConfig, argv, description=__doc__)
+    args, index_options, retrieval, model, batch = parse(make_parser(), argv)
     from pathlib import Path
 
-    from llama_unsloth import batch_answers, comparison, errors, index_store, rag, tables
+    from llama_unsloth import batch_answers, comparison, errors, tables
 
-    out_dir = Path(config.out_dir)
-    patterns = None
-    try:
-        if config.abstention_patterns:
-            from llama_unsloth.abstention import load_patterns
-
-            patterns = load_patterns(config.abstention_patterns)
-        if config.rag_jsonl or config.no_rag_jsonl:
-            if not (config.rag_jsonl and config.no_rag_jsonl):
+    out_dir = Path(args.out_dir)
+    with exit_on_user_error():
+        patterns = batch.patterns()
+        if args.rag_jsonl or args.no_rag_jsonl:
+            if not (args.rag_jsonl and args.no_rag_jsonl):
                 raise errors.RagError("Pass both --rag-jsonl and --no-rag-jsonl (or --questions to answer them now).")
-            for path in (config.rag_jsonl, config.no_rag_jsonl):
+            for path in (args.rag_jsonl, args.no_rag_jsonl):
                 if not Path(path).is_file():
                     raise errors.RagError(f"Answers file {path!r} not found: run `llama-unsloth batch` first.")
-            with_rag, without = batch_answers.read_answers_jsonl(config.rag_jsonl), batch_answers.read_answers_jsonl(config.no_rag_jsonl)
+            with_rag, without = batch_answers.read_answers_jsonl(args.rag_jsonl), batch_answers.read_answers_jsonl(args.no_rag_jsonl)
             if not with_rag or not without:
                 raise errors.RagError("An answers file holds no complete answers.")
-        elif config.questions:
-            questions = batch_answers.load_questions(config.questions)
-            index = index_store.open_index(index_store.chroma_location(config.persist_dir, config.chroma_host, config.chroma_port), config.collection, embed_model=config.embed_model)
-            postprocessors = rag.make_postprocessors(index._embed_model, povs_file=config.povs)
+        elif args.questions:
+            model.check_model()  # only answering loads a model
+            questions = batch_answers.load_questions(args.questions)
+            index, embed_model = index_options.open()
+            postprocessors = retrieval.postprocessors(embed_model)
             cache: dict = {}
 
-            def load():
+            def load():  # noqa: ANN202 - one model for both runs
                 if "llm" not in cache:
-                    cache["llm"] = rag.load_llm(
-                        config.model, config.model_dir, load_in_4bit=config.load_in_4bit,
-                        prompt_format=layout_of(config), max_new_tokens=config.max_new_tokens,
-                        max_seq_length=config.max_seq_length, abstention_patterns=patterns,
-                        llm_url=config.llm_url, served_model=config.served_model,
-                    )
+                    cache["llm"] = model.load(abstention_patterns=patterns)
                 return cache["llm"]
 
-            common = dict(batch_size=config.batch_size, progress=config.progress)
-            with_rag = batch_answers.run_batch(load, questions, out_dir / "rag", index=index, postprocessors=postprocessors, **common)
+            common = dict(batch_size=batch.batch_size, progress=batch.progress, workers=batch.workers)
+            with_rag = batch_answers.run_batch(load, questions, out_dir / "rag", index=index, postprocessors=postprocessors,
+                                               similarity_top_k=retrieval.similarity_top_k, **common)
             without = batch_answers.run_batch(load, questions, out_dir / "no_rag", **common)
         else:
             raise errors.RagError("Pass --questions <file>, or --rag-jsonl and --no-rag-jsonl.")
-    except errors.user_errors() as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     summary, rows = comparison.compare_records(with_rag, without, abstention_patterns=patterns)
     paths = comparison.write_compare_report(summary, rows, out_dir)
     print(tables.markdown_table(summary, comparison.SUMMARY_COLUMNS))

@@ -1,132 +1,45 @@
-"""Command-line configuration for recipes: a dataclass becomes flags, ``--config file.yaml`` sets defaults.
+"""Command-line parsing for every recipe: TRL's ``TrlParser`` over the recipe's dataclasses.
 
-Like TRL's ``HfArgumentParser`` but small: every dataclass field is a ``--flag`` (underscores become
-dashes), its ``metadata["help"]`` is the help text, booleans take ``--flag/--no-flag``. Values from
-``--config`` (YAML or JSON) replace the defaults; flags given on the command line win over both.
+Each dataclass field is a flag (``--chunk-size`` and ``--chunk_size``), ``Literal`` fields become
+choices, booleans take ``--flag`` / ``--no-flag``, ``--config file.yaml`` sets any option (flags win),
+and ``--help`` shows each default. Values are checked in the dataclasses' ``__post_init__``
+(:mod:`llama_unsloth.validation`).
 
-Options are checked as the command starts, before any model or database loads: a field's
-``metadata`` (or the ``rules`` passed to :func:`parse_config`) may hold ``min``/``max`` (inclusive),
-``gt`` (exclusive lower bound), ``lt`` (exclusive upper bound), ``choices`` and ``also`` (values
-allowed beside the range, e.g. ``-1`` for "no limit"); a config class may define ``check()`` raising
-:class:`OptionError` for rules between options. A bad value prints one line (what is wrong, the
-allowed range) and exits with code 2.
+One error path: whatever a user can fix (a bad value, an unreadable or unknown ``--config``, a model
+that cannot load) is one line ``error: ...`` on stderr and exit code 2, before any model or database
+loads (:func:`fail`). :class:`RecipeParser` differs from ``TrlParser`` in one way only: it reads the
+``--config`` file itself, because our users' editors save YAML in CP932 or UTF-16 (TRL opens it in the
+locale's encoding) and because a broken file must be one line, not a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import math
+import os
 import sys
 import typing
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Type, TypeVar
-from llama_unsloth.errors import OptionError  # noqa: F401 (defined there, re-exported here)
+from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-T = TypeVar("T")
-RULE_KEYS = ("min", "max", "gt", "lt", "choices", "also")
+from trl import TrlParser
 
-
-def flag_name(name: str) -> str:
-    """``chunk_size`` -> ``--chunk-size``."""
-    return "--" + name.replace("_", "-")
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def check_value(name: str, value: Any, rule: Mapping[str, Any]) -> None:
-    """Checks one option against its rule (see the module docstring); ``None`` (unset) always passes.
-
-    Raises:
-        OptionError: The value breaks the rule; the message names the flag and the allowed values.
-    """
-    if value is None or not any(k in rule for k in RULE_KEYS):
-        return
-    flag = flag_name(name)
-    if "choices" in rule:
-        choices = list(rule["choices"])
-        if value not in choices:
-            raise OptionError(f"{flag} must be one of {', '.join(map(str, choices))}; got {value!r}.")
-        return
-    also = list(rule.get("also", ()))
-    if value in also:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not math.isfinite(value)):
-        raise OptionError(f"{flag} must be a number; got {value!r}.")
-    bounds = []
-    ok = True
-    if "min" in rule:
-        bounds.append(f">= {_fmt(rule['min'])}")
-        ok &= value >= rule["min"]
-    if "gt" in rule:
-        bounds.append(f"> {_fmt(rule['gt'])}")
-        ok &= value > rule["gt"]
-    if "max" in rule:
-        bounds.append(f"<= {_fmt(rule['max'])}")
-        ok &= value <= rule["max"]
-    if "lt" in rule:
-        bounds.append(f"< {_fmt(rule['lt'])}")
-        ok &= value < rule["lt"]
-    if not ok:
-        allowed = " and ".join(bounds) + (f" (or {', '.join(map(_fmt, also))})" if also else "")
-        raise OptionError(f"{flag} must be {allowed}; got {_fmt(value)}.")
-
-
-def check_config(config: Any, rules: Optional[Mapping[str, Mapping[str, Any]]] = None) -> None:
-    """Checks every field of a parsed config against its metadata rules, ``rules``, then ``config.check()``.
-
-    Raises:
-        OptionError: The first bad option.
-    """
-    merged: Dict[str, Dict[str, Any]] = {}
-    for f in dataclasses.fields(config):
-        merged[f.name] = {k: f.metadata[k] for k in RULE_KEYS if k in f.metadata}
-    for name, rule in (rules or {}).items():
-        merged.setdefault(name, {}).update(rule)
-    for name, rule in merged.items():
-        check_value(name, getattr(config, name, None), rule)
-    check = getattr(config, "check", None)
-    if callable(check):
-        check()
-
-
-def check_model_option(name: Optional[str], flag: str = "--model") -> None:
-    """Refuses a hub id that cannot load here (offline, not cached) before anything loads.
-
-    ``None`` means the default: ``$LLAMA_UNSLOTH_MODEL`` if set (checked the same way), else the bundled model.
-
-    Raises:
-        OptionError: One line saying to pass a local folder or set the environment variable.
-    """
-    import os
-
-    from llama_unsloth.defaults import MODEL_ENV
-    from llama_unsloth.hub_check import offline_model_problem
-
-    problem = offline_model_problem(name or os.environ.get(MODEL_ENV), "Model", flag, MODEL_ENV)
-    if problem:
-        raise OptionError(problem)
+from llama_unsloth.errors import OptionError  # noqa: F401 (recipes raise it from their checks)
 
 
 def fail(message: str, code: int = 2) -> "typing.NoReturn":
     """Prints ``error: <message>`` as one line on stderr and exits with ``code`` (2: bad usage)."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
     raise SystemExit(code)
 
 
-def _base_type(annotation: Any) -> Any:
-    origin = typing.get_origin(annotation)
-    if origin is typing.Union:
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return _base_type(args[0]) if len(args) == 1 else str
-    return annotation
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default, and the recipe's docstring (its commands) as written."""
 
 
 def _read_config_file(path: str) -> dict:
-    """The option values in a YAML/JSON ``--config`` file (any text encoding); one-line errors, exit 2."""
+    """The option values in a YAML/JSON ``--config`` file, in any text encoding; one-line errors (exit 2)."""
     from llama_unsloth.errors import UnreadableFileError
     from llama_unsloth.text_files import read_text
 
@@ -138,82 +51,98 @@ def _read_config_file(path: str) -> dict:
     except UnreadableFileError as err:
         fail(f"--config {err}")
     try:
-        if file.suffix in (".yaml", ".yml"):
+        if file.suffix == ".json":
+            data = json.loads(text)
+        else:
             import yaml
 
             data = yaml.safe_load(text) or {}
-        else:
-            data = json.loads(text)
     except Exception as err:  # yaml.YAMLError / json.JSONDecodeError: say where, in one line
-        fail(f"--config {path}: not valid {'YAML' if file.suffix in ('.yaml', '.yml') else 'JSON'} ({' '.join(str(err).split())}).")
+        fail(f"--config {path}: not valid {'JSON' if file.suffix == '.json' else 'YAML'} ({err}).")
     if not isinstance(data, dict):
         fail(f"--config {path}: expected a mapping of option names to values.")
-    return {key.replace("-", "_"): value for key, value in data.items()}
+    return {str(key).replace("-", "_"): value for key, value in data.items()}
 
 
-def parse_config(
-    config_class: Type[T],
-    argv: Optional[Sequence[str]] = None,
-    description: str = "",
-    rules: Optional[Mapping[str, Mapping[str, Any]]] = None,
-    check: Optional[Callable[[Any], None]] = None,
-) -> T:
-    """Parses ``argv`` into an instance of ``config_class`` (a dataclass) and checks every option.
+class RecipeParser(TrlParser):
+    """``TrlParser`` that reads ``--config`` in any encoding and reports every user error in one line."""
 
-    Args:
-        config_class: The recipe's config dataclass.
-        argv: Arguments (default: ``sys.argv[1:]``).
-        description: Help text shown by ``--help`` (the recipe's docstring).
-        rules: Extra per-option rules, option name -> ``{"min": ..., "choices": ...}`` (see the module docstring).
-        check: Extra check of the whole config, raising :class:`OptionError` (run after ``config.check()``).
+    def error(self, message: str) -> "typing.NoReturn":  # type: ignore[override]
+        # argparse would print the whole usage first: hundreds of lines with SFTConfig's options.
+        fail(f"{message} (see --help)")
+
+    def parse_args_and_config(  # type: ignore[override]
+        self, args: Optional[Iterable[str]] = None, return_remaining_strings: bool = False, **kwargs: Any
+    ) -> Tuple[Any, ...]:
+        args = list(sys.argv[1:] if args is None else args)
+        if "--config" in args:
+            at = args.index("--config")
+            if at + 1 >= len(args):
+                fail("--config needs a file name.")
+            path = args[at + 1]
+            del args[at : at + 2]
+            values = _read_config_file(path)
+            for key, value in dict(values.pop("env", None) or {}).items():  # TRL's `env:` section
+                os.environ[str(key)] = str(value)
+            unknown = self.set_defaults_with_config(**values)
+            if unknown:
+                names = sorted(k[2:] for k in unknown[::2])
+                valid = sorted(a.dest for a in self._actions if a.dest not in ("help",))
+                fail(f"--config {path}: unknown option(s) {', '.join(names)}; valid: {', '.join(valid)}.")
+        try:
+            return self.parse_args_into_dataclasses(args=args, return_remaining_strings=return_remaining_strings)
+        except OptionError as err:
+            fail(str(err))
+        except ValueError as err:  # a dataclass's own check (TRL's, transformers') on a value
+            fail(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+
+
+@contextmanager
+def exit_on_user_error() -> Iterator[None]:
+    """Turns an error the user can fix from its message (:func:`llama_unsloth.errors.user_errors`) into :func:`fail`."""
+    from llama_unsloth.errors import user_errors
+
+    try:
+        yield
+    except user_errors() as err:
+        fail(str(err))
+
+
+def make_parser(dataclass_types: Sequence[type], description: Optional[str] = None) -> RecipeParser:
+    """The parser of a recipe: one flag per field of ``dataclass_types`` (TRL's ``TrlParser``)."""
+    return RecipeParser(list(dataclass_types), description=description, formatter_class=_HelpFormatter)
+
+
+def parse(parser: RecipeParser, argv: Optional[Sequence[str]] = None) -> Tuple[Any, ...]:
+    """Parses ``argv`` (default ``sys.argv[1:]``) into one instance per dataclass, checked; exits 2 on a user error."""
+    return tuple(parser.parse_args_and_config(list(argv) if argv is not None else None))
+
+
+def check_model_option(name: Optional[str], flag: str = "--model") -> None:
+    """Refuses a hub id that cannot load here (offline, not cached) before anything loads.
+
+    ``None`` means the default: ``$LLAMA_UNSLOTH_MODEL`` if set (checked the same way), else the bundled model.
 
     Raises:
-        SystemExit: Unknown option in ``--config`` or on the command line (argparse prints why), or a
-            value outside its allowed range (code 2, one line on stderr).
+        OptionError: One line saying to pass a local folder or set the environment variable.
     """
-    hints = typing.get_type_hints(config_class)
-    fields = [f for f in dataclasses.fields(config_class) if f.init]
-    names = {f.name for f in fields}
+    from llama_unsloth.defaults import MODEL_ENV
+    from llama_unsloth.hub_check import offline_model_problem
 
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config")
-    known, _ = pre.parse_known_args(argv)
-    file_values = _read_config_file(known.config) if known.config else {}
-    unknown = sorted(set(file_values) - names)
-    if unknown:
-        fail(f"--config {known.config}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}.")
+    problem = offline_model_problem(name or os.environ.get(MODEL_ENV), "Model", flag, MODEL_ENV)
+    if problem:
+        raise OptionError(problem)
 
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML or JSON file with option values (command-line flags win).")
-    for field in fields:
-        flag = "--" + field.name.replace("_", "-")
-        kind = _base_type(hints[field.name])
-        if field.default is not dataclasses.MISSING:
-            default = field.default
-        elif field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            default = field.default_factory()  # type: ignore[misc]
-        else:
-            default = None
-        default = file_values.get(field.name, default)
-        help_text = field.metadata.get("help", "")
-        required = default is None and field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING  # type: ignore[misc]
-        rule = {**{k: field.metadata[k] for k in RULE_KEYS if k in field.metadata}, **dict((rules or {}).get(field.name, {}))}
-        if "choices" in rule and "{" not in help_text:
-            help_text += f" One of: {', '.join(map(str, rule['choices']))}."
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
-        elif typing.get_origin(kind) in (list, List):
-            item = (typing.get_args(kind) or (str,))[0]
-            parser.add_argument(flag, nargs="*", type=item, default=default, help=help_text, required=required)
-        else:
-            parser.add_argument(flag, type=kind if kind in (int, float) else str, default=default, help=help_text, required=required)
-    namespace = vars(parser.parse_args(argv))
-    namespace.pop("config", None)
-    config = config_class(**namespace)
-    try:
-        check_config(config, rules)
-        if check is not None:
-            check(config)
-    except OptionError as err:
-        fail(str(err))
-    return config
+
+def flag_value(argv: Optional[Sequence[str]], flag: str) -> Optional[str]:
+    """The value given to ``flag`` on the command line (``--flag v`` or ``--flag=v``), without parsing the rest."""
+    args: List[str] = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+__all__ = ["RecipeParser", "check_model_option", "exit_on_user_error", "fail", "flag_value", "make_parser", "parse"]

@@ -195,30 +195,40 @@ def _broken_json(tmp_path: Path) -> Path:
     ids=["missing-field", "non-string", "empty-file", "empty-list", "csv-not-json", "truncated-json"],
 )
 def test_bad_data_stops_before_any_model_loads(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_file: Any, expected: List[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, make_file: Any, expected: List[str]
 ) -> None:
     _forbid_model_loading(monkeypatch)
     data = make_file(tmp_path)
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as err:
         _finetune(["--model", str(tmp_path / "never-loaded"), "--data", str(data), "--output-dir", str(out), *FAST])
-    message = str(err.value)
+    message = capsys.readouterr().err
+    assert err.value.code == 2 and message.startswith("error: ") and message.count("\n") == 1, message
     for part in expected:
         assert part in message, (part, message)
     assert not out.exists()
 
 
-def test_missing_hf_token_and_bad_options_stop_before_loading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_hf_token_and_bad_options_stop_before_loading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     _forbid_model_loading(monkeypatch)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     data = _write_json(tmp_path / "train.json", _records())
     base = ["--model", str(tmp_path / "never-loaded"), "--data", str(data), "--output-dir", str(tmp_path / "out")]
-    with pytest.raises(SystemExit, match="HF_TOKEN"):
-        _finetune([*base, "--push-to-hub", "me/model"])
-    with pytest.raises(SystemExit, match="--save must be one of lora, merged_16bit, merged_4bit"):
-        _finetune([*base, "--save", "merged_8bit"])
-    with pytest.raises(SystemExit, match="Unknown prompt format 'alpacca'"):
-        _finetune([*base, "--prompt-format", "alpacca"])
+    for extra, message in (
+        (["--push-to-hub", "me/model"], "--push-to-hub needs a Hugging Face token with write access in the HF_TOKEN"),
+        (["--save", "merged_8bit"], "argument --save: invalid choice: 'merged_8bit' (choose from 'lora', 'merged_16bit', 'merged_4bit')"),
+        (["--use-gradient-checkpointing", "yes"], "argument --use_gradient_checkpointing/--use-gradient-checkpointing: invalid choice: 'yes'"),
+        (["--prompt-format", "alpacca"], "Unknown prompt format 'alpacca'"),
+        (["--push-to-hub", "model-without-user"], "--push-to-hub must be a Hub repository id user/name; got 'model-without-user'."),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            _finetune([*base, *extra])
+        err = capsys.readouterr().err
+        # One line, exit 2 -- not argparse's usage block of every SFTConfig option, not a traceback.
+        assert exit_.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "out").exists()
 
 
 # ------------------------------------------------------------------------------------------------ Ctrl-C
@@ -306,12 +316,14 @@ def test_push_errors_mask_the_token(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 # ------------------------------------------------------------------------------------------------ CLI
 def test_cli_help_shows_the_spec_defaults(capsys: pytest.CaptureFixture) -> None:
     from llama_unsloth.cli import main as cli_main
-    from recipes.finetune import FinetuneConfig
 
     with pytest.raises(SystemExit) as err:
         cli_main(["finetune", "--help"])
     assert err.value.code == 0
-    text = " ".join(capsys.readouterr().out.split())
+    text = capsys.readouterr().out
+    # SPEC "Fine-tuning settings users run", as each option's help states its default.
+    import re
+
     for flag, default in [
         ("--max-seq-length", "2048"), ("--r", "16"), ("--lora-alpha", "16"), ("--lora-dropout", "0.0"),
         ("--random-state", "3407"), ("--per-device-train-batch-size", "2"), ("--gradient-accumulation-steps", "4"),
@@ -319,22 +331,23 @@ def test_cli_help_shows_the_spec_defaults(capsys: pytest.CaptureFixture) -> None
         ("--weight-decay", "0.01"), ("--lr-scheduler-type", "linear"), ("--seed", "3407"), ("--save", "lora"),
         ("--use-gradient-checkpointing", "unsloth"), ("--load-in-4bit", "True"),
     ]:
-        assert flag in text and f"Default: {default}" in text, flag
+        # argparse lists an option's names, then its help ending in "(default: X)"; find the entry naming the flag.
+        entries = re.split(r"\n  (?=-)", text)
+        entry = next((e for e in entries if re.search(rf"(^|, ){re.escape(flag)}\b(?![-_])", e)), None)
+        assert entry is not None, flag
+        assert f"(default: {default})" in " ".join(entry.split()), (flag, entry)
     assert "unsloth/Mistral-Nemo-Instruct-2407-bnb-4bit" in text and "--push-to-hub" in text
-    defaults = FinetuneConfig(data="x.json")
-    assert defaults.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    assert (defaults.backend, defaults.prompt_format, defaults.precision) == ("auto", "alpaca", "auto")
 
 
 def test_config_file_sets_options_and_flags_win(tmp_path: Path) -> None:
-    from recipes.config import parse_config
-    from recipes.finetune import FinetuneConfig
+    from recipes.config import parse
+    from recipes.finetune import make_parser
 
     config_file = tmp_path / "ft.yaml"
-    config_file.write_text("data: d.jsonl\nmax_steps: 7\nprompt-format: reasoning\ntarget_modules: [q_proj, v_proj]\n")
-    config = parse_config(FinetuneConfig, ["--config", str(config_file), "--max-steps", "9"])
-    assert (config.data, config.max_steps, config.prompt_format) == ("d.jsonl", 9, "reasoning")
-    assert config.target_modules == ["q_proj", "v_proj"] and config.r == 16
+    config_file.write_text("data: d.jsonl\nmax_steps: 7\nprompt-format: reasoning\nlora_target_modules: [q_proj, v_proj]\n")
+    script, model, training = parse(make_parser(), ["--config", str(config_file), "--max-steps", "9"])
+    assert (script.data, training.max_steps, script.prompt_format) == ("d.jsonl", 9, "reasoning")
+    assert model.lora_target_modules == ["q_proj", "v_proj"] and model.lora_r == 16
 
 
 # ------------------------------------------------------------------------------------------------ GPU

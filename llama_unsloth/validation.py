@@ -1,0 +1,78 @@
+"""Range checks for option dataclasses, run in their ``__post_init__`` (PEFT's habit): one message per bad value.
+
+The message names the command-line flag (``--learning-rate``), the allowed range and the value given,
+so the recipes print it as the one error line. Python callers see the same text in the
+:class:`~llama_unsloth.errors.OptionError` (a ``ValueError``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Optional
+
+from llama_unsloth.errors import OptionError
+
+
+def flag_name(name: str) -> str:
+    """``chunk_size`` -> ``--chunk-size`` (a name that already starts with ``--`` is kept)."""
+    return name if name.startswith("--") else "--" + name.replace("_", "-")
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def check_range(
+    name: str,
+    value: Any,
+    *,
+    min: Optional[float] = None,  # noqa: A002 - the words the message uses
+    max: Optional[float] = None,  # noqa: A002
+    gt: Optional[float] = None,
+    lt: Optional[float] = None,
+    also: Iterable[Any] = (),
+) -> None:
+    """Checks a number against inclusive ``min``/``max`` and exclusive ``gt``/``lt`` bounds; ``None`` (unset) passes.
+
+    Args:
+        name: Field or flag name (``learning_rate`` or ``--learning-rate``).
+        value: The value to check.
+        min: Smallest allowed value.
+        max: Largest allowed value.
+        gt: The value must be above this.
+        lt: The value must be below this.
+        also: Values allowed outside the range (``-1`` for "no limit").
+
+    Raises:
+        OptionError: ``--flag must be >= 1 (or -1); got 0.``
+    """
+    if value is None:
+        return
+    flag, also = flag_name(name), list(also)
+    if value in also and not isinstance(value, bool):
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not math.isfinite(value)):
+        raise OptionError(f"{flag} must be a number; got {value!r}.")
+    bounds, ok = [], True
+    for word, bound, passes in ((">=", min, lambda b: value >= b), (">", gt, lambda b: value > b),
+                                ("<=", max, lambda b: value <= b), ("<", lt, lambda b: value < b)):
+        if bound is not None:
+            bounds.append(f"{word} {_fmt(bound)}")
+            ok &= passes(bound)
+    if not ok:
+        allowed = " and ".join(bounds) + (f" (or {', '.join(map(_fmt, also))})" if also else "")
+        raise OptionError(f"{flag} must be {allowed}; got {_fmt(value)}.")
+
+
+def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
+    """Checks ``value`` is one of ``choices`` (for values the parser cannot check: Python callers, config files).
+
+    Raises:
+        OptionError: ``--flag must be one of a, b; got 'c'.``
+    """
+    choices = list(choices)
+    if value is not None and value not in choices:
+        raise OptionError(f"{flag_name(name)} must be one of {', '.join(map(str, choices))}; got {value!r}.")
+
+
+__all__ = ["check_choice", "check_range", "flag_name"]

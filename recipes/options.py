@@ -1,0 +1,212 @@
+"""Options the recipes share, each defined once; a recipe's parser is a tuple of these dataclasses.
+
+``query``, ``batch`` and ``compare`` read an index (:class:`IndexOptions`), retrieve and rerank
+(:class:`RetrievalOptions`) and generate (:class:`ModelOptions`); ``batch`` and ``compare`` answer many
+questions (:class:`BatchOptions`); ``index`` writes an index (:class:`IndexOptions`,
+:class:`IndexingOptions`). Defaults come from :mod:`llama_unsloth.defaults`. Every check that
+needs no model runs in ``__post_init__``: a bad value stops the command before anything loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Literal, Optional
+
+from llama_unsloth import defaults
+from llama_unsloth.errors import OptionError
+from llama_unsloth.validation import check_range
+
+
+@dataclass
+class IndexOptions:
+    """Where the Chroma collection is: a folder, or a Chroma server (``chroma run``)."""
+
+    persist_dir: str = field(default=defaults.PERSIST_DIR, metadata={"help": "Chroma folder written by `llama-unsloth index`."})
+    collection: str = field(default=defaults.COLLECTION, metadata={"help": "Chroma collection name."})
+    chroma_host: Optional[str] = field(
+        default=None,
+        metadata={"help": "Host of a Chroma server (`chroma run`) to use instead of --persist-dir; default: $LLAMA_UNSLOTH_CHROMA_HOST."},
+    )
+    chroma_port: Optional[int] = field(
+        default=None, metadata={"help": "Port of that Chroma server; default: $LLAMA_UNSLOTH_CHROMA_PORT or 8000."}
+    )
+    embed_model: Optional[str] = field(
+        default=None,
+        metadata={"help": "Embedding model folder or hub name; default: the one the index records (index: $LLAMA_UNSLOTH_EMBED_MODEL "
+                  "or the bundled MiniLM; cohere: embed-english-v3.0)."},
+    )
+
+    def __post_init__(self) -> None:
+        check_range("chroma_port", self.chroma_port, min=1, max=65535)
+
+    @property
+    def location(self) -> str:
+        """The folder, or ``http://host:port`` of the Chroma server."""
+        from llama_unsloth.index_store import chroma_location
+
+        return chroma_location(self.persist_dir, self.chroma_host, self.chroma_port)
+
+    def open(self) -> Any:
+        """Opens the collection: ``(index, embed_model)`` (the embedding model the index records, or --embed-model)."""
+        from llama_unsloth.index_store import open_index_with_embeddings
+
+        return open_index_with_embeddings(self.location, self.collection, embed_model=self.embed_model)
+
+
+@dataclass
+class RetrievalOptions:
+    """What is retrieved and how it is reranked (the SPEC's k=3, or k=15 -> POV 10 -> 5)."""
+
+    povs: Optional[str] = field(default=None, metadata={"help": "POV file (one viewpoint per line): enables POV reranking."})
+    similarity_top_k: Optional[int] = field(
+        default=None, metadata={"help": f"Chunks retrieved (default {defaults.POV_TOP_K} with --povs, else {defaults.TOP_K})."}
+    )
+    query_top_n: int = field(default=defaults.QUERY_TOP_N, metadata={"help": "Chunks kept by query similarity before POV scoring."})
+    top_n: int = field(default=defaults.POV_TOP_N, metadata={"help": "Chunks kept after POV scoring (at most --query-top-n)."})
+
+    def __post_init__(self) -> None:
+        check_range("similarity_top_k", self.similarity_top_k, min=1)
+        check_range("query_top_n", self.query_top_n, min=1)
+        check_range("top_n", self.top_n, min=1)
+        if self.top_n > self.query_top_n:
+            raise OptionError(
+                f"--top-n ({self.top_n}) must not exceed --query-top-n ({self.query_top_n}): "
+                "POV scoring keeps a subset of the query-ranked chunks."
+            )
+        if self.povs and not Path(self.povs).is_file():
+            raise OptionError(f"POV file {self.povs!r} not found. Pass a text file with one viewpoint per line.")
+
+    def postprocessors(self, embed_model: Any) -> list:
+        """Duplicate filter, POV reranker (with ``--povs``) and context cleaner, embedding with ``embed_model``."""
+        from llama_unsloth import rag
+
+        return rag.make_postprocessors(embed_model, povs_file=self.povs, query_top_n=self.query_top_n, top_n=self.top_n)
+
+
+@dataclass
+class ModelOptions:
+    """Which model answers, in which layout, with how many tokens."""
+
+    model_dir: Optional[str] = field(default=None, metadata={"help": "Fine-tuned model folder (its prompt layout comes with it)."})
+    model: Optional[str] = field(default=None, metadata={"help": "Model name or folder; default: offline SmolLM2-135M-Instruct."})
+    llm_url: Optional[str] = field(
+        default=None,
+        metadata={"help": "OpenAI-compatible server that serves the model (e.g. vllm serve ... --port 8001: http://127.0.0.1:8001/v1); default: in-process."},
+    )
+    served_model: Optional[str] = field(
+        default=None, metadata={"help": "Model name the server serves (vllm serve --served-model-name); default: the --model-dir path."}
+    )
+    prompt_format: Optional[str] = field(
+        default=None, metadata={"help": "Override the prompt layout (chat, alpaca-context, a .j2 file ...)."}
+    )
+    prompt_fields: Optional[List[str]] = field(
+        default=None,
+        metadata={"help": "Roles of a Python format template's positional {} placeholders, in order (e.g. instruction input context)."},
+    )
+    max_new_tokens: int = field(default=defaults.MAX_NEW_TOKENS, metadata={"help": "Most tokens per answer."})
+    max_seq_length: int = field(default=defaults.MAX_SEQ_LENGTH, metadata={"help": "Context window (prompt + answer)."})
+    load_in_4bit: Optional[bool] = field(default=None, metadata={"help": "4-bit weights (default: only where CUDA is available)."})
+
+    def __post_init__(self) -> None:
+        check_range("max_new_tokens", self.max_new_tokens, min=1)
+        check_range("max_seq_length", self.max_seq_length, min=2)
+        if self.max_new_tokens >= self.max_seq_length:
+            raise OptionError(
+                f"--max-new-tokens ({self.max_new_tokens}) must be below --max-seq-length ({self.max_seq_length}): the prompt needs room too."
+            )
+        self.layout = self._layout()
+
+    def check_model(self) -> None:
+        """Refuses a hub id that cannot load offline (only when a model will load; not for --model-dir)."""
+        from recipes.config import check_model_option
+
+        if not self.model_dir:
+            check_model_option(self.model)
+
+    def _layout(self) -> Any:
+        """The ``PromptFormat`` that ``--prompt-format`` (and ``--prompt-fields``) name, or None for the model's own."""
+        if not self.prompt_format:
+            return None
+        from llama_unsloth.prompts import PromptFormat, PromptFormatError
+
+        path = Path(self.prompt_format).expanduser()
+        try:
+            return PromptFormat.get(str(path) if path.exists() else self.prompt_format, fields=self.prompt_fields)
+        except (PromptFormatError, FileNotFoundError, UnicodeDecodeError) as err:
+            raise OptionError(f"--prompt-format: {err}") from err
+
+    def load(self, **extra: Any) -> Any:
+        """Loads the LLM these options name (:func:`llama_unsloth.loading.load_llm`); ``extra`` adds LLM fields."""
+        from llama_unsloth.loading import load_llm
+
+        return load_llm(
+            self.model, self.model_dir, load_in_4bit=self.load_in_4bit, prompt_format=self.layout,
+            max_new_tokens=self.max_new_tokens, max_seq_length=self.max_seq_length,
+            llm_url=self.llm_url, served_model=self.served_model, **extra,
+        )
+
+
+@dataclass
+class BatchOptions:
+    """How many questions are answered at once, and how answers are judged."""
+
+    batch_size: int = field(default=defaults.BATCH_SIZE, metadata={"help": "Prompts per generate call (lower it if memory runs out)."})
+    workers: int = field(
+        default=1, metadata={"help": "Questions answered at once, for a model server (--llm-url); each is recorded exactly once."}
+    )
+    abstention_patterns: Optional[str] = field(
+        default=None,
+        metadata={"help": "File of extra 'I don't know' regexes, one per line (added to the English/Japanese defaults)."},
+    )
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+    def __post_init__(self) -> None:
+        check_range("batch_size", self.batch_size, min=1)
+        check_range("workers", self.workers, min=1, max=256)
+
+    def patterns(self) -> Optional[List[str]]:
+        """The extra abstention patterns from ``--abstention-patterns`` (None: the defaults only)."""
+        if not self.abstention_patterns:
+            return None
+        from llama_unsloth.abstention import load_patterns
+
+        return load_patterns(self.abstention_patterns)
+
+
+@dataclass
+class IndexingOptions:
+    """How documents become chunks and vectors (``index``)."""
+
+    input_dir: str = field(metadata={"help": "Folder of .txt/.md files (searched recursively)."})
+    chunk_unit: Literal["characters", "tokens"] = field(
+        default=defaults.CHUNK_UNIT, metadata={"help": "What chunk sizes count: characters or tokens (cl100k)."}
+    )
+    chunk_size: Optional[int] = field(
+        default=None,
+        metadata={"help": f"Chunk size (default {defaults.CHUNKING['characters'][0]} characters / {defaults.CHUNKING['tokens'][0]} tokens)."},
+    )
+    chunk_overlap: Optional[int] = field(
+        default=None,
+        metadata={"help": f"Chunk overlap (default {defaults.CHUNKING['characters'][1]} characters / {defaults.CHUNKING['tokens'][1]} tokens)."},
+    )
+    embed_backend: Literal["huggingface", "cohere"] = field(
+        default="huggingface", metadata={"help": "huggingface (local/hub model) or cohere (COHERE_API_KEY)."}
+    )
+    embed_batch_size: int = field(
+        default=defaults.EMBED_BATCH_SIZE, metadata={"help": "Chunks per embedding call (also the unit of work kept on Ctrl-C)."}
+    )
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+    def __post_init__(self) -> None:
+        from llama_unsloth.index_store import MIN_CHUNK_SIZE
+
+        check_range("chunk_size", self.chunk_size, min=MIN_CHUNK_SIZE)
+        check_range("chunk_overlap", self.chunk_overlap, min=0)
+        check_range("embed_batch_size", self.embed_batch_size, min=1)
+        size = self.chunk_size if self.chunk_size is not None else defaults.CHUNKING[self.chunk_unit][0]
+        if self.chunk_overlap is not None and self.chunk_overlap >= size:
+            raise OptionError(f"--chunk-overlap must be below --chunk-size ({size}); got {self.chunk_overlap}.")
+
+
+__all__ = ["BatchOptions", "IndexOptions", "IndexingOptions", "ModelOptions", "RetrievalOptions"]
