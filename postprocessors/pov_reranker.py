@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from llama_unsloth import defaults
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.bridge.pydantic import (
     Field,
@@ -170,9 +171,9 @@ class POVReranker(BaseNodePostprocessor):
         ),
     )
     query_top_n: int = Field(
-        default=10, ge=1, description="Chunks kept by query similarity before POV scoring."
+        default=defaults.QUERY_TOP_N, ge=1, description="Chunks kept by query similarity before POV scoring."
     )
-    top_n: int = Field(default=5, ge=1, description="Chunks returned, best POV score first.")
+    top_n: int = Field(default=defaults.POV_TOP_N, ge=1, description="Chunks returned, best POV score first.")
     cache_size: int = Field(
         default=4096,
         ge=0,
