@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -19,6 +20,9 @@ from llama_unsloth.tables import write_table
 
 
 # ---------------------------------------------------------------------------------------------- questions
+
+logger = logging.getLogger(__name__)
+
 QUESTION_COLUMNS = ("question", "instruction")
 
 
@@ -118,7 +122,7 @@ def read_answers_jsonl(path: Union[str, Path], repair: bool = False) -> List[Dic
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            print(f"warning: {file}: line {n} is not valid JSON; ignored (that question will be answered again).", file=sys.stderr)
+            logger.warning("warning: %s: line %d is not valid JSON; ignored (that question will be answered again).", file, n)
             continue
         if isinstance(record, dict) and isinstance(record.get("instruction"), str) and "answer" in record:
             records.append(record)

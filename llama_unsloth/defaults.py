@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Final, Optional
 from llama_unsloth.errors import MissingDefaultModelError  # noqa: F401 (defined there, re-exported here)
 
 # ---- retrieval (SPEC "Retrieval users run" and the POV algorithm)
@@ -31,7 +31,7 @@ QUERY_TOP_N = 10  # kept by query similarity before POV scoring
 POV_TOP_N = 5  # kept by POV score: the context
 
 # ---- indexing: the users' RecursiveCharacterTextSplitter(chunk_size=2000, chunk_overlap=120)
-CHUNK_UNIT = "characters"
+CHUNK_UNIT: Final = "characters"
 # (size, overlap) per unit; 384/24 cl100k tokens ~ 2000/120 characters on English prose.
 CHUNKING = {"characters": (2000, 120), "tokens": (384, 24)}
 EMBED_BATCH_SIZE = 32

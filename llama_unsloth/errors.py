@@ -6,7 +6,7 @@ One home for them: modules raise these (and re-export the ones they are known by
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Type
 
 
 class RagError(Exception):
@@ -143,10 +143,16 @@ class OptionError(ValueError):
     """A command-line option has a value outside what it allows; the message says what is allowed."""
 
 
-def user_errors() -> Tuple[type, ...]:
-    """Exception types whose message alone tells a command-line user what to fix (one line, exit 2)."""
-    return (RagError, ModelLoadError, PromptFormatError, PromptTooLongError, ServedModelError, DatasetError,
-            HubTokenError, OptionError, EmbeddingServiceError, ImportError)
+# Exception types whose message alone tells a command-line user what to fix (printed as one line, exit 2).
+USER_ERRORS: Tuple[Type[BaseException], ...] = (
+    RagError, ModelLoadError, PromptFormatError, PromptTooLongError, ServedModelError, DatasetError, HubTokenError,
+    OptionError, EmbeddingServiceError, ImportError,
+)
+
+
+def user_errors() -> Tuple[Type[BaseException], ...]:
+    """:data:`USER_ERRORS`: the errors a command-line user can fix from the message alone."""
+    return USER_ERRORS
 
 
 __all__ = [
@@ -169,5 +175,6 @@ __all__ = [
     "RagError",
     "ServedModelError",
     "UnreadableFileError",
+    "USER_ERRORS",
     "user_errors",
 ]

@@ -20,6 +20,7 @@ Japanese characters) of a chunk; :func:`build_index` says so when chunks are lon
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import re
@@ -46,6 +47,8 @@ from llama_unsloth.embeddings import (  # noqa: F401
     embedding_dimension,
     make_embed_model,
 )
+
+logger = logging.getLogger(__name__)
 
 CHUNK_UNITS = ("characters", "tokens")
 DEFAULT_CHUNK_UNIT = defaults.CHUNK_UNIT
@@ -115,6 +118,16 @@ def _chroma_client(persist_dir: Union[str, Path]) -> Any:
     if server is not None:
         return chromadb.HttpClient(host=server[0], port=server[1], settings=settings)
     return chromadb.PersistentClient(path=str(persist_dir), settings=settings)
+
+
+def delete_collection(persist_dir: Union[str, Path], collection: str) -> None:
+    """Deletes a collection (its chunks and vectors) after checking it exists in a Chroma folder or server.
+
+    Raises:
+        IndexNotFoundError: No such Chroma folder, server or collection.
+    """
+    open_collection(persist_dir, collection)
+    _chroma_client(persist_dir).delete_collection(collection)
 
 
 def open_collection(persist_dir: Union[str, Path], collection: str, create: bool = False, metadata: Optional[dict] = None) -> Any:
@@ -584,6 +597,9 @@ def read_documents(folder: Union[str, Path], warn: Optional[Callable[[str], None
     reads: List[DocumentRead] = []
     for path in tqdm(list_documents(root), desc="Reading files", unit="file", disable=not progress):
         name = str(path.relative_to(root))
+        text: Optional[str]
+        encoding: Optional[str]
+        reason: Optional[str]
         try:
             data = path.read_bytes()
         except OSError as err:
@@ -627,8 +643,9 @@ def _stored_files(chroma: Any, page: int = 5000) -> Dict[str, Dict[str, Any]]:
         offset += page
 
 
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+def _log_warning(line: str) -> None:
+    # Library code logs; the index recipe passes warn= to print these lines itself.
+    logger.warning(line)
 
 
 def build_index(
@@ -641,7 +658,7 @@ def build_index(
     embed_batch_size: int = DEFAULT_EMBED_BATCH_SIZE,
     progress: bool = True,
     chunk_unit: str = DEFAULT_CHUNK_UNIT,
-    warn: Optional[Callable[[str], None]] = _stderr,
+    warn: Optional[Callable[[str], None]] = _log_warning,
 ) -> Tuple[Any, IndexStats]:
     """Brings a Chroma collection in step with a folder of documents.
 
@@ -664,7 +681,7 @@ def build_index(
         embed_batch_size: Chunks per embedding call.
         progress: Show tqdm progress bars (stderr).
         chunk_unit: ``characters`` or ``tokens``.
-        warn: Receives one line per skipped binary/undecodable file and per long-chunk note (default: stderr).
+        warn: Receives one line per skipped binary/undecodable file and per long-chunk note (default: the ``llama_unsloth.index_store`` logger).
 
     Returns:
         ``(VectorStoreIndex, IndexStats)``.

@@ -75,10 +75,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                     cache["llm"] = model.load(abstention_patterns=patterns)
                 return cache["llm"]
 
-            common = dict(batch_size=batch.batch_size, progress=batch.progress, workers=batch.workers)
             with_rag = batch_answers.run_batch(load, questions, out_dir / "rag", index=index, postprocessors=postprocessors,
-                                               similarity_top_k=retrieval.similarity_top_k, **common)
-            without = batch_answers.run_batch(load, questions, out_dir / "no_rag", **common)
+                                               similarity_top_k=retrieval.similarity_top_k, batch_size=batch.batch_size,
+                                               progress=batch.progress, workers=batch.workers)
+            without = batch_answers.run_batch(load, questions, out_dir / "no_rag", batch_size=batch.batch_size,
+                                              progress=batch.progress, workers=batch.workers)
         else:
             raise errors.RagError("Pass --questions <file>, or --rag-jsonl and --no-rag-jsonl.")
     summary, rows = comparison.compare_records(with_rag, without, abstention_patterns=patterns)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import typing
 from contextlib import contextmanager
@@ -69,6 +70,11 @@ class RecipeParser(TrlParser):
 
     def error(self, message: str) -> "typing.NoReturn":  # type: ignore[override]
         # argparse would print the whole usage first: hundreds of lines with SFTConfig's options.
+        choice = re.match(r"argument (\S+): invalid choice: (.+?) \(choose from (.+)\)$", message)
+        if choice:  # the same words as every other bad value (llama_unsloth.validation)
+            names, got, allowed = choice.groups()
+            flag = next((n for n in names.split("/") if "_" not in n), names.split("/")[-1])
+            fail(f"{flag} must be one of {', '.join(a.strip().strip(chr(39)) for a in allowed.split(','))}; got {got}.")
         fail(f"{message} (see --help)")
 
     def parse_args_and_config(  # type: ignore[override]
@@ -100,11 +106,11 @@ class RecipeParser(TrlParser):
 @contextmanager
 def exit_on_user_error() -> Iterator[None]:
     """Turns an error the user can fix from its message (:func:`llama_unsloth.errors.user_errors`) into :func:`fail`."""
-    from llama_unsloth.errors import user_errors
+    from llama_unsloth.errors import USER_ERRORS
 
     try:
         yield
-    except user_errors() as err:
+    except USER_ERRORS as err:
         fail(str(err))
 
 

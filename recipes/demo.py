@@ -16,23 +16,27 @@ import time
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from llama_unsloth.validation import check_range
+
 SAMPLE_QUESTION = "What limits trade inside regional trade blocs today?"
 
 
 @dataclass
-class DemoConfig:
+class DemoArguments:
+    """The demo's options (the generation ones are the shared --max-new-tokens/--max-seq-length rules)."""
+
     out_dir: str = field(default="demo_output", metadata={"help": "Folder for the index, answers and report."})
-    max_new_tokens: int = field(default=128, metadata={"help": "Most tokens per answer (kept small for CPU).", "min": 1})
+    max_new_tokens: int = field(default=128, metadata={"help": "Most tokens per answer (kept small for CPU)."})
     max_seq_length: int = field(
-        default=4096, metadata={"help": "Context window: 4096 lets the 5 POV-ranked ~2000-character chunks fit one prompt.", "min": 2}
+        default=4096, metadata={"help": "Context window: 4096 lets the 5 POV-ranked ~2000-character chunks fit one prompt."}
     )
-    batch_questions: int = field(default=4, metadata={"help": "Questions in the mini batch (the last is unanswerable).", "min": 1, "max": 12})
+    batch_questions: int = field(default=4, metadata={"help": "Questions in the mini batch (the last is unanswerable)."})
 
-    def check(self) -> None:
-        """Rules between options."""
-        from recipes.query import check_common
+    def __post_init__(self) -> None:
+        from recipes.options import ModelOptions
 
-        check_common(self)
+        ModelOptions(max_new_tokens=self.max_new_tokens, max_seq_length=self.max_seq_length)  # the same checks as query's
+        check_range("batch_questions", self.batch_questions, min=1, max=12)
 
 
 def _title(text: str) -> None:
@@ -40,9 +44,9 @@ def _title(text: str) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from recipes.config import parse_config
+    from recipes.config import make_parser, parse
 
-    config = parse_config(DemoConfig, argv, description=__doc__)
+    (config,) = parse(make_parser((DemoArguments,), description=__doc__), argv)
     began = time.perf_counter()
     import os
     from pathlib import Path
@@ -51,7 +55,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import torch
     from llama_index.core import Settings
 
-    from llama_unsloth import UnslothLLM, batch_answers, comparison, index_store, rag, tables
+    from llama_unsloth import UnslothLLM, batch_answers, comparison, defaults, index_store, rag, tables
     from postprocessors import ContextCleaner, DuplicateChunkFilter, POVReranker
 
     data = Path(__file__).resolve().parent.parent / "llama_unsloth" / "data"
@@ -67,8 +71,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ChunkSettingsMismatchError as err:
         # A demo index from an older version (other chunking): the demo owns it, so rebuild it.
         print(f"{err}\nRebuilding the demo index with the current chunk settings ...")
-        index_store.open_collection(chroma_dir, "demo")  # checks it is a Chroma folder before deleting anything
-        index_store._chroma_client(chroma_dir).delete_collection("demo")
+        index_store.delete_collection(chroma_dir, "demo")
         index, stats = index_store.build_index(data / "corpus", persist_dir=chroma_dir, collection="demo", embed_model=embed_model)
     print(stats.summary())
     print(f"Chroma index: {chroma_dir.resolve()} (collection 'demo'); run the demo again and nothing is re-embedded.")
@@ -79,10 +82,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"{llm.metadata.model_name} via {llm.backend_name}; prompt layout {llm.format.name!r}")
 
     _title("3. One question, POV-reranked RAG")
-    rerank = POVReranker.from_file(data / "povs.txt", embed_model=embed_model, query_top_n=10, top_n=5)
+    rerank = POVReranker.from_file(data / "povs.txt", embed_model=embed_model, query_top_n=defaults.QUERY_TOP_N, top_n=defaults.POV_TOP_N)
     engine = index.as_query_engine(
         llm=llm,
-        similarity_top_k=15,
+        similarity_top_k=defaults.POV_TOP_K,
         node_postprocessors=[DuplicateChunkFilter(), rerank, ContextCleaner()],
         text_qa_template=llm.qa_template(),
         refine_template=llm.refine_template(),
@@ -97,9 +100,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     picked = questions[: max(1, config.batch_questions - 1)] + questions[-1:]  # the last one is not in the corpus
     for stale in out.glob("batch_*"):
         stale.unlink()  # the demo answers afresh each time (batch itself resumes)
-    common = dict(batch_size=4, progress=True)
-    with_rag = batch_answers.run_batch(llm, picked, out / "batch_rag", index=index, postprocessors=rag.make_postprocessors(), **common)
-    without = batch_answers.run_batch(llm, picked, out / "batch_no_rag", **common)
+    with_rag = batch_answers.run_batch(llm, picked, out / "batch_rag", index=index, postprocessors=rag.make_postprocessors(),
+                                       batch_size=4, progress=True)
+    without = batch_answers.run_batch(llm, picked, out / "batch_no_rag", batch_size=4, progress=True)
     for a, b in zip(with_rag, without):
         print(f"\nQ: {a['instruction']}\n  RAG:    {a['answer'][:300]}\n  no RAG: {b['answer'][:300]}")
 

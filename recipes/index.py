@@ -67,6 +67,7 @@ def _run(indexing: IndexingOptions, target: IndexOptions) -> int:
                 chunk_unit=indexing.chunk_unit,
                 embed_batch_size=indexing.embed_batch_size,
                 progress=indexing.progress,
+                warn=lambda line: print(line, file=sys.stderr, flush=True),
             )
         except errors.IndexInterrupted as err:
             print(str(err), file=sys.stderr)

@@ -106,7 +106,9 @@ class ModelOptions:
     )
     max_new_tokens: int = field(default=defaults.MAX_NEW_TOKENS, metadata={"help": "Most tokens per answer."})
     max_seq_length: int = field(default=defaults.MAX_SEQ_LENGTH, metadata={"help": "Context window (prompt + answer)."})
-    load_in_4bit: Optional[bool] = field(default=None, metadata={"help": "4-bit weights (default: only where CUDA is available)."})
+    load_in_4bit: bool = field(
+        default=True, metadata={"help": "bitsandbytes 4-bit weights where CUDA can run them (full precision without a GPU)."}
+    )
 
     def __post_init__(self) -> None:
         check_range("max_new_tokens", self.max_new_tokens, min=1)
@@ -141,7 +143,8 @@ class ModelOptions:
         from llama_unsloth.loading import load_llm
 
         return load_llm(
-            self.model, self.model_dir, load_in_4bit=self.load_in_4bit, prompt_format=self.layout,
+            # None lets load_llm choose: 4-bit exactly where CUDA is available.
+            self.model, self.model_dir, load_in_4bit=None if self.load_in_4bit else False, prompt_format=self.layout,
             max_new_tokens=self.max_new_tokens, max_seq_length=self.max_seq_length,
             llm_url=self.llm_url, served_model=self.served_model, **extra,
         )

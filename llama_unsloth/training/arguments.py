@@ -34,10 +34,14 @@ TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
+def _parent_field(parent: type, name: str) -> Any:
+    return {f.name: f for f in dataclasses.fields(parent)}[name]  # type: ignore[arg-type]
+
+
 def _spec(parent: type, name: str, default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
           help: Optional[str] = None, aliases: Optional[List[str]] = None) -> Any:  # noqa: A002
     """A field of ``parent`` with our default (and help/aliases), keeping TRL's help text otherwise."""
-    metadata = dict(parent.__dataclass_fields__[name].metadata)
+    metadata = dict(_parent_field(parent, name).metadata)
     if help is not None:
         metadata["help"] = help
     if aliases:
@@ -47,7 +51,7 @@ def _spec(parent: type, name: str, default: Any = dataclasses.MISSING, *, defaul
 
 def _hidden(parent: type, name: str, default: Any) -> Any:
     """A field of ``parent`` that is not an option here (the recipe sets or ignores it)."""
-    return field(default=default, init=False, metadata=dict(parent.__dataclass_fields__[name].metadata))
+    return field(default=default, init=False, metadata=dict(_parent_field(parent, name).metadata))
 
 
 @dataclass
@@ -200,7 +204,7 @@ class FinetuneSFTConfig(SFTConfig):
         self.bf16, self.fp16 = self.precision == "bf16", self.precision == "fp16"
         from llama_unsloth.import_utils import cuda_available
 
-        self.dataloader_pin_memory = self.dataloader_pin_memory and cuda_available()
+        self.dataloader_pin_memory = bool(getattr(self, "dataloader_pin_memory", True)) and cuda_available()
         super().__post_init__()
 
 

@@ -153,7 +153,7 @@ def test_query_and_batch_recipes_answer_through_the_server(
 
     from recipes.batch import main as batch
     from recipes.query import main as query
-    from tests.recipes._helpers import build_small_index, reuse_embed_model
+    from tests.recipes._helpers import build_small_index, exit_code, reuse_embed_model
 
     reuse_embed_model(monkeypatch)
     persist = build_small_index(tmp_path)
@@ -170,5 +170,5 @@ def test_query_and_batch_recipes_answer_through_the_server(
     assert len(standin.prompts) == before + 3
     # A wrong model name is one line, exit 2.
     capsys.readouterr()
-    assert query(["--question", "Which countries founded Mercosur?", *server[:2], "--served-model", "nope", *server[4:]]) == 2
+    assert exit_code(query, ["--question", "Which countries founded Mercosur?", *server[:2], "--served-model", "nope", *server[4:]]) == 2
     assert capsys.readouterr().err.startswith("error: The server at ")

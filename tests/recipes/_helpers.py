@@ -56,3 +56,11 @@ def build_small_index(root: Path, collection: str = "documents") -> Path:
     persist = root / "chroma"
     build_index(small_corpus(root / "docs"), persist, collection, embed_model=embed_model(), progress=False)
     return persist
+
+
+def exit_code(main: Any, argv: List[str]) -> int:
+    """A recipe's exit code: what ``main`` returns, or the code of the ``SystemExit`` a user error raises."""
+    try:
+        return int(main(argv) or 0)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.recipes._helpers import build_small_index, reuse_embed_model
+from tests.recipes._helpers import build_small_index, reuse_embed_model, exit_code
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -103,9 +103,9 @@ def test_bad_questions_file_is_a_clear_error(tmp_path: Path, capsys: pytest.Capt
 
     bad = tmp_path / "q.csv"
     bad.write_text("text,id\nhello,1\n", encoding="utf-8")
-    assert main(["--questions", str(bad), "--no-rag"]) == 2
+    assert exit_code(main, ["--questions", str(bad), "--no-rag"]) == 2
     assert "no 'question' or 'instruction' column (columns: text, id)" in capsys.readouterr().err
-    assert main(["--questions", str(tmp_path / "missing.txt"), "--no-rag"]) == 2
+    assert exit_code(main, ["--questions", str(tmp_path / "missing.txt"), "--no-rag"]) == 2
     assert "not found" in capsys.readouterr().err
 
 
@@ -154,7 +154,7 @@ def test_a_run_that_fails_before_its_first_answer_leaves_no_file(tmp_path: Path,
     qfile = tmp_path / "q.txt"
     qfile.write_text("One?\nTwo?\n", encoding="utf-8")
     out = tmp_path / "res" / "answers"
-    assert main(["--questions", str(qfile), "--out", str(out), "--no-rag", "--model", str(tmp_path / "no-such-model"), "--no-progress"]) == 2
+    assert exit_code(main, ["--questions", str(qfile), "--out", str(out), "--no-rag", "--model", str(tmp_path / "no-such-model"), "--no-progress"]) == 2
     assert "error: " in capsys.readouterr().err
     assert not (tmp_path / "res").exists()
 

@@ -12,7 +12,7 @@ from typing import Iterator, Tuple
 
 import pytest
 
-from tests.recipes._helpers import embed_model, reuse_embed_model, small_corpus
+from tests.recipes._helpers import embed_model, exit_code, reuse_embed_model, small_corpus
 
 
 def _free_port() -> int:
@@ -97,8 +97,8 @@ def test_an_unreachable_server_is_one_clear_line(tmp_path: Path, tiny_llama_path
     from recipes.query import main as query
 
     port = _free_port()
-    rc = query(["--question", "Which countries founded Mercosur?", "--chroma-host", "127.0.0.1", "--chroma-port", str(port),
-                "--model", str(tiny_llama_path), "--no-load-in-4bit"])
+    rc = exit_code(query, ["--question", "Which countries founded Mercosur?", "--chroma-host", "127.0.0.1", "--chroma-port", str(port),
+                           "--model", str(tiny_llama_path), "--no-load-in-4bit"])
     err = capsys.readouterr().err
     assert rc == 2
     assert err.strip() == (

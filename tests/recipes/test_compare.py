@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.recipes._helpers import build_small_index, reuse_embed_model
+from tests.recipes._helpers import build_small_index, reuse_embed_model, exit_code
 
 CONTEXT = "Mercosur was founded in 1991 by Argentina, Brazil, Paraguay and Uruguay under the Treaty of Asuncion."
 
@@ -75,7 +75,7 @@ def test_compare_end_to_end_with_tiny_model(tmp_path: Path, tiny_llama_path: Pat
 def test_compare_needs_inputs(capsys: pytest.CaptureFixture) -> None:
     from recipes.compare import main
 
-    assert main([]) == 2
+    assert exit_code(main, []) == 2
     assert "Pass --questions" in capsys.readouterr().err
 
 

@@ -218,8 +218,8 @@ def test_missing_hf_token_and_bad_options_stop_before_loading(
     base = ["--model", str(tmp_path / "never-loaded"), "--data", str(data), "--output-dir", str(tmp_path / "out")]
     for extra, message in (
         (["--push-to-hub", "me/model"], "--push-to-hub needs a Hugging Face token with write access in the HF_TOKEN"),
-        (["--save", "merged_8bit"], "argument --save: invalid choice: 'merged_8bit' (choose from 'lora', 'merged_16bit', 'merged_4bit')"),
-        (["--use-gradient-checkpointing", "yes"], "argument --use_gradient_checkpointing/--use-gradient-checkpointing: invalid choice: 'yes'"),
+        (["--save", "merged_8bit"], "--save must be one of lora, merged_16bit, merged_4bit; got 'merged_8bit'."),
+        (["--use-gradient-checkpointing", "yes"], "--use-gradient-checkpointing must be one of unsloth, true, false; got 'yes'."),
         (["--prompt-format", "alpacca"], "Unknown prompt format 'alpacca'"),
         (["--push-to-hub", "model-without-user"], "--push-to-hub must be a Hub repository id user/name; got 'model-without-user'."),
     ):

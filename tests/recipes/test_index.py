@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.recipes._helpers import build_small_index, embed_model, reuse_embed_model, small_corpus
+from tests.recipes._helpers import build_small_index, embed_model, reuse_embed_model, small_corpus, exit_code
 
 
 @pytest.fixture(autouse=True)
@@ -17,7 +17,7 @@ def _bundled_embed_model(monkeypatch: pytest.MonkeyPatch) -> None:
 def _run(args, capsys) -> tuple:
     from recipes.index import main
 
-    rc = main([*args, "--no-progress"])
+    rc = exit_code(main, [*args, "--no-progress"])
     out = capsys.readouterr()
     return rc, out.out, out.err
 
@@ -237,13 +237,13 @@ def test_sigint_during_index_keeps_committed_files_and_the_rerun_embeds_only_the
 
 
 def test_config_files_in_cp932_and_broken_ones_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from recipes.config import parse_config
-    from recipes.index import IndexConfig
+    from recipes.config import parse
+    from recipes.index import make_parser
 
     good = tmp_path / "index.yaml"
     good.write_bytes("collection: docs-ja\ninput_dir: 資料\nchunk_size: 500\n".encode("cp932"))  # saved by a Japanese Windows editor
-    config = parse_config(IndexConfig, ["--config", str(good)])
-    assert (config.input_dir, config.collection, config.chunk_size) == ("資料", "docs-ja", 500)
+    indexing, target = parse(make_parser(), ["--config", str(good)])
+    assert (indexing.input_dir, target.collection, indexing.chunk_size) == ("資料", "docs-ja", 500)
     for name, text, message in (
         ("broken.yaml", "chunk_size: [1, 2\n", "not valid YAML"),
         ("broken.json", '{"chunk_size": 5', "not valid JSON"),
@@ -252,6 +252,6 @@ def test_config_files_in_cp932_and_broken_ones_are_one_line(tmp_path: Path, caps
     ):
         (tmp_path / name).write_text(text, encoding="utf-8")
         with pytest.raises(SystemExit) as exit_:
-            parse_config(IndexConfig, ["--config", str(tmp_path / name), "--input-dir", "x"])
+            parse(make_parser(), ["--config", str(tmp_path / name), "--input-dir", "x"])
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and err.startswith(f"error: --config {tmp_path / name}: ") and message in err and err.count("\n") == 1, err

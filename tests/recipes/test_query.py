@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.recipes._helpers import DATA, build_small_index, reuse_embed_model
+from tests.recipes._helpers import DATA, build_small_index, reuse_embed_model, exit_code
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def _hygiene(monkeypatch: pytest.MonkeyPatch):
 def _query(args, persist: Path, tiny_llama_path: Path, capsys) -> tuple:
     from recipes.query import main
 
-    rc = main([*args, "--persist-dir", str(persist), "--model", str(tiny_llama_path), "--max-new-tokens", "8", "--no-load-in-4bit"])
+    rc = exit_code(main, [*args, "--persist-dir", str(persist), "--model", str(tiny_llama_path), "--max-new-tokens", "8", "--no-load-in-4bit"])
     out = capsys.readouterr()
     return rc, out.out, out.err
 
@@ -49,12 +49,12 @@ def test_query_with_povs_prints_pov_scores(persist: Path, tiny_llama_path: Path,
 
 
 def test_empty_question_fails_before_loading_anything(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    from llama_unsloth import index_store, rag
+    from llama_unsloth import index_store, loading
     from recipes.query import main
 
-    monkeypatch.setattr(index_store, "open_index", lambda *a, **k: pytest.fail("opened the index"))
-    monkeypatch.setattr(rag, "load_llm", lambda *a, **k: pytest.fail("loaded the model"))
-    assert main(["--question", "   "]) == 2
+    monkeypatch.setattr(index_store, "open_index_with_embeddings", lambda *a, **k: pytest.fail("opened the index"))
+    monkeypatch.setattr(loading, "load_llm", lambda *a, **k: pytest.fail("loaded the model"))
+    assert exit_code(main, ["--question", "   "]) == 2
     assert "question is empty" in capsys.readouterr().err
 
 
@@ -66,7 +66,7 @@ def test_missing_index_is_a_clear_error(tmp_path: Path, tiny_llama_path: Path, c
 def test_missing_model_dir_is_a_clear_error(persist: Path, capsys: pytest.CaptureFixture) -> None:
     from recipes.query import main
 
-    assert main(["--question", "Anything?", "--persist-dir", str(persist), "--model-dir", "/does/not/exist"]) == 2
+    assert exit_code(main, ["--question", "Anything?", "--persist-dir", str(persist), "--model-dir", "/does/not/exist"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "/does/not/exist" in err and "Traceback" not in err
 
@@ -87,11 +87,11 @@ def test_missing_model_dir_is_a_clear_error(persist: Path, capsys: pytest.Captur
     ],
 )
 def test_bad_options_stop_before_anything_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, args: list, message: str) -> None:
-    from llama_unsloth import index_store, rag
+    from llama_unsloth import index_store, loading
     from recipes.query import main
 
-    monkeypatch.setattr(index_store, "open_index", lambda *a, **k: pytest.fail("opened the index"))
-    monkeypatch.setattr(rag, "load_llm", lambda *a, **k: pytest.fail("loaded the model"))
+    monkeypatch.setattr(index_store, "open_index_with_embeddings", lambda *a, **k: pytest.fail("opened the index"))
+    monkeypatch.setattr(loading, "load_llm", lambda *a, **k: pytest.fail("loaded the model"))
     with pytest.raises(SystemExit) as exit_:
         main(["--question", "Anything?", "--persist-dir", str(tmp_path / "db"), *args])
     assert exit_.value.code == 2
@@ -123,13 +123,13 @@ def test_question_longer_than_the_window_is_one_error_line(persist: Path, tiny_l
 
 
 def test_offline_hub_model_id_is_one_line_before_anything_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    from llama_unsloth import index_store, rag
+    from llama_unsloth import index_store, loading
     from recipes.query import main
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
-    monkeypatch.setattr(index_store, "open_index", lambda *a, **k: pytest.fail("opened the index"))
-    monkeypatch.setattr(rag, "load_llm", lambda *a, **k: pytest.fail("loaded the model"))
+    monkeypatch.setattr(index_store, "open_index_with_embeddings", lambda *a, **k: pytest.fail("opened the index"))
+    monkeypatch.setattr(loading, "load_llm", lambda *a, **k: pytest.fail("loaded the model"))
     for args in (["--model", "unsloth/Mistral-Nemo-Instruct-2407-bnb-4bit"], []):
         if not args:
             monkeypatch.setenv("LLAMA_UNSLOTH_MODEL", "unsloth/Mistral-Nemo-Instruct-2407-bnb-4bit")  # the default, from the environment
@@ -170,10 +170,8 @@ def test_query_with_a_users_python_format_layout_and_prompt_fields(
         return real(self, prompt, *args)
 
     monkeypatch.setattr(UnslothLLM, "_response", record)
-    with pytest.raises(SystemExit) as exit_:
-        _query(["--question", "Which countries founded Mercosur?", "--prompt-format", str(template)], persist, tiny_llama_path, capsys)
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2 and "--prompt-fields" in err and len(err.strip().splitlines()) == 1 and not prompts
+    rc, _, err = _query(["--question", "Which countries founded Mercosur?", "--prompt-format", str(template)], persist, tiny_llama_path, capsys)
+    assert rc == 2 and "--prompt-fields" in err and len(err.strip().splitlines()) == 1 and not prompts
     rc, out, _ = _query(["--question", "Which countries founded Mercosur?", "--prompt-format", str(template),
                          "--prompt-fields", "instruction", "input", "context"], persist, tiny_llama_path, capsys)
     assert rc == 0 and len(prompts) == 1
