@@ -25,19 +25,35 @@ from benchmarks.common import machine, print_table, write_json
 from benchmarks.rag_latency import questions
 
 
-def run_batch(model: Optional[str], questions_file: Path, out: Path, batch_size: int, max_new_tokens: int) -> Dict[str, Any]:
+def run_batch(
+    model: Optional[str], questions_file: Path, out: Path, batch_size: int, max_new_tokens: int
+) -> Dict[str, Any]:
     """Runs the batch recipe in a fresh process and reads its JSONL."""
     command = [
-        sys.executable, "-m", "recipes.batch", "--questions", str(questions_file), "--no-rag", "--out", str(out),
-        "--batch-size", str(batch_size), "--max-new-tokens", str(max_new_tokens), "--no-progress",
-        "--prompt-format", "alpaca",
+        sys.executable,
+        "-m",
+        "recipes.batch",
+        "--questions",
+        str(questions_file),
+        "--no-rag",
+        "--out",
+        str(out),
+        "--batch-size",
+        str(batch_size),
+        "--max-new-tokens",
+        str(max_new_tokens),
+        "--no-progress",
+        "--prompt-format",
+        "alpaca",
     ]
     if model:
         command += ["--model", model]
     began = time.perf_counter()
     subprocess.run(command, check=True)
     wall = time.perf_counter() - began
-    records = [json.loads(line) for line in out.with_suffix(".jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = [
+        json.loads(line) for line in out.with_suffix(".jsonl").read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
     generation = sum(float(r["seconds"]) for r in records)
     return {"records": records, "wall_s": wall, "generation_s": generation}
 
@@ -63,16 +79,23 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     rows: List[Dict[str, Any]] = []
     for size, run in sorted(runs.items()):
         same = sum(a["answer"] == b["answer"] for a, b in zip(base["records"], run["records"]))
-        rows.append({
-            "batch_size": size,
-            "answers": len(run["records"]),
-            "generation_s": run["generation_s"],
-            "answers_per_s": len(run["records"]) / run["generation_s"],
-            "speedup": base["generation_s"] / run["generation_s"],
-            f"identical_to_bs{base_size}": f"{same}/{len(run['records'])}",
-            "wall_s_incl_load": run["wall_s"],
-        })
-    result = {"model": args.model or "offline SmolLM2", "max_new_tokens": args.max_new_tokens, "machine": machine(), "rows": rows}
+        rows.append(
+            {
+                "batch_size": size,
+                "answers": len(run["records"]),
+                "generation_s": run["generation_s"],
+                "answers_per_s": len(run["records"]) / run["generation_s"],
+                "speedup": base["generation_s"] / run["generation_s"],
+                f"identical_to_bs{base_size}": f"{same}/{len(run['records'])}",
+                "wall_s_incl_load": run["wall_s"],
+            }
+        )
+    result = {
+        "model": args.model or "offline SmolLM2",
+        "max_new_tokens": args.max_new_tokens,
+        "machine": machine(),
+        "rows": rows,
+    }
     print_table(rows)
     write_json(result, args.out)
     return result

@@ -30,7 +30,11 @@ def make_dataset(path: Path, records: int, words: int) -> None:
     """Alpaca records whose answers are long enough to fill any sequence length up to ``words`` tokens."""
     rng = random.Random(0)
     data = [
-        {"instruction": "Summarise the bloc's trade policy.", "input": "", "output": " ".join(rng.choice(WORDS) for _ in range(words))}
+        {
+            "instruction": "Summarise the bloc's trade policy.",
+            "input": "",
+            "output": " ".join(rng.choice(WORDS) for _ in range(words)),
+        }
         for _ in range(records)
     ]
     path.write_text(json.dumps(data), encoding="utf-8")
@@ -38,9 +42,27 @@ def make_dataset(path: Path, records: int, words: int) -> None:
 
 def run(backend: str, model: str, data: Path, out: Path, seq: int, steps: int, save: str) -> Dict[str, Any]:
     command = [
-        sys.executable, "-m", "recipes.finetune", "--data", str(data), "--model", model, "--backend", backend,
-        "--output-dir", str(out), "--max-seq-length", str(seq), "--max-steps", str(steps), "--warmup-steps", "2",
-        "--prompt-format", "alpaca", "--save", save,
+        sys.executable,
+        "-m",
+        "recipes.finetune",
+        "--data",
+        str(data),
+        "--model",
+        model,
+        "--backend",
+        backend,
+        "--output-dir",
+        str(out),
+        "--max-seq-length",
+        str(seq),
+        "--max-steps",
+        str(steps),
+        "--warmup-steps",
+        "2",
+        "--prompt-format",
+        "alpaca",
+        "--save",
+        save,
     ]
     subprocess.run(command, check=True)
     log = json.loads((out / "train_log.json").read_text(encoding="utf-8"))
@@ -74,12 +96,21 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         save = args.save_unsloth if backend == "unsloth" else "lora"
         rows.append(run(backend, args.model, data, work / backend, args.seq, args.steps, save))
     if len(rows) == 2:
-        rows.append({
-            "backend": "ratio unsloth / transformers",
-            "tokens_per_s": rows[0]["tokens_per_s"] / rows[1]["tokens_per_s"],
-            "peak_gpu_gib": rows[0]["peak_gpu_gib"] / rows[1]["peak_gpu_gib"],
-        })
-    result = {"model": args.model, "seq": args.seq, "steps": args.steps, "machine": machine(), "rows": rows, "work": str(work)}
+        rows.append(
+            {
+                "backend": "ratio unsloth / transformers",
+                "tokens_per_s": rows[0]["tokens_per_s"] / rows[1]["tokens_per_s"],
+                "peak_gpu_gib": rows[0]["peak_gpu_gib"] / rows[1]["peak_gpu_gib"],
+            }
+        )
+    result = {
+        "model": args.model,
+        "seq": args.seq,
+        "steps": args.steps,
+        "machine": machine(),
+        "rows": rows,
+        "work": str(work),
+    }
     print_table(rows, ["backend", "median_step_s", "tokens_per_s", "peak_gpu_gib", "final_loss", "saved"])
     write_json(result, args.out)
     return result

@@ -54,10 +54,15 @@ def wrapper_overhead(llm: Any, new_tokens: int, repeats: int, breakdown: bool) -
     input_ids = torch.tensor([ids], device=llm.model.device)
     attention_mask = torch.ones_like(input_ids)
     tokenizer = llm.tokenizer
-    base = dict(
-        input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-        do_sample=False, pad_token_id=tokenizer.pad_token_id, use_cache=True,
-    )
+    base = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "max_new_tokens": new_tokens,
+        "min_new_tokens": new_tokens,
+        "do_sample": False,
+        "pad_token_id": tokenizer.pad_token_id,
+        "use_cache": True,
+    }
 
     def generate(**extra: Any) -> Any:
         with torch.inference_mode():
@@ -65,17 +70,28 @@ def wrapper_overhead(llm: Any, new_tokens: int, repeats: int, breakdown: bool) -
 
     cases = {
         "raw model.generate": lambda: generate(),
-        "UnslothLLM.complete": lambda: llm.complete(prompt, formatted=True, max_new_tokens=new_tokens, min_new_tokens=new_tokens),
+        "UnslothLLM.complete": lambda: llm.complete(
+            prompt, formatted=True, max_new_tokens=new_tokens, min_new_tokens=new_tokens
+        ),
     }
     if breakdown:
-        cases["generate + transformers stop_strings"] = lambda: generate(stop_strings=llm.format.stop, tokenizer=tokenizer)
+        cases["generate + transformers stop_strings"] = lambda: generate(
+            stop_strings=llm.format.stop, tokenizer=tokenizer
+        )
     for fn in cases.values():  # warm-up: kernels, caches
         fn()
     medians = interleaved_medians(cases, repeats)
     raw = medians["raw model.generate"]
     return [
-        {"case": f"1 {name}", "prompt_tokens": len(ids), "new_tokens": new_tokens, "seconds": seconds,
-         "tok_s": new_tokens / seconds, "vs_raw_pct": 100 * (seconds / raw - 1), "bar": "<= 3%" if "Unsloth" in name else ""}
+        {
+            "case": f"1 {name}",
+            "prompt_tokens": len(ids),
+            "new_tokens": new_tokens,
+            "seconds": seconds,
+            "tok_s": new_tokens / seconds,
+            "vs_raw_pct": 100 * (seconds / raw - 1),
+            "bar": "<= 3%" if "Unsloth" in name else "",
+        }
         for name, seconds in medians.items()
     ]
 
@@ -91,12 +107,20 @@ def huggingface_llm_seconds(model_name: str, new_tokens: int, repeats: int) -> D
     from transformers import BitsAndBytesConfig
 
     quantization = BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
     )
     hf_llm = HuggingFaceLLM(
-        model_name=model_name, tokenizer_name=model_name, context_window=2048, max_new_tokens=new_tokens,
-        device_map="cuda:0", model_kwargs={"quantization_config": quantization, "dtype": torch.bfloat16},
-        generate_kwargs={"do_sample": False, "min_new_tokens": new_tokens}, is_chat_model=False,
+        model_name=model_name,
+        tokenizer_name=model_name,
+        context_window=2048,
+        max_new_tokens=new_tokens,
+        device_map="cuda:0",
+        model_kwargs={"quantization_config": quantization, "dtype": torch.bfloat16},
+        generate_kwargs={"do_sample": False, "min_new_tokens": new_tokens},
+        is_chat_model=False,
     )
     prompts = _prompts(8)
     hf_llm.complete(prompts[0], formatted=True)  # warm-up
@@ -115,28 +139,44 @@ def versus_huggingface_llm(llm: Any, model_name: str, new_tokens: int, repeats: 
     prompts = _prompts(8)
 
     def ours(count: int) -> Any:
-        return llm.complete_batch(prompts[:count], batch_size=count, formatted=True, max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+        return llm.complete_batch(
+            prompts[:count], batch_size=count, formatted=True, max_new_tokens=new_tokens, min_new_tokens=new_tokens
+        )
 
     ours(1)
     ours(8)
     mine = interleaved_medians({"batch 1": lambda: ours(1), "batch 8": lambda: ours(8)}, repeats)
     with tempfile.NamedTemporaryFile(suffix=".json") as handle:
         subprocess.run(
-            [sys.executable, "-m", "benchmarks.llm_speed", "--huggingface-only", "--model", model_name,
-             "--new-tokens", str(new_tokens), "--compare-repeats", str(repeats), "--out", handle.name],
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.llm_speed",
+                "--huggingface-only",
+                "--model",
+                model_name,
+                "--new-tokens",
+                str(new_tokens),
+                "--compare-repeats",
+                str(repeats),
+                "--out",
+                handle.name,
+            ],
             check=True,
         )
         theirs = json.loads(Path(handle.name).read_text(encoding="utf-8"))["huggingface_seconds"]
     rows = []
     for label, count in (("batch 1", 1), ("batch 8", 8)):
         tokens = count * new_tokens
-        rows.append({
-            "case": f"2 vs HuggingFaceLLM, {label}",
-            "unslothllm_tok_s": tokens / mine[label],
-            "huggingfacellm_tok_s": tokens / theirs[label],
-            "ratio": theirs[label] / mine[label],
-            "bar": ">= 2x",
-        })
+        rows.append(
+            {
+                "case": f"2 vs HuggingFaceLLM, {label}",
+                "unslothllm_tok_s": tokens / mine[label],
+                "huggingfacellm_tok_s": tokens / theirs[label],
+                "ratio": theirs[label] / mine[label],
+                "bar": ">= 2x",
+            }
+        )
     return rows
 
 
@@ -147,8 +187,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--cases", default="1,2", help="comma-separated: 1 (wrapper overhead), 2 (vs HuggingFaceLLM)")
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per case-1 measurement")
-    parser.add_argument("--compare-repeats", type=int, default=2, help="timed runs per case-2 measurement (HuggingFaceLLM is slow)")
-    parser.add_argument("--breakdown", action="store_true", help="case 1: also time generate with transformers' stop_strings")
+    parser.add_argument(
+        "--compare-repeats", type=int, default=2, help="timed runs per case-2 measurement (HuggingFaceLLM is slow)"
+    )
+    parser.add_argument(
+        "--breakdown", action="store_true", help="case 1: also time generate with transformers' stop_strings"
+    )
     parser.add_argument("--huggingface-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -164,8 +208,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
     on_gpu = torch.cuda.is_available()
     llm = UnslothLLM(
-        model_name=args.model, backend="auto", load_in_4bit=on_gpu, prompt_format="alpaca-context",
-        max_seq_length=2048, max_new_tokens=args.new_tokens,
+        model_name=args.model,
+        backend="auto",
+        load_in_4bit=on_gpu,
+        prompt_format="alpaca-context",
+        max_seq_length=2048,
+        max_new_tokens=args.new_tokens,
     )
     cases = {c.strip() for c in args.cases.split(",")}
     rows: List[Dict[str, Any]] = []

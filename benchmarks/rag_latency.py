@@ -65,9 +65,12 @@ class PhaseTimer:
         from llama_index.core.instrumentation.events.retrieval import RetrievalEndEvent, RetrievalStartEvent
 
         pairs = {
-            RetrievalStartEvent: ("retrieval", True), RetrievalEndEvent: ("retrieval", False),
-            ReRankStartEvent: ("rerank", True), ReRankEndEvent: ("rerank", False),
-            LLMCompletionStartEvent: ("generation", True), LLMCompletionEndEvent: ("generation", False),
+            RetrievalStartEvent: ("retrieval", True),
+            RetrievalEndEvent: ("retrieval", False),
+            ReRankStartEvent: ("rerank", True),
+            ReRankEndEvent: ("rerank", False),
+            LLMCompletionStartEvent: ("generation", True),
+            LLMCompletionEndEvent: ("generation", False),
         }
         self.totals: Dict[str, float] = {}
         started: Dict[str, float] = {}
@@ -110,8 +113,10 @@ def build_index(embed_model: Any, store: str, persist_dir: Optional[str]) -> Any
     client = chromadb.PersistentClient(path=persist_dir or tempfile.mkdtemp(prefix="rag-bench-"))
     vector_store = ChromaVectorStore(chroma_collection=client.get_or_create_collection("bench"))
     return VectorStoreIndex.from_documents(
-        documents, storage_context=StorageContext.from_defaults(vector_store=vector_store),
-        embed_model=embed_model, transformations=[splitter],
+        documents,
+        storage_context=StorageContext.from_defaults(vector_store=vector_store),
+        embed_model=embed_model,
+        transformations=[splitter],
     )
 
 
@@ -144,17 +149,19 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     from llama_index.core.instrumentation import get_dispatcher
 
     from llama_unsloth import UnslothLLM
-    from llama_unsloth.defaults import default_embed_model
+    from llama_unsloth.embeddings import huggingface_embedding
     from postprocessors import ContextCleaner, DuplicateChunkFilter, POVReranker
 
     on_gpu = torch.cuda.is_available()
     embed_name = args.embed_model
     if args.embed_config:
         embed_name = random_embedding_folder(args.embed_config, "/tmp/random-minilm")
-    embed_model = default_embed_model(embed_name, device="cuda" if on_gpu else "cpu")
+    embed_model = huggingface_embedding(embed_name, device="cuda" if on_gpu else "cpu")
     # The LLM first: it makes LlamaIndex count (and split) with its tokenizer, so nothing needs tiktoken's files.
     llm = UnslothLLM(
-        model_name=args.model, load_in_4bit=on_gpu, max_new_tokens=args.max_new_tokens,
+        model_name=args.model,
+        load_in_4bit=on_gpu,
+        max_new_tokens=args.max_new_tokens,
         prompt_format="alpaca-context" if args.model else "chat",
     )
     started = time.perf_counter()
@@ -162,9 +169,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     index_s = time.perf_counter() - started
     rerank = POVReranker.from_file(DATA / "povs.txt", embed_model=embed_model, query_top_n=10, top_n=5)
     engine = index.as_query_engine(
-        llm=llm, similarity_top_k=args.similarity_top_k,
+        llm=llm,
+        similarity_top_k=args.similarity_top_k,
         node_postprocessors=[DuplicateChunkFilter(), rerank, ContextCleaner()],
-        text_qa_template=llm.qa_template(), refine_template=llm.refine_template(),
+        text_qa_template=llm.qa_template(),
+        refine_template=llm.refine_template(),
     )
     timer = PhaseTimer()
     get_dispatcher().add_event_handler(timer.handler)
@@ -186,7 +195,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
     def split(rows: List[Dict[str, float]], label: str) -> Dict[str, Any]:
         row: Dict[str, Any] = {"queries": label}
-        totals = {p: statistics.median(r.get(p, 0.0) for r in rows) for p in ("retrieval", "rerank", "other", "generation", "total")}
+        totals = {
+            p: statistics.median(r.get(p, 0.0) for r in rows)
+            for p in ("retrieval", "rerank", "other", "generation", "total")
+        }
         for phase, seconds in totals.items():
             row[f"{phase}_s"] = seconds
         row["non_generation_pct"] = 100 * (totals["total"] - totals["generation"]) / totals["total"]
@@ -196,9 +208,16 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     if len(per_query) > 1:
         rows.append(split(per_query[1:], f"median of queries 2-{len(per_query)}"))
     result = {
-        "model": llm.metadata.model_name, "backend": llm.backend_name, "embed_model": embed_name or "bundled MiniLM",
-        "store": args.store, "index_build_s": index_s, "similarity_top_k": args.similarity_top_k,
-        "max_new_tokens": args.max_new_tokens, "machine": machine(), "phases": rows, "memory": memory,
+        "model": llm.metadata.model_name,
+        "backend": llm.backend_name,
+        "embed_model": embed_name or "bundled MiniLM",
+        "store": args.store,
+        "index_build_s": index_s,
+        "similarity_top_k": args.similarity_top_k,
+        "max_new_tokens": args.max_new_tokens,
+        "machine": machine(),
+        "phases": rows,
+        "memory": memory,
     }
     print_table(rows)
     print()
@@ -209,7 +228,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             if key in first:
                 growth = 100 * (last[key] / first[key] - 1)
                 result[f"{key}_growth_pct"] = growth
-                print(f"{key}: after query {first['after_query']} {first[key]:.1f}, after query {last['after_query']} {last[key]:.1f} ({growth:+.2f}%)")
+                print(
+                    f"{key}: after query {first['after_query']} {first[key]:.1f}, after query {last['after_query']} {last[key]:.1f} ({growth:+.2f}%)"
+                )
     write_json(result, args.out)
     return result
 

@@ -31,7 +31,13 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "benchmarks" / "data" / "mixed_ja_en"
 ENGLISH = REPO / "llama_unsloth" / "data" / "corpus"
 # Japanese files saved the way Windows tools and older Unix systems save them.
-ENCODINGS = {"shinkansen.txt": "shift_jis", "tea_ceremony.txt": "cp932", "fuji.txt": "euc_jp", "haiku.txt": "utf-16", "washoku.txt": "utf-8-sig"}
+ENCODINGS = {
+    "shinkansen.txt": "shift_jis",
+    "tea_ceremony.txt": "cp932",
+    "fuji.txt": "euc_jp",
+    "haiku.txt": "utf-16",
+    "washoku.txt": "utf-8-sig",
+}
 KS = (3, 15)
 
 
@@ -54,12 +60,17 @@ def hit_rates(results: Sequence[Dict[str, Any]], ks: Sequence[int] = KS) -> Dict
         groups.setdefault(r["lang"], []).append(r)
     groups["all"] = list(results)
     return {
-        lang: {"questions": len(rs), **{f"hit@{k}": round(sum(r["rank"] is not None and r["rank"] <= k for r in rs) / len(rs), 3) for k in ks}}
+        lang: {
+            "questions": len(rs),
+            **{f"hit@{k}": round(sum(r["rank"] is not None and r["rank"] <= k for r in rs) / len(rs), 3) for k in ks},
+        }
         for lang, rs in groups.items()
     }
 
 
-def run(embed_model: Optional[str], chunk_unit: str, chunk_size: Optional[int], chunk_overlap: Optional[int]) -> Dict[str, Any]:
+def run(
+    embed_model: Optional[str], chunk_unit: str, chunk_size: Optional[int], chunk_overlap: Optional[int]
+) -> Dict[str, Any]:
     """Indexes the corpus in a temp folder, asks every question, returns the result dict."""
     from llama_unsloth.index_store import build_index, embed_model_id, make_embed_model, short_model_name
     from llama_unsloth.rag import source_info
@@ -70,8 +81,14 @@ def run(embed_model: Optional[str], chunk_unit: str, chunk_size: Optional[int], 
         docs = build_corpus(Path(tmp) / "docs")
         began = time.perf_counter()
         index, stats = build_index(
-            docs, Path(tmp) / "chroma", embed_model=model, chunk_unit=chunk_unit, chunk_size=chunk_size,
-            chunk_overlap=chunk_overlap, progress=False, warn=None,
+            docs,
+            Path(tmp) / "chroma",
+            embed_model=model,
+            chunk_unit=chunk_unit,
+            chunk_size=chunk_size,
+            chunk_overlap=chunk_overlap,
+            progress=False,
+            warn=None,
         )
         index_seconds = time.perf_counter() - began
         retriever = index.as_retriever(similarity_top_k=max(KS))
@@ -83,7 +100,14 @@ def run(embed_model: Optional[str], chunk_unit: str, chunk_size: Optional[int], 
                 path = Path(node.node.metadata["file_path"])
                 files.append(str(path.relative_to(docs)))
             rank = next((i for i, f in enumerate(files, 1) if f in q["files"]), None)
-            results.append({**q, "rank": rank, "top3": files[:3], "top_similarity": source_info(nodes[0]).get("similarity") if nodes else None})
+            results.append(
+                {
+                    **q,
+                    "rank": rank,
+                    "top3": files[:3],
+                    "top_similarity": source_info(nodes[0]).get("similarity") if nodes else None,
+                }
+            )
     return {
         "benchmark": "retrieval_ja_en",
         "machine": machine(),
@@ -91,8 +115,12 @@ def run(embed_model: Optional[str], chunk_unit: str, chunk_size: Optional[int], 
         "embed_model": embed_model_id(model),
         "embed_model_name": short_model_name(model),
         "chunking": {"unit": chunk_unit, "size": chunk_size, "overlap": chunk_overlap},
-        "corpus": {"files": stats.files_new, "chunks": stats.chunks_total, "encodings": stats.encodings,
-                   "chunks_longer_than_embedding_window": stats.long_chunks.chunks if stats.long_chunks else 0},
+        "corpus": {
+            "files": stats.files_new,
+            "chunks": stats.chunks_total,
+            "encodings": stats.encodings,
+            "chunks_longer_than_embedding_window": stats.long_chunks.chunks if stats.long_chunks else 0,
+        },
         "index_seconds": round(index_seconds, 2),
         "hit_rates": hit_rates(results),
         # What ranking chunks at random would score for a question answered by one single-chunk file.
@@ -104,8 +132,13 @@ def run(embed_model: Optional[str], chunk_unit: str, chunk_size: Optional[int], 
 def markdown(result: Dict[str, Any]) -> str:
     """The table for BENCHMARKS.md."""
     lines = ["| questions | n | hit@3 | hit@15 |", "| --- | --- | --- | --- |"]
-    names = {"en": "English -> English files", "ja": "Japanese -> Japanese files", "en->ja": "English -> answer only in Japanese",
-             "ja->en": "Japanese -> answer only in English", "all": "all"}
+    names = {
+        "en": "English -> English files",
+        "ja": "Japanese -> Japanese files",
+        "en->ja": "English -> answer only in Japanese",
+        "ja->en": "Japanese -> answer only in English",
+        "all": "all",
+    }
     for lang, row in result["hit_rates"].items():
         lines.append(f"| {names.get(lang, lang)} | {row['questions']} | {row['hit@3']:.2f} | {row['hit@15']:.2f} |")
     base = result["random_baseline"]
@@ -115,14 +148,18 @@ def markdown(result: Dict[str, Any]) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--embed-model", default=None, help="Embedding model folder or hub name (default: bundled MiniLM).")
+    parser.add_argument(
+        "--embed-model", default=None, help="Embedding model folder or hub name (default: bundled MiniLM)."
+    )
     parser.add_argument("--chunk-unit", default="characters", choices=("characters", "tokens"))
     parser.add_argument("--chunk-size", type=int, default=None)
     parser.add_argument("--chunk-overlap", type=int, default=None)
     parser.add_argument("--out", default=None, help="Write the JSON result here.")
     args = parser.parse_args(argv)
     result = run(args.embed_model, args.chunk_unit, args.chunk_size, args.chunk_overlap)
-    print(f"{result['corpus']['files']} files, {result['corpus']['chunks']} chunks ({result['chunking']['unit']}); model {result['embed_model_name']}")
+    print(
+        f"{result['corpus']['files']} files, {result['corpus']['chunks']} chunks ({result['chunking']['unit']}); model {result['embed_model_name']}"
+    )
     print(markdown(result))
     misses = [q for q in result["questions"] if q["rank"] is None or q["rank"] > 3]
     for q in misses:

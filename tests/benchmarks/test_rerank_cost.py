@@ -16,9 +16,28 @@ def test_rerank_cost_reports_same_nodes_and_per_query_retrieval(tmp_path, minilm
     out = tmp_path / "rerank.json"
     result = rerank_cost.main(
         [
-            "--model", str(minilm_path), "--threads", "1", "--chunks", "3", "--pool-chunks", "30",
-            "--chunk-chars", "200", "--povs", "3", "--query-top-n", "3", "--top-n", "2",
-            "--warm-queries", "4", "--cold-runs", "1", "--out", str(out),
+            "--model",
+            str(minilm_path),
+            "--threads",
+            "1",
+            "--chunks",
+            "3",
+            "--pool-chunks",
+            "30",
+            "--chunk-chars",
+            "200",
+            "--povs",
+            "3",
+            "--query-top-n",
+            "3",
+            "--top-n",
+            "2",
+            "--warm-queries",
+            "4",
+            "--cold-runs",
+            "1",
+            "--out",
+            str(out),
         ]
     )
     same, per_query = result["cases"]["same_nodes"], result["cases"]["per_query_retrieval"]
