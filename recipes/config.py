@@ -96,7 +96,10 @@ class RecipeParser(TrlParser):
                 valid = sorted(a.dest for a in self._actions if a.dest not in ("help",))
                 fail(f"--config {path}: unknown option(s) {', '.join(names)}; valid: {', '.join(valid)}.")
         try:
-            return self.parse_args_into_dataclasses(args=args, return_remaining_strings=return_remaining_strings)
+            *parsed, remaining = self.parse_args_into_dataclasses(args=args, return_remaining_strings=True)
+            if remaining and not return_remaining_strings:
+                fail(f"unknown option(s) {' '.join(remaining)} (see --help)")
+            return (*parsed, remaining) if return_remaining_strings else tuple(parsed)
         except OptionError as err:
             fail(str(err))
         except ValueError as err:  # a dataclass's own check (TRL's, transformers') on a value

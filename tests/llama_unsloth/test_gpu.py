@@ -104,7 +104,9 @@ def test_unsloth_trainer_sees_the_inference_ids_for_every_layout(gpu_model_name:
 
     model, tokenizer, backend = load_model(gpu_model_name, backend="unsloth", max_seq_length=1024, for_training=True)
     assert backend == "unsloth"
-    model = T.add_lora(model, backend, T.LoraSettings(max_seq_length=1024))
+    from llama_unsloth.training.arguments import FinetuneSFTConfig, LoraModelConfig
+
+    model = T.add_lora(model, backend, LoraModelConfig(), max_seq_length=1024)
     examples = Path(__file__).resolve().parents[2] / "examples" / "templates"
     layouts = [PromptFormat.get(name) for name in sorted(BUILTIN_FORMATS)] + [
         PromptFormat.get(str(examples / "alpaca_dont_know.txt"), fields=["instruction", "input", "output"]),
@@ -118,8 +120,8 @@ def test_unsloth_trainer_sees_the_inference_ids_for_every_layout(gpu_model_name:
     data.write_text(json.dumps([record] * 2), encoding="utf-8")
     for fmt in layouts:
         dataset = T.to_text_dataset(data, fmt, tokenizer, 1024)
-        trainer = T.build_trainer(model, tokenizer, dataset, T.TrainSettings(max_steps=1, max_seq_length=1024),
-                                  tmp_path / fmt.name, backend, T.TrainingHistory())
+        args = FinetuneSFTConfig(output_dir=str(tmp_path / fmt.name), max_steps=1, max_length=1024)
+        trainer = T.build_trainer(model, tokenizer, dataset, args, backend)
         ids = list(trainer.train_dataset[0]["input_ids"])
         context = record["context"] if fmt.is_chat or fmt.context_var in ("context", "str_context") else ""
         prompt_ids = encode_prompt(tokenizer, fmt.render_prompt(record["instruction"], context, flag="logician", tokenizer=tokenizer))
