@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export ANONYMIZED_TELEMETRY ?= False
 
-.PHONY: install demo demo-finetune test test-gpu bench lock clean
+.PHONY: install demo demo-finetune lint format test test-gpu bench lock clean
 
 install: $(STAMP)
 
@@ -28,7 +28,18 @@ demo: $(STAMP)
 demo-finetune: $(STAMP)
 	$(PY) -m recipes.demo_finetune
 
-test: $(STAMP)
+# Lint, format check and type check, as configured in pyproject.toml (`make format` fixes what ruff can).
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+format: $(STAMP)
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+# CI's command (.ci/run): lint and type check first (seconds), then every CPU test.
+test: lint
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 test-gpu: $(STAMP)

@@ -80,7 +80,9 @@ def load_patterns(path: Union[str, Path], include_defaults: bool = True) -> List
 
     file = Path(path).expanduser()
     if not file.is_file():
-        raise RagError(f"Abstention patterns file {str(path)!r} not found. Pass a text file with one regular expression per line.")
+        raise RagError(
+            f"Abstention patterns file {str(path)!r} not found. Pass a text file with one regular expression per line."
+        )
     try:
         lines = read_text(file).text.splitlines()
     except UnreadableFileError as err:

@@ -10,14 +10,12 @@ import io
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 from llama_unsloth.errors import QuestionsFileError, RagError
 from llama_unsloth.rag import Answer, answer_plain_batch, answer_rag_batch, build_rag_prompt, retrieve
 from llama_unsloth.tables import write_table
-
 
 # ---------------------------------------------------------------------------------------------- questions
 
@@ -43,25 +41,39 @@ def load_questions(path: Union[str, Path]) -> List[str]:
         raise QuestionsFileError(f"Questions file {str(path)!r} not found.")
     suffix = file.suffix.lower()
     if suffix not in (".txt", ".json", ".jsonl", ".csv", ".xlsx", ".xls"):
-        raise QuestionsFileError(f"Unsupported questions file type {suffix or '(none)'!r}: use .txt, .json, .jsonl, .csv or .xlsx.")
+        raise QuestionsFileError(
+            f"Unsupported questions file type {suffix or '(none)'!r}: use .txt, .json, .jsonl, .csv or .xlsx."
+        )
     text = _questions_text(file) if suffix in (".txt", ".json", ".jsonl", ".csv") else ""
     if suffix == ".txt":
         items: List[Any] = [ln for ln in text.splitlines() if not ln.lstrip().startswith("#")]
     elif suffix in (".json", ".jsonl"):
         try:
-            items = json.loads(text) if suffix == ".json" else [json.loads(ln) for ln in text.splitlines() if ln.strip()]
+            items = (
+                json.loads(text) if suffix == ".json" else [json.loads(ln) for ln in text.splitlines() if ln.strip()]
+            )
         except json.JSONDecodeError as err:
-            raise QuestionsFileError(f"{str(path)!r} is not valid JSON{' lines' if suffix == '.jsonl' else ''}: {err}.") from err
+            raise QuestionsFileError(
+                f"{str(path)!r} is not valid JSON{' lines' if suffix == '.jsonl' else ''}: {err}."
+            ) from err
         if not isinstance(items, list):
-            raise QuestionsFileError(f"{str(path)!r} must hold a JSON list of questions (strings or objects with 'question').")
+            raise QuestionsFileError(
+                f"{str(path)!r} must hold a JSON list of questions (strings or objects with 'question')."
+            )
         items = [_question_of(item, file, n) for n, item in enumerate(items, 1)]
     elif suffix in (".csv", ".xlsx", ".xls"):
         import pandas as pd
 
         try:
-            frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False) if suffix == ".csv" else pd.read_excel(file, dtype=str)
+            frame = (
+                pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+                if suffix == ".csv"
+                else pd.read_excel(file, dtype=str)
+            )
         except (ValueError, OSError, pd.errors.ParserError) as err:
-            raise QuestionsFileError(f"{str(path)!r} cannot be read as a {suffix[1:]} table ({str(err).splitlines()[0] if str(err) else type(err).__name__}).") from err
+            raise QuestionsFileError(
+                f"{str(path)!r} cannot be read as a {suffix[1:]} table ({str(err).splitlines()[0] if str(err) else type(err).__name__})."
+            ) from err
         columns = {str(c).strip().lower(): c for c in frame.columns}
         column = next((columns[c] for c in QUESTION_COLUMNS if c in columns), None)
         if column is None:
@@ -84,7 +96,9 @@ def _questions_text(file: Path) -> str:
     except EmptyFileError as err:
         raise QuestionsFileError(f"{str(file)!r} holds no questions (the file is empty).") from err
     except UnreadableFileError as err:
-        raise QuestionsFileError(f"Questions file {err} Save it as text (UTF-8, Shift-JIS/CP932, EUC-JP or UTF-16) or as .xlsx.") from err
+        raise QuestionsFileError(
+            f"Questions file {err} Save it as text (UTF-8, Shift-JIS/CP932, EUC-JP or UTF-16) or as .xlsx."
+        ) from err
 
 
 def _question_of(item: Any, file: Path, n: int) -> str:
@@ -94,7 +108,9 @@ def _question_of(item: Any, file: Path, n: int) -> str:
         for key in QUESTION_COLUMNS:
             if isinstance(item.get(key), str):
                 return item[key]
-    raise QuestionsFileError(f"{str(file)!r} item {n} is neither a string nor an object with a 'question' or 'instruction' string.")
+    raise QuestionsFileError(
+        f"{str(file)!r} item {n} is neither a string nor an object with a 'question' or 'instruction' string."
+    )
 
 
 # ---------------------------------------------------------------------------------------------- answers JSONL
@@ -122,7 +138,9 @@ def read_answers_jsonl(path: Union[str, Path], repair: bool = False) -> List[Dic
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            logger.warning("warning: %s: line %d is not valid JSON; ignored (that question will be answered again).", file, n)
+            logger.warning(
+                "warning: %s: line %d is not valid JSON; ignored (that question will be answered again).", file, n
+            )
             continue
         if isinstance(record, dict) and isinstance(record.get("instruction"), str) and "answer" in record:
             records.append(record)
@@ -224,10 +242,17 @@ def check_question_fits(llm: Any, question: str, rag: bool = True) -> None:
     from llama_unsloth.rag import _prompt_helper
 
     helper = _prompt_helper(llm)
-    biggest = get_biggest_prompt([llm.qa_template().partial_format(query_str=question), llm.refine_template().partial_format(query_str=question)])
+    biggest = get_biggest_prompt(
+        [
+            llm.qa_template().partial_format(query_str=question),
+            llm.refine_template().partial_format(query_str=question),
+        ]
+    )
     # PromptHelper's own arithmetic (_get_available_chunk_size), without its ValueError on a negative result.
     counter = helper._token_counter
-    n_prompt = counter.get_string_tokens(get_empty_prompt_txt(biggest)) + counter.get_string_tokens(getattr(llm, "system_prompt", None) or "")
+    n_prompt = counter.get_string_tokens(get_empty_prompt_txt(biggest)) + counter.get_string_tokens(
+        getattr(llm, "system_prompt", None) or ""
+    )
     room = helper.context_window - n_prompt - helper.num_output - DEFAULT_RESPONSE_PADDING_SIZE
     if room < MIN_CONTEXT_TOKENS:
         short = MIN_CONTEXT_TOKENS - room
@@ -292,7 +317,13 @@ def run_batch(
     todo = pending_questions(questions, records)
     if todo:
         model = llm() if callable(llm) and not hasattr(llm, "complete_batch") else llm
-        bar = tqdm(total=len(questions), initial=len(questions) - len(todo), desc="Answering", unit="answer", disable=not progress)
+        bar = tqdm(
+            total=len(questions),
+            initial=len(questions) - len(todo),
+            desc="Answering",
+            unit="answer",
+            disable=not progress,
+        )
         rag = index is not None
 
         def answer(group: List[int]) -> List[Answer]:

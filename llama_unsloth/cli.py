@@ -10,7 +10,11 @@ from typing import List, Optional
 def _usage() -> str:
     from recipes import RECIPES
 
-    lines = ["usage: llama-unsloth <recipe> [options]   (llama-unsloth <recipe> --help for its options)", "", "recipes:"]
+    lines = [
+        "usage: llama-unsloth <recipe> [options]   (llama-unsloth <recipe> --help for its options)",
+        "",
+        "recipes:",
+    ]
     for name, module in RECIPES.items():
         doc = (importlib.import_module(module).__doc__ or "").strip().splitlines()
         lines.append(f"  {name:<14} {doc[0] if doc else ''}")

@@ -52,8 +52,16 @@ def ngram_overlap(answer: str, context: str, n: int = NGRAM) -> float:
 
 
 COMPARE_COLUMNS = [
-    "question", "rag_answer", "no_rag_answer", "rag_abstained", "no_rag_abstained",
-    "rag_words", "no_rag_words", "rag_overlap", "no_rag_overlap", "sources",
+    "question",
+    "rag_answer",
+    "no_rag_answer",
+    "rag_abstained",
+    "no_rag_abstained",
+    "rag_words",
+    "no_rag_words",
+    "rag_overlap",
+    "no_rag_overlap",
+    "sources",
 ]
 SUMMARY_COLUMNS = ["mode", "answers", "abstention_rate", "mean_words", "uses_retrieved_text"]
 
@@ -105,18 +113,20 @@ def compare_records(
         if a is None and b is None:
             continue
         context = (a or {}).get("context", "")
-        rows.append({
-            "question": q,
-            "rag_answer": a["answer"] if a else None,
-            "no_rag_answer": b["answer"] if b else None,
-            "rag_abstained": bool(a["abstained"]) if a else None,
-            "no_rag_abstained": bool(b["abstained"]) if b else None,
-            "rag_words": len(_words(a["answer"])) if a else None,
-            "no_rag_words": len(_words(b["answer"])) if b else None,
-            "rag_overlap": round(ngram_overlap(a["answer"], context), 3) if a else None,
-            "no_rag_overlap": round(ngram_overlap(b["answer"], context), 3) if b and a else None,
-            "sources": (a or {}).get("sources", ""),
-        })
+        rows.append(
+            {
+                "question": q,
+                "rag_answer": a["answer"] if a else None,
+                "no_rag_answer": b["answer"] if b else None,
+                "rag_abstained": bool(a["abstained"]) if a else None,
+                "no_rag_abstained": bool(b["abstained"]) if b else None,
+                "rag_words": len(_words(a["answer"])) if a else None,
+                "no_rag_words": len(_words(b["answer"])) if b else None,
+                "rag_overlap": round(ngram_overlap(a["answer"], context), 3) if a else None,
+                "no_rag_overlap": round(ngram_overlap(b["answer"], context), 3) if b and a else None,
+                "sources": (a or {}).get("sources", ""),
+            }
+        )
 
     def summarise(mode: str, prefix: str) -> Dict[str, Any]:
         got = [r for r in rows if r[f"{prefix}_answer"] is not None]
@@ -127,26 +137,35 @@ def compare_records(
             "answers": n,
             "abstention_rate": round(sum(r[f"{prefix}_abstained"] for r in got) / n, 3) if n else None,
             "mean_words": round(sum(r[f"{prefix}_words"] for r in got) / n, 2) if n else None,
-            "uses_retrieved_text": round(sum(o >= USES_CONTEXT_THRESHOLD for o in overlaps) / len(overlaps), 3) if overlaps else None,
+            "uses_retrieved_text": round(sum(o >= USES_CONTEXT_THRESHOLD for o in overlaps) / len(overlaps), 3)
+            if overlaps
+            else None,
         }
 
     return [summarise("RAG", "rag"), summarise("no RAG", "no_rag")], rows
 
 
-def write_compare_report(summary: Sequence[Dict[str, Any]], rows: Sequence[Dict[str, Any]], out_dir: Union[str, Path]) -> Dict[str, Path]:
+def write_compare_report(
+    summary: Sequence[Dict[str, Any]], rows: Sequence[Dict[str, Any]], out_dir: Union[str, Path]
+) -> Dict[str, Path]:
     """Writes ``compare.xlsx`` (sheets summary, questions) and ``compare.md`` into ``out_dir`` atomically."""
     folder = Path(out_dir)
     xlsx, md = folder / "compare.xlsx", folder / "compare.md"
     write_table([], xlsx, sheets={"summary": (summary, SUMMARY_COLUMNS), "questions": (rows, COMPARE_COLUMNS)})
-    text = "\n\n".join([
-        "# RAG vs no RAG",
-        markdown_table(summary, SUMMARY_COLUMNS),
-        f"*abstention_rate*: share of \"I don't know\"-style answers. *mean_words*: mean answer length in words (each Japanese/CJK character counts as one). "
-        f"*uses_retrieved_text*: share of answers with at least {USES_CONTEXT_THRESHOLD:.0%} of their word {NGRAM}-grams "
-        "in the context RAG retrieved for that question.",
-        "## Per question",
-        markdown_table(rows, COMPARE_COLUMNS),
-    ]) + "\n"
+    text = (
+        "\n\n".join(
+            [
+                "# RAG vs no RAG",
+                markdown_table(summary, SUMMARY_COLUMNS),
+                f'*abstention_rate*: share of "I don\'t know"-style answers. *mean_words*: mean answer length in words (each Japanese/CJK character counts as one). '
+                f"*uses_retrieved_text*: share of answers with at least {USES_CONTEXT_THRESHOLD:.0%} of their word {NGRAM}-grams "
+                "in the context RAG retrieved for that question.",
+                "## Per question",
+                markdown_table(rows, COMPARE_COLUMNS),
+            ]
+        )
+        + "\n"
+    )
 
     def write_md(tmp: Path) -> None:
         tmp.write_text(text, encoding="utf-8")

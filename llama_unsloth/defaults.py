@@ -21,10 +21,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Final, Optional
+from typing import Final, Optional
+
 from llama_unsloth.errors import MissingDefaultModelError  # noqa: F401 (defined there, re-exported here)
 
-# ---- retrieval (SPEC "Retrieval users run" and the POV algorithm)
+# ---- retrieval, as our users run it: k=3 plainly; k=15, then 10 by query similarity, then 5 by POV score
 TOP_K = 3  # chunks retrieved for plain RAG
 POV_TOP_K = 15  # chunks retrieved before POV reranking
 QUERY_TOP_N = 10  # kept by query similarity before POV scoring

@@ -145,8 +145,16 @@ class OptionError(ValueError):
 
 # Exception types whose message alone tells a command-line user what to fix (printed as one line, exit 2).
 USER_ERRORS: Tuple[Type[BaseException], ...] = (
-    RagError, ModelLoadError, PromptFormatError, PromptTooLongError, ServedModelError, DatasetError, HubTokenError,
-    OptionError, EmbeddingServiceError, ImportError,
+    RagError,
+    ModelLoadError,
+    PromptFormatError,
+    PromptTooLongError,
+    ServedModelError,
+    DatasetError,
+    HubTokenError,
+    OptionError,
+    EmbeddingServiceError,
+    ImportError,
 )
 
 

@@ -58,7 +58,7 @@ def is_unsloth_available() -> bool:
     return True
 
 
-def import_unsloth_first(argv: "Optional[Sequence[str]]" = None) -> bool:
+def import_unsloth_first(argv: Optional[Sequence[str]] = None) -> bool:
     """Imports unsloth (when it can run here) before a recipe imports transformers, peft or trl.
 
     Unsloth patches those libraries as it is imported and warns that, imported later, "your code may
@@ -69,7 +69,9 @@ def import_unsloth_first(argv: "Optional[Sequence[str]]" = None) -> bool:
     """
     args = list(sys.argv[1:] if argv is None else argv)
     for i, arg in enumerate(args):
-        if (arg == "--backend" and i + 1 < len(args) and args[i + 1] == "transformers") or arg == "--backend=transformers":
+        if (
+            arg == "--backend" and i + 1 < len(args) and args[i + 1] == "transformers"
+        ) or arg == "--backend=transformers":
             return False
     return is_unsloth_available()
 

@@ -24,21 +24,13 @@ import logging
 import math
 import os
 import re
-import sys
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from llama_unsloth import defaults
-from llama_unsloth.errors import (
-    ChunkSettingsMismatchError,
-    CorpusError,
-    EmbeddingMismatchError,
-    IndexInterrupted,
-    IndexNotFoundError,
-    RagError,
-)
+
 # Embedding models live in llama_unsloth.embeddings; re-exported because indexing and querying take them here.
 from llama_unsloth.embeddings import (  # noqa: F401
     COHERE_MODEL,
@@ -46,6 +38,14 @@ from llama_unsloth.embeddings import (  # noqa: F401
     embed_model_id,
     embedding_dimension,
     make_embed_model,
+)
+from llama_unsloth.errors import (
+    ChunkSettingsMismatchError,
+    CorpusError,
+    EmbeddingMismatchError,
+    IndexInterrupted,
+    IndexNotFoundError,
+    RagError,
 )
 
 logger = logging.getLogger(__name__)
@@ -130,7 +130,9 @@ def delete_collection(persist_dir: Union[str, Path], collection: str) -> None:
     _chroma_client(persist_dir).delete_collection(collection)
 
 
-def open_collection(persist_dir: Union[str, Path], collection: str, create: bool = False, metadata: Optional[dict] = None) -> Any:
+def open_collection(
+    persist_dir: Union[str, Path], collection: str, create: bool = False, metadata: Optional[dict] = None
+) -> Any:
     """Opens (or with ``create=True`` creates) a Chroma collection in ``persist_dir``.
 
     Raises:
@@ -162,13 +164,19 @@ def open_collection(persist_dir: Union[str, Path], collection: str, create: bool
         ) from err
     have = ", ".join(sorted(names)) or "none"
     return _collection_from(
-        client, names, collection, create, metadata,
+        client,
+        names,
+        collection,
+        create,
+        metadata,
         missing=f"The index at {str(folder)!r} has no collection {collection!r} (collections: {have}). Pass "
         "--collection with one of those, or build it with `llama-unsloth index`.",
     )
 
 
-def _collection_from(client: Any, names: Sequence[str], collection: str, create: bool, metadata: Optional[dict], missing: str) -> Any:
+def _collection_from(
+    client: Any, names: Sequence[str], collection: str, create: bool, metadata: Optional[dict], missing: str
+) -> Any:
     """The named collection from an open client: got, created (with a valid name), or ``missing`` raised."""
     if collection in names:
         return client.get_collection(collection)
@@ -182,18 +190,24 @@ def _collection_from(client: Any, names: Sequence[str], collection: str, create:
     return client.create_collection(collection, metadata=metadata)
 
 
-def _open_server_collection(url: str, server: Tuple[str, int], collection: str, create: bool, metadata: Optional[dict]) -> Any:
+def _open_server_collection(
+    url: str, server: Tuple[str, int], collection: str, create: bool, metadata: Optional[dict]
+) -> Any:
     try:
         client = _chroma_client(url)
         names = [getattr(c, "name", c) for c in client.list_collections()]
-    except Exception as err:  # connection refused, DNS, a non-Chroma server ...
+    except Exception:  # connection refused, DNS, a non-Chroma server ...
         raise IndexNotFoundError(
             f"Could not reach the Chroma server at {url}. Start it with "
             f"`chroma run --path chroma_db --host {server[0]} --port {server[1]}`, or check --chroma-host/--chroma-port."
         ) from None
     have = ", ".join(sorted(names)) or "none"
     return _collection_from(
-        client, names, collection, create, metadata,
+        client,
+        names,
+        collection,
+        create,
+        metadata,
         missing=f"The Chroma server at {url} has no collection {collection!r} (collections: {have}). Pass --collection "
         f"with one of those, or build it with `llama-unsloth index --chroma-host {server[0]} --chroma-port {server[1]}`.",
     )
@@ -305,7 +319,9 @@ class ChunkSettings:
     overlap: int = DEFAULT_CHUNK_OVERLAP
 
     @classmethod
-    def make(cls, unit: str = DEFAULT_CHUNK_UNIT, size: Optional[int] = None, overlap: Optional[int] = None) -> "ChunkSettings":
+    def make(
+        cls, unit: str = DEFAULT_CHUNK_UNIT, size: Optional[int] = None, overlap: Optional[int] = None
+    ) -> ChunkSettings:
         """Settings with the unit's defaults for what is ``None``, checked.
 
         Raises:
@@ -319,7 +335,9 @@ class ChunkSettings:
         if size < MIN_CHUNK_SIZE:
             raise CorpusError(f"--chunk-size must be at least {MIN_CHUNK_SIZE} {unit}, got {size}.")
         if not 0 <= overlap < size:
-            raise CorpusError(f"--chunk-overlap must be between 0 and chunk size - 1 ({size - 1}) {unit}, got {overlap}.")
+            raise CorpusError(
+                f"--chunk-overlap must be between 0 and chunk size - 1 ({size - 1}) {unit}, got {overlap}."
+            )
         return cls(unit, size, overlap)
 
     def metadata(self) -> Dict[str, Any]:
@@ -370,13 +388,14 @@ def split_sentences(text: str) -> List[str]:
 
 
 def _cl100k() -> Any:
-    import tiktoken
-
     import llama_index.core
+    import tiktoken
 
     # llama-index-core ships the cl100k file: point tiktoken at it so nothing is downloaded.
     previous = os.environ.get("TIKTOKEN_CACHE_DIR")
-    os.environ["TIKTOKEN_CACHE_DIR"] = previous or str(Path(llama_index.core.__file__).parent / "_static" / "tiktoken_cache")
+    os.environ["TIKTOKEN_CACHE_DIR"] = previous or str(
+        Path(llama_index.core.__file__).parent / "_static" / "tiktoken_cache"
+    )
     try:
         return tiktoken.get_encoding("cl100k_base")
     finally:
@@ -412,7 +431,14 @@ def make_splitter(chunking: ChunkSettings) -> Any:
     )
 
 
-def chunk_file(path: Path, text: str, content_hash: str, chunking: Union[ChunkSettings, int] = ChunkSettings(), chunk_overlap: Optional[int] = None, splitter: Any = None) -> List[Any]:
+def chunk_file(
+    path: Path,
+    text: str,
+    content_hash: str,
+    chunking: Union[ChunkSettings, int] = ChunkSettings(),
+    chunk_overlap: Optional[int] = None,
+    splitter: Any = None,
+) -> List[Any]:
     """Splits one file's text into ``TextNode``s with bookkeeping metadata (hidden from LLM and embeddings).
 
     Args:
@@ -429,7 +455,13 @@ def chunk_file(path: Path, text: str, content_hash: str, chunking: Union[ChunkSe
         chunking = ChunkSettings.make("tokens", chunking, chunk_overlap)
     key = str(path.resolve())
     meta = {KEY_FILE_PATH: key, KEY_FILE_NAME: path.name, KEY_CONTENT_HASH: content_hash}
-    doc = Document(text=text, id_=key, metadata=meta, excluded_llm_metadata_keys=list(BOOKKEEPING_KEYS), excluded_embed_metadata_keys=list(BOOKKEEPING_KEYS))
+    doc = Document(
+        text=text,
+        id_=key,
+        metadata=meta,
+        excluded_llm_metadata_keys=list(BOOKKEEPING_KEYS),
+        excluded_embed_metadata_keys=list(BOOKKEEPING_KEYS),
+    )
     splitter = splitter or make_splitter(chunking)
     nodes = [n for n in splitter.get_nodes_from_documents([doc]) if n.get_content().strip()]
     path_id = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
@@ -481,16 +513,25 @@ def long_chunk_report(texts: Sequence[str], embed_model: Any, chunking: ChunkSet
     if limit is None or not texts:
         return None
     # verbose=False: transformers would warn once per long text, which is what this report says better.
-    counts = [len(ids) for ids in tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]]
+    counts = [
+        len(ids)
+        for ids in tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+    ]
     long = [(n, t) for n, t in zip(counts, texts) if n > limit]
     if not long:
         return None
     longest_tokens, longest_text = max(long)
-    size = len(longest_text) if chunking.unit == "characters" else len(_cl100k().encode(longest_text, allowed_special="all"))
+    size = (
+        len(longest_text)
+        if chunking.unit == "characters"
+        else len(_cl100k().encode(longest_text, allowed_special="all"))
+    )
     # Scale the longest chunk down to the window, with 10% to spare, rounded down to a round number.
     step = 100 if size * limit / longest_tokens >= 500 else 10
     suggested = max(MIN_CHUNK_SIZE, int(size * limit / longest_tokens * 0.9) // step * step)
-    return LongChunkReport(len(long), len(texts), limit, longest_tokens, short_model_name(embed_model), suggested, chunking.unit)
+    return LongChunkReport(
+        len(long), len(texts), limit, longest_tokens, short_model_name(embed_model), suggested, chunking.unit
+    )
 
 
 def short_model_name(embed_model: Any) -> str:
@@ -546,11 +587,15 @@ def list_documents(folder: Union[str, Path], extensions: Sequence[str] = DOC_EXT
     """
     root = Path(folder).expanduser()
     if not root.is_dir():
-        raise CorpusError(f"Documents folder {str(folder)!r} does not exist (or is not a folder). Pass --input-dir <folder>.")
+        raise CorpusError(
+            f"Documents folder {str(folder)!r} does not exist (or is not a folder). Pass --input-dir <folder>."
+        )
     files = sorted(
         p
         for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in extensions and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        if p.is_file()
+        and p.suffix.lower() in extensions
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
     if not files:
         raise CorpusError(f"{str(folder)!r} holds no {'/'.join(extensions)} files (searched recursively).")
@@ -580,7 +625,9 @@ class DocumentRead:
     skip_reason: Optional[str]
 
 
-def read_documents(folder: Union[str, Path], warn: Optional[Callable[[str], None]] = None, progress: bool = False) -> List[DocumentRead]:
+def read_documents(
+    folder: Union[str, Path], warn: Optional[Callable[[str], None]] = None, progress: bool = False
+) -> List[DocumentRead]:
     """Reads and decodes every document under ``folder`` (see :func:`list_documents`).
 
     Binary and undecodable files get a one-line warning through ``warn``; empty ones are only marked.
@@ -619,7 +666,9 @@ def read_documents(folder: Union[str, Path], warn: Optional[Callable[[str], None
         reads.append(DocumentRead(path, str(path), name, hashlib.sha256(data).hexdigest(), text, encoding, reason))
     if all(r.text is None for r in reads):
         listing = ", ".join(f"{r.name} ({r.skip_reason})" for r in reads[:10]) + (" ..." if len(reads) > 10 else "")
-        raise CorpusError(f"{str(folder)!r} holds no readable text file: {listing}. Save the documents as text (UTF-8, Shift-JIS, EUC-JP, UTF-16 ...).")
+        raise CorpusError(
+            f"{str(folder)!r} holds no readable text file: {listing}. Save the documents as text (UTF-8, Shift-JIS, EUC-JP, UTF-16 ...)."
+        )
     return reads
 
 
@@ -739,7 +788,9 @@ def build_index(
         if entry and entry["hashes"] == {read.digest} and entry["expected"] == len(entry["ids"]):
             stats.files_unchanged += 1
             continue
-        pending.append((read, chunk_file(read.path, read.text, read.digest, chunking, splitter=splitter), entry is not None))
+        pending.append(
+            (read, chunk_file(read.path, read.text, read.digest, chunking, splitter=splitter), entry is not None)
+        )
         read.text = None  # the chunks hold it now
 
     new_texts = [n.get_content(metadata_mode=MetadataMode.EMBED) for _, nodes, _ in pending for n in nodes]
@@ -777,7 +828,9 @@ def build_index(
                 if stop.requested:
                     break
                 part = nodes[start : start + embed_batch_size]
-                vectors = embed_model.get_text_embedding_batch([n.get_content(metadata_mode=MetadataMode.EMBED) for n in part])
+                vectors = embed_model.get_text_embedding_batch(
+                    [n.get_content(metadata_mode=MetadataMode.EMBED) for n in part]
+                )
                 for node, vector in zip(part, vectors):
                     node.embedding = vector
             if stop.requested:

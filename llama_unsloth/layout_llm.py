@@ -55,11 +55,16 @@ def _key(prompt: Any) -> Optional[str]:
 
 
 @lru_cache(maxsize=1)
-def _defaults() -> Tuple[Dict[str, str], List[Tuple[str, str]], List[Tuple["re.Pattern[str]", str, List[str]]]]:
+def _defaults() -> Tuple[Dict[str, str], List[Tuple[str, str]], List[Tuple[re.Pattern[str], str, List[str]]]]:
     """LlamaIndex's own prompts: template key -> kind; chat-engine context texts; regexes of plain texts."""
     from llama_index.core.chat_engine import condense_plus_context, condense_question, context
-    from llama_index.core.prompts import BasePromptTemplate, SelectorPromptTemplate, chat_prompts
-    from llama_index.core.prompts import default_prompt_selectors, default_prompts
+    from llama_index.core.prompts import (
+        BasePromptTemplate,
+        SelectorPromptTemplate,
+        chat_prompts,
+        default_prompt_selectors,
+        default_prompts,
+    )
 
     by_key: Dict[str, str] = {}
     texts: List[str] = []
@@ -146,16 +151,29 @@ class LayoutPrompts:
         tokenizer: The model's tokenizer (the ``chat`` layout renders with its chat template).
     """
 
-    def __init__(self, prompt_format: PromptFormat, system: Optional[str], flag: Optional[str], tokenizer: Any) -> None:
+    def __init__(
+        self, prompt_format: PromptFormat, system: Optional[str], flag: Optional[str], tokenizer: Any
+    ) -> None:
         self.format = prompt_format
         self.system = system or None
         self.flag = flag
         self.tokenizer = tokenizer
 
-    def render(self, instruction: str, context: str = "", history: Sequence[Tuple[str, str]] = (), system: Optional[str] = None) -> str:
+    def render(
+        self,
+        instruction: str,
+        context: str = "",
+        history: Sequence[Tuple[str, str]] = (),
+        system: Optional[str] = None,
+    ) -> str:
         """The layout's prompt for an instruction, its context and earlier turns."""
         return self.format.render_prompt(
-            instruction, context, flag=self.flag, system=system or self.system, tokenizer=self.tokenizer, history=history
+            instruction,
+            context,
+            flag=self.flag,
+            system=system or self.system,
+            tokenizer=self.tokenizer,
+            history=history,
         )
 
     def _refiner(
@@ -190,11 +208,14 @@ class LayoutPrompts:
         if kind == "refine":
             existing = str(values.get("existing_answer", ""))
             return LayoutCall(
-                self.render(instruction, context, history, system), context,
-                render=lambda piece: refine(existing, piece), refine=refine,
+                self.render(instruction, context, history, system),
+                context,
+                render=lambda piece: refine(existing, piece),
+                refine=refine,
             )
         return LayoutCall(
-            self.render(instruction, context, history, system), context,
+            self.render(instruction, context, history, system),
+            context,
             render=lambda piece: self.render(instruction, piece, history, system),
             refine=refine if kind in ("qa", "summary") else None,
         )
@@ -220,7 +241,11 @@ class LayoutPrompts:
             messages = prompt.message_templates
             first = messages[0].content or "" if messages else ""
             for default, kind in chat_contexts:
-                if messages[0].role.value == "system" and first.startswith(default) and messages[-1].content == "{query_str}":
+                if (
+                    messages[0].role.value == "system"
+                    and first.startswith(default)
+                    and messages[-1].content == "{query_str}"
+                ):
                     system = first[len(default) :].strip() or None
                     history = [(m.role.value, m.format_vars(**values).content or "") for m in messages[1:-1]]
                     return self._kind_call(kind, values, history, system)
@@ -235,16 +260,20 @@ class LayoutPrompts:
         if var is None:
             return LayoutCall(text)
         return LayoutCall(
-            text, str(values.get(var, "")),
+            text,
+            str(values.get(var, "")),
             render=lambda piece: self.text(prompt.format(**{**prompt_args, var: piece})),
             refine=self._refiner(str(values.get("query_str", ""))),
         )
 
-    def _layout_template_call(self, prompt: Any, prompt_args: Dict[str, Any], kind: str, values: Dict[str, Any]) -> LayoutCall:
+    def _layout_template_call(
+        self, prompt: Any, prompt_args: Dict[str, Any], kind: str, values: Dict[str, Any]
+    ) -> LayoutCall:
         # One of our own templates (qa_template() & co.): split its context the same way if it overflows.
         var = _CONTEXT_VAR[kind]
         return LayoutCall(
-            prompt.format(**prompt_args), str(values.get(var, "")),
+            prompt.format(**prompt_args),
+            str(values.get(var, "")),
             render=lambda piece: prompt.format(**{**prompt_args, var: piece}),
             refine=self._refiner(str(values.get("query_str", ""))),
         )

@@ -27,9 +27,9 @@ from llama_index.core.llms.custom import CustomLLM
 
 from llama_unsloth import defaults
 from llama_unsloth.abstention import DEFAULT_ABSTENTION_PATTERNS, is_abstention
+from llama_unsloth.errors import GenerationOutOfMemoryError, PromptTooLongError  # noqa: F401 (defined there, re-exported here)
 from llama_unsloth.layout_llm import LayoutLLMMixin
 from llama_unsloth.prompts import PromptFormat, encode_prompt
-from llama_unsloth.errors import PromptTooLongError, GenerationOutOfMemoryError  # noqa: F401 (defined there, re-exported here)
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ _KNOWN_SPECIAL_TOKENS = (
 )
 
 # One generation at a time per model object, however many UnslothLLM wrappers share it.
-_MODEL_LOCKS: "weakref.WeakKeyDictionary[Any, threading.Lock]" = weakref.WeakKeyDictionary()
+_MODEL_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
 _MODEL_LOCKS_GUARD = threading.Lock()
 
 
@@ -97,7 +97,9 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
         description="'auto' (Unsloth when CUDA is available and it imports, else transformers), 'unsloth' or "
         "'transformers'.",
     )
-    max_seq_length: int = Field(default=defaults.MAX_SEQ_LENGTH, gt=0, description="Context window: prompt plus new tokens.")
+    max_seq_length: int = Field(
+        default=defaults.MAX_SEQ_LENGTH, gt=0, description="Context window: prompt plus new tokens."
+    )
     load_in_4bit: bool = Field(
         default=True, description="Load bitsandbytes 4-bit weights (full precision, with a warning, without CUDA)."
     )
@@ -176,8 +178,14 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
         self._format = PromptFormat.get(self.prompt_format)
         if model is not None:
             self._model, self._tokenizer = model, tokenizer
-            self._backend = "unsloth" if "unsloth" in type(model).__module__.lower() or hasattr(model, "for_inference") else "transformers"
-            self._resolved_name = self.model_name or getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+            self._backend = (
+                "unsloth"
+                if "unsloth" in type(model).__module__.lower() or hasattr(model, "for_inference")
+                else "transformers"
+            )
+            self._resolved_name = (
+                self.model_name or getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+            )
         else:
             from llama_unsloth.defaults import default_model_name
             from llama_unsloth.loading import load_model
@@ -205,7 +213,7 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
             Settings.tokenizer = _weak_tokenizer_fn(self._tokenizer)
 
     @classmethod
-    def from_finetuned(cls, folder: Union[str, Path], **kwargs: Any) -> "UnslothLLM":
+    def from_finetuned(cls, folder: Union[str, Path], **kwargs: Any) -> UnslothLLM:
         """Loads a model folder written by the finetune recipe, with the prompt layout saved in it.
 
         Args:
@@ -438,7 +446,9 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
                 for offset, ids in enumerate(chunk):
                     new_ids = output[offset, width:].tolist()
                     n_new = _count_until_end(new_ids, self._stop_token_ids, self._tokenizer.pad_token_id)
-                    generated = self._tokenizer.decode(new_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+                    generated = self._tokenizer.decode(
+                        new_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False
+                    )
                     responses.append(self._response(texts[start + offset], generated, len(ids), n_new, seconds))
         return responses
 
@@ -482,7 +492,10 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
         from transformers import TextIteratorStreamer
 
         streamer = TextIteratorStreamer(
-            self._tokenizer, skip_prompt=True, timeout=self.stream_timeout, skip_special_tokens=False,
+            self._tokenizer,
+            skip_prompt=True,
+            timeout=self.stream_timeout,
+            skip_special_tokens=False,
             clean_up_tokenization_spaces=False,
         )
         failure: List[BaseException] = []
@@ -522,7 +535,9 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
     def _final_streamed(self, text: str, state: Dict[str, str], n_prompt: int, seconds: float) -> CompletionResponse:
         """The last streamed response: the cleaned answer, its raw data, and the part not yet shown."""
         generated, shown = state["generated"], state["shown"]
-        final = self._response(text, generated, n_prompt, len(self._tokenizer.encode(generated, add_special_tokens=False)), seconds)
+        final = self._response(
+            text, generated, n_prompt, len(self._tokenizer.encode(generated, add_special_tokens=False)), seconds
+        )
         final.delta = final.text[len(shown) :] if final.text.startswith(shown) else ""
         return final
 
@@ -565,7 +580,9 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
         return await asyncio.to_thread(self._complete, prompt, formatted, **kwargs)
 
     @llm_completion_callback()
-    async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
+    async def astream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseAsyncGen:
         stream = await asyncio.to_thread(self._stream_complete, prompt, formatted, **kwargs)
         return _to_async(stream)
 
@@ -606,7 +623,9 @@ def _weak_tokenizer_fn(tokenizer: Any) -> Callable[[str], List[int]]:
     def count(text: str) -> List[int]:
         live = ref()
         if live is None:
-            raise RuntimeError("The UnslothLLM whose tokenizer Settings.tokenizer uses was deleted; set Settings.tokenizer again.")
+            raise RuntimeError(
+                "The UnslothLLM whose tokenizer Settings.tokenizer uses was deleted; set Settings.tokenizer again."
+            )
         return live.encode(text, add_special_tokens=False)
 
     return count

@@ -20,8 +20,14 @@ import logging
 import warnings
 from pathlib import Path
 from typing import Any, Literal, Optional, Tuple
+
 from llama_unsloth.errors import ModelLoadError
-from llama_unsloth.import_utils import UNSLOTH_INSTALL_HINT, cuda_available, is_bitsandbytes_available, is_unsloth_available
+from llama_unsloth.import_utils import (
+    UNSLOTH_INSTALL_HINT,
+    cuda_available,
+    is_bitsandbytes_available,
+    is_unsloth_available,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -126,14 +132,21 @@ def load_model(
     check_model_path(model_name)
     chosen = resolve_backend(backend)
     if chosen == "unsloth":
-        model, tokenizer = _load_unsloth(model_name, max_seq_length, load_in_4bit, dtype, trust_remote_code, for_training)
+        model, tokenizer = _load_unsloth(
+            model_name, max_seq_length, load_in_4bit, dtype, trust_remote_code, for_training
+        )
     else:
         model, tokenizer = _load_transformers(model_name, load_in_4bit, dtype, trust_remote_code, for_training)
     return model, tokenizer, chosen
 
 
 def _load_unsloth(
-    model_name: str, max_seq_length: int, load_in_4bit: bool, dtype: Optional[str], trust_remote_code: bool, for_training: bool
+    model_name: str,
+    max_seq_length: int,
+    load_in_4bit: bool,
+    dtype: Optional[str],
+    trust_remote_code: bool,
+    for_training: bool,
 ) -> Tuple[Any, Any]:
     from unsloth import FastLanguageModel
 

@@ -28,6 +28,7 @@ import string
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
 from llama_unsloth.errors import PromptFormatError  # noqa: F401 (defined there, re-exported here)
 
 FORMAT_FILE = "prompt_format.json"
@@ -101,7 +102,7 @@ REASONING_SYSTEMS: Dict[str, str] = {
 }
 CHAT_SYSTEM = (
     "You are a helpful assistant. Answer the question using the context when it is given. "
-    "If the answer is not in the context, say \"I don't know\"."
+    'If the answer is not in the context, say "I don\'t know".'
 )
 
 # Instructions of the LlamaIndex prompts that are not a plain question, written into the layout's
@@ -224,7 +225,9 @@ def _python_format_to_jinja(text: str, fields: Optional[Sequence[str]]) -> str:
         if name is None:
             continue
         if name and not (name.isdigit() or name.isidentifier()):
-            raise PromptFormatError(f"Placeholder {{{name}}} is not a plain name: use {{}} or {{instruction}}-style names.")
+            raise PromptFormatError(
+                f"Placeholder {{{name}}} is not a plain name: use {{}} or {{instruction}}-style names."
+            )
         if spec or conversion:
             raise PromptFormatError(f"Placeholder {{{name}!{conversion}:{spec}}} has a format spec; use plain {{}}.")
         if name == "" or name.isdigit():
@@ -304,7 +307,7 @@ class PromptFormat:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def get(cls, name_or_format: "str | PromptFormat", fields: Optional[Sequence[str]] = None) -> "PromptFormat":
+    def get(cls, name_or_format: str | PromptFormat, fields: Optional[Sequence[str]] = None) -> PromptFormat:
         """Returns a built-in format by name, a format read from a file, or the object itself.
 
         Args:
@@ -324,7 +327,11 @@ class PromptFormat:
         if path.is_dir() and (path / FORMAT_FILE).is_file():
             return cls.load(path)
         if path.is_file() and path.suffix == ".json":
-            return cls.load(path.parent) if path.name == FORMAT_FILE else cls.from_dict(json.loads(path.read_text("utf-8")))
+            return (
+                cls.load(path.parent)
+                if path.name == FORMAT_FILE
+                else cls.from_dict(json.loads(path.read_text("utf-8")))
+            )
         if path.is_file():
             return cls.from_file(path, fields=fields)
         if name.endswith(".j2"):
@@ -335,7 +342,7 @@ class PromptFormat:
         )
 
     @classmethod
-    def from_j2(cls, path: "str | Path", system: str = "") -> "PromptFormat":
+    def from_j2(cls, path: str | Path, system: str = "") -> PromptFormat:
         """Reads a user's Jinja2 layout file as-is (see :meth:`from_string` for what it may contain).
 
         Raises:
@@ -348,7 +355,7 @@ class PromptFormat:
         return cls.from_string(path.read_text(encoding="utf-8"), name=path.stem, system=system)
 
     @classmethod
-    def from_file(cls, path: "str | Path", fields: Optional[Sequence[str]] = None) -> "PromptFormat":
+    def from_file(cls, path: str | Path, fields: Optional[Sequence[str]] = None) -> PromptFormat:
         """Reads a template file: Jinja2 (``{{ name }}``) or a Python format string (``{}``/``{name}``)."""
         path = Path(path)
         if not path.is_file():
@@ -358,7 +365,7 @@ class PromptFormat:
     @classmethod
     def from_string(
         cls, text: str, fields: Optional[Sequence[str]] = None, name: Optional[str] = None, system: str = ""
-    ) -> "PromptFormat":
+    ) -> PromptFormat:
         """Builds a layout from a user's template text, used byte for byte.
 
         The text is Jinja2 (``{{ str_instruction }}``, ``{% if flag == 'logician' %}``) or a Python format
@@ -389,7 +396,7 @@ class PromptFormat:
         return cls._from_jinja(jinja, name=name or "custom", system=system)
 
     @classmethod
-    def _from_jinja(cls, text: str, name: str, system: str) -> "PromptFormat":
+    def _from_jinja(cls, text: str, name: str, system: str) -> PromptFormat:
         variables = _template_variables(text)
         by_role: Dict[str, str] = {}
         for var in variables:
@@ -449,7 +456,7 @@ class PromptFormat:
         )
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "PromptFormat":
+    def from_dict(cls, data: Mapping[str, Any]) -> PromptFormat:
         """A format from the dictionary :meth:`save` writes (unknown keys ignored)."""
         known = set(cls.__dataclass_fields__)
         data = {k: v for k, v in data.items() if k in known}
@@ -462,7 +469,7 @@ class PromptFormat:
         return cls(**data)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, folder: "str | Path") -> Path:
+    def save(self, folder: str | Path) -> Path:
         """Writes the format into ``folder/prompt_format.json`` (e.g. next to a fine-tuned model)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -471,7 +478,7 @@ class PromptFormat:
         return path
 
     @classmethod
-    def load(cls, folder: "str | Path") -> "PromptFormat":
+    def load(cls, folder: str | Path) -> PromptFormat:
         """Reads the format saved by :meth:`save` from a model folder.
 
         Raises:
@@ -722,31 +729,43 @@ class PromptFormat:
         text = self.render_prompt("{query_str}", "{context_str}", flag=flag, system=system, tokenizer=tokenizer)
         return self._template(text, PromptType.QUESTION_ANSWER)
 
-    def refine_template(self, *, system: Optional[str] = None, tokenizer: Any = None, flag: Optional[str] = None) -> Any:
+    def refine_template(
+        self, *, system: Optional[str] = None, tokenizer: Any = None, flag: Optional[str] = None
+    ) -> Any:
         """A LlamaIndex refine ``PromptTemplate`` in this layout, used when context spans several calls."""
         from llama_index.core.prompts.prompt_type import PromptType
 
         text = self.render_prompt(REFINE_INSTRUCTION, "{context_msg}", flag=flag, system=system, tokenizer=tokenizer)
         return self._template(text, PromptType.REFINE)
 
-    def summary_template(self, *, system: Optional[str] = None, tokenizer: Any = None, flag: Optional[str] = None) -> Any:
+    def summary_template(
+        self, *, system: Optional[str] = None, tokenizer: Any = None, flag: Optional[str] = None
+    ) -> Any:
         """A LlamaIndex summary ``PromptTemplate`` (``tree_summarize``): the query and the context to summarize."""
         from llama_index.core.prompts.prompt_type import PromptType
 
         text = self.render_prompt("{query_str}", "{context_str}", flag=flag, system=system, tokenizer=tokenizer)
         return self._template(text, PromptType.SUMMARY)
 
-    def condense_template(self, *, system: Optional[str] = None, tokenizer: Any = None, flag: Optional[str] = None) -> Any:
+    def condense_template(
+        self, *, system: Optional[str] = None, tokenizer: Any = None, flag: Optional[str] = None
+    ) -> Any:
         """A LlamaIndex condense-question ``PromptTemplate`` (``{chat_history}``, ``{question}``) in this layout."""
         from llama_index.core.prompts.prompt_type import PromptType
 
-        text = self.render_prompt(CONDENSE_INSTRUCTION, "{chat_history}", flag=flag, system=system, tokenizer=tokenizer)
+        text = self.render_prompt(
+            CONDENSE_INSTRUCTION, "{chat_history}", flag=flag, system=system, tokenizer=tokenizer
+        )
         return self._template(text, PromptType.CUSTOM)
 
-    def looks_laid_out(self, text: str, *, system: Optional[str] = None, tokenizer: Any = None, flag: Optional[str] = None) -> bool:
+    def looks_laid_out(
+        self, text: str, *, system: Optional[str] = None, tokenizer: Any = None, flag: Optional[str] = None
+    ) -> bool:
         """Whether ``text`` already is a prompt in this layout (starts with its head or ends with its tail)."""
         try:
-            probe = self.render_prompt(_ANSWER_SENTINEL, _ANSWER_SENTINEL, flag=flag, system=system, tokenizer=tokenizer)
+            probe = self.render_prompt(
+                _ANSWER_SENTINEL, _ANSWER_SENTINEL, flag=flag, system=system, tokenizer=tokenizer
+            )
         except PromptFormatError:
             return False
         head, _, rest = probe.partition(_ANSWER_SENTINEL)
@@ -754,7 +773,7 @@ class PromptFormat:
         return (len(head.strip()) >= 4 and text.startswith(head)) or (len(tail.strip()) >= 4 and text.endswith(tail))
 
     # ------------------------------------------------------------------ parsing
-    def parse_answer(self, generated: str) -> "tuple[str, Optional[str]]":
+    def parse_answer(self, generated: str) -> tuple[str, Optional[str]]:
         """Splits generated text into (answer, reasoning).
 
         For layouts with an ``answer_marker`` the answer is the text after it and the reasoning the

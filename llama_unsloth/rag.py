@@ -1,6 +1,6 @@
 """RAG glue over an index from :mod:`llama_unsloth.index_store`: postprocessors, query engines, prompts, answers.
 
-* :func:`make_postprocessors` / :func:`make_query_engine` give the SPEC's retrieval: k=3 plainly,
+* :func:`make_postprocessors` / :func:`make_query_engine` give our users' retrieval: k=3 plainly,
   or k=15 -> POV reranking (10 -> 5), with duplicate filtering and context cleaning.
 * :func:`build_rag_prompt` renders exactly the prompt the query engine sends, so batch answering
   (:func:`answer_rag_batch`) can batch many questions through ``UnslothLLM.complete_batch``.
@@ -13,13 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-from llama_unsloth.errors import RagError
-from llama_unsloth.index_store import KEY_FILE_NAME, KEY_FILE_PATH, retrieval_cosine
-
 from llama_unsloth.defaults import POV_TOP_K as DEFAULT_POV_TOP_K
 from llama_unsloth.defaults import POV_TOP_N as DEFAULT_POV_TOP_N
 from llama_unsloth.defaults import QUERY_TOP_N as DEFAULT_QUERY_TOP_N
 from llama_unsloth.defaults import TOP_K as DEFAULT_TOP_K
+from llama_unsloth.errors import RagError
+from llama_unsloth.index_store import KEY_FILE_NAME, KEY_FILE_PATH, retrieval_cosine
 
 
 # ---------------------------------------------------------------------------------------------- retrieval
@@ -30,7 +29,7 @@ def make_postprocessors(
     query_top_n: int = DEFAULT_QUERY_TOP_N,
     top_n: int = DEFAULT_POV_TOP_N,
 ) -> List[Any]:
-    """The SPEC's node postprocessors.
+    """Our users' node postprocessors.
 
     With POVs: ``DuplicateChunkFilter -> POVReranker -> ContextCleaner``; without:
     ``DuplicateChunkFilter -> ContextCleaner``.
@@ -43,16 +42,22 @@ def make_postprocessors(
     chain: List[Any] = [DuplicateChunkFilter()]
     if povs_file is not None or povs:
         if embed_model is None:
-            raise RagError("POV reranking needs the embedding model (pass the index's embedding model, e.g. from index_store.open_index_with_embeddings).")
+            raise RagError(
+                "POV reranking needs the embedding model (pass the index's embedding model, e.g. from index_store.open_index_with_embeddings)."
+            )
         if povs_file is not None:
             if not Path(povs_file).is_file():
                 raise RagError(f"POV file {str(povs_file)!r} not found. Pass a text file with one viewpoint per line.")
             try:
-                reranker = POVReranker.from_file(povs_file, embed_model=embed_model, query_top_n=query_top_n, top_n=top_n)
+                reranker = POVReranker.from_file(
+                    povs_file, embed_model=embed_model, query_top_n=query_top_n, top_n=top_n
+                )
             except ValueError as err:
                 raise RagError(str(err)) from err
         else:
-            reranker = POVReranker(embed_model=embed_model, povs=list(povs or []), query_top_n=query_top_n, top_n=top_n)
+            reranker = POVReranker(
+                embed_model=embed_model, povs=list(povs or []), query_top_n=query_top_n, top_n=top_n
+            )
         chain.append(reranker)
     chain.append(ContextCleaner())
     return chain
@@ -64,7 +69,7 @@ def has_pov_reranker(postprocessors: Sequence[Any]) -> bool:
 
 
 def default_top_k(postprocessors: Sequence[Any]) -> int:
-    """15 before POV reranking, else 3 (the SPEC's settings)."""
+    """15 before POV reranking, else 3 (our users' settings)."""
     return DEFAULT_POV_TOP_K if has_pov_reranker(postprocessors) else DEFAULT_TOP_K
 
 
@@ -95,7 +100,9 @@ def make_query_engine(
     )
 
 
-def retrieve(index: Any, query: str, postprocessors: Sequence[Any] = (), similarity_top_k: Optional[int] = None) -> List[Any]:
+def retrieve(
+    index: Any, query: str, postprocessors: Sequence[Any] = (), similarity_top_k: Optional[int] = None
+) -> List[Any]:
     """The nodes a query engine built by :func:`make_query_engine` would put in the prompt."""
     from llama_index.core.schema import QueryBundle
 
@@ -186,7 +193,9 @@ def build_rag_prompt(llm: Any, query: str, nodes: Sequence[Any]) -> RagPrompt:
     biggest = get_biggest_prompt([qa.partial_format(query_str=query), refine.partial_format(query_str=query)])
     packed = helper.repack(biggest, texts, llm=llm, padding=DEFAULT_RESPONSE_PADDING_SIZE)
     # Refine's loop repacks each compacted piece once more before the first call.
-    pieces = [p for chunk in packed for p in helper.repack(biggest, [chunk], llm=llm, padding=DEFAULT_RESPONSE_PADDING_SIZE)]
+    pieces = [
+        p for chunk in packed for p in helper.repack(biggest, [chunk], llm=llm, padding=DEFAULT_RESPONSE_PADDING_SIZE)
+    ]
     prompt = None
     if len(pieces) == 1:
         prompt = llm._get_prompt(qa.partial_format(query_str=query), context_str=pieces[0])
@@ -238,21 +247,31 @@ def answer_rag_batch(llm: Any, rag_prompts: Sequence[RagPrompt], batch_size: int
         for i, resp in zip(single, responses):
             rp = rag_prompts[i]
             answers[i] = Answer(
-                rp.query, resp.text, bool(resp.additional_kwargs.get("abstained")), float(resp.raw.get("seconds", 0.0)),
-                rp.context, _sources_text(rp.nodes),
+                rp.query,
+                resp.text,
+                bool(resp.additional_kwargs.get("abstained")),
+                float(resp.raw.get("seconds", 0.0)),
+                rp.context,
+                _sources_text(rp.nodes),
             )
     synth = None
     for i, rp in enumerate(rag_prompts):
         if answers[i] is not None:
             continue
         if synth is None:
-            synth = get_response_synthesizer(llm=llm, text_qa_template=llm.qa_template(), refine_template=llm.refine_template())
+            synth = get_response_synthesizer(
+                llm=llm, text_qa_template=llm.qa_template(), refine_template=llm.refine_template()
+            )
         began = time.perf_counter()
         texts = [n.node.get_content(metadata_mode=MetadataMode.LLM) for n in rp.nodes]
         text = str(synth.get_response(query_str=rp.query, text_chunks=texts)) if texts else ""
         answers[i] = Answer(
-            rp.query, text, is_abstention(text, getattr(llm, "abstention_patterns", None)), round(time.perf_counter() - began, 4),
-            rp.context, _sources_text(rp.nodes),
+            rp.query,
+            text,
+            is_abstention(text, getattr(llm, "abstention_patterns", None)),
+            round(time.perf_counter() - began, 4),
+            rp.context,
+            _sources_text(rp.nodes),
         )
     return [a for a in answers if a is not None]
 

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Sequence, Union
 
 from llama_index.core.base.llms.types import CompletionResponse, CompletionResponseGen
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 
+from llama_unsloth.errors import ServedModelError  # noqa: F401 (defined there, re-exported here)
 from llama_unsloth.llm import UnslothLLM
 from llama_unsloth.prompts import PromptFormat
-from llama_unsloth.errors import ServedModelError  # noqa: F401 (defined there, re-exported here)
 
 
 class _Remote:
@@ -47,7 +47,9 @@ class ServedLLM(UnslothLLM):
     """
 
     api_base: str = Field(description="Base URL of the OpenAI-compatible server, e.g. http://127.0.0.1:8001/v1.")
-    api_key: str = Field(default="EMPTY", description="API key the server expects (vLLM accepts any unless --api-key is set).")
+    api_key: str = Field(
+        default="EMPTY", description="API key the server expects (vLLM accepts any unless --api-key is set)."
+    )
     served_model: str = Field(description="The model name the server serves (vllm serve --served-model-name).")
     request_timeout: float = Field(default=120.0, gt=0, description="Seconds to wait for one answer.")
     max_retries: int = Field(default=3, ge=0, description="Retries of connection errors, 429 and 5xx, with backoff.")
@@ -64,13 +66,18 @@ class ServedLLM(UnslothLLM):
 
         require_openai()
         import openai
+
         if tokenizer is None:
             from transformers import AutoTokenizer
 
             name = kwargs.get("model_name")
             if not name:
-                raise ValueError("Pass tokenizer=... or model_name=<the model folder> (its tokenizer renders the prompts).")
-            tokenizer = AutoTokenizer.from_pretrained(str(name), trust_remote_code=bool(kwargs.get("trust_remote_code")))
+                raise ValueError(
+                    "Pass tokenizer=... or model_name=<the model folder> (its tokenizer renders the prompts)."
+                )
+            tokenizer = AutoTokenizer.from_pretrained(
+                str(name), trust_remote_code=bool(kwargs.get("trust_remote_code"))
+            )
         kwargs.setdefault("set_global_tokenizer", False)
         remote = _Remote(str(kwargs.get("api_base", "")), str(kwargs.get("served_model", "")))
         super().__init__(model=remote, tokenizer=tokenizer, **kwargs)
@@ -81,7 +88,7 @@ class ServedLLM(UnslothLLM):
         )
 
     @classmethod
-    def from_finetuned(cls, folder: Union[str, Path], **kwargs: Any) -> "ServedLLM":  # type: ignore[override]
+    def from_finetuned(cls, folder: Union[str, Path], **kwargs: Any) -> ServedLLM:  # type: ignore[override]
         """A served copy of a model folder written by the finetune recipe: its layout and tokenizer come from the folder.
 
         Args:
@@ -122,7 +129,9 @@ class ServedLLM(UnslothLLM):
         except openai.NotFoundError:
             raise ServedModelError(self._wrong_model_message()) from None
         except openai.APIStatusError as err:
-            raise ServedModelError(f"The model server at {self.api_base} answered {err.status_code}: {err.message}") from None
+            raise ServedModelError(
+                f"The model server at {self.api_base} answered {err.status_code}: {err.message}"
+            ) from None
 
     def _wrong_model_message(self) -> str:
         try:
@@ -152,7 +161,9 @@ class ServedLLM(UnslothLLM):
             generated = result.choices[0].text or ""
             usage = getattr(result, "usage", None)
             n_prompt = getattr(usage, "prompt_tokens", None) or n_prompt
-            n_new = getattr(usage, "completion_tokens", None) or len(self._tokenizer.encode(generated, add_special_tokens=False))
+            n_new = getattr(usage, "completion_tokens", None) or len(
+                self._tokenizer.encode(generated, add_special_tokens=False)
+            )
             responses.append(self._response(text, generated, n_prompt, n_new, time.perf_counter() - began))
         return responses
 

@@ -31,5 +31,8 @@ class StopOnStrings(StoppingCriteria):
 
         start = max(self.prompt_width, input_ids.shape[1] - self.window)
         tails = input_ids[:, start:].tolist()
-        done = [any(stop in self.tokenizer.decode(tail, skip_special_tokens=False) for stop in self.stops) for tail in tails]
+        done = [
+            any(stop in self.tokenizer.decode(tail, skip_special_tokens=False) for stop in self.stops)
+            for tail in tails
+        ]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)

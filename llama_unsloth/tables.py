@@ -51,7 +51,12 @@ def _excel_safe(value: Any) -> Any:
     return value[:32000] + " [truncated]" if len(value) > 32767 else value
 
 
-def write_table(rows: Sequence[Dict[str, Any]], path: Union[str, Path], columns: Sequence[str] = TABLE_COLUMNS, sheets: Optional[Dict[str, Tuple[Sequence[Dict[str, Any]], Sequence[str]]]] = None) -> Path:
+def write_table(
+    rows: Sequence[Dict[str, Any]],
+    path: Union[str, Path],
+    columns: Sequence[str] = TABLE_COLUMNS,
+    sheets: Optional[Dict[str, Tuple[Sequence[Dict[str, Any]], Sequence[str]]]] = None,
+) -> Path:
     """Writes rows to ``.xlsx`` or ``.csv`` atomically (temp file + ``os.replace``).
 
     CSV is UTF-8 with a BOM, so Excel shows Japanese text correctly; both get the permissions of
@@ -69,13 +74,17 @@ def write_table(rows: Sequence[Dict[str, Any]], path: Union[str, Path], columns:
     target = Path(path)
     frame = pd.DataFrame([{c: r.get(c, "") for c in columns} for r in rows], columns=list(columns))
     if target.suffix.lower() == ".csv":
-        atomic_write(target, lambda tmp: frame.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL, encoding=CSV_ENCODING))
+        atomic_write(
+            target, lambda tmp: frame.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL, encoding=CSV_ENCODING)
+        )
         return target
 
     def write_xlsx(tmp: Path) -> None:
         with pd.ExcelWriter(tmp, engine="openpyxl") as writer:
             for name, (srows, scols) in (sheets or {}).items():
-                pd.DataFrame([{c: _excel_safe(r.get(c, "")) for c in scols} for r in srows], columns=list(scols)).to_excel(writer, sheet_name=name, index=False)
+                pd.DataFrame(
+                    [{c: _excel_safe(r.get(c, "")) for c in scols} for r in srows], columns=list(scols)
+                ).to_excel(writer, sheet_name=name, index=False)
             if rows is not None and (sheets is None or rows):
                 frame.map(_excel_safe).to_excel(writer, sheet_name="answers", index=False)
 

@@ -123,7 +123,9 @@ def _checked(text: str, codec: str, name: str) -> DecodedText:
     if not text.strip():
         raise EmptyFileError(f"{name}: the file holds only whitespace.", reason="empty")
     if "\x00" in text or _control_share(text) > MAX_CONTROL_SHARE:
-        raise UnreadableFileError(f"{name}: binary data, not text (control characters after decoding as {codec}).", reason="binary")
+        raise UnreadableFileError(
+            f"{name}: binary data, not text (control characters after decoding as {codec}).", reason="binary"
+        )
     return DecodedText(text, codec)
 
 

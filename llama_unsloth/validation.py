@@ -51,11 +51,19 @@ def check_range(
     flag, also = flag_name(name), list(also)
     if value in also and not isinstance(value, bool):
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not math.isfinite(value)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (isinstance(value, float) and not math.isfinite(value))
+    ):
         raise OptionError(f"{flag} must be a number; got {value!r}.")
     bounds, ok = [], True
-    for word, bound, passes in ((">=", min, lambda b: value >= b), (">", gt, lambda b: value > b),
-                                ("<=", max, lambda b: value <= b), ("<", lt, lambda b: value < b)):
+    for word, bound, passes in (
+        (">=", min, lambda b: value >= b),
+        (">", gt, lambda b: value > b),
+        ("<=", max, lambda b: value <= b),
+        ("<", lt, lambda b: value < b),
+    ):
         if bound is not None:
             bounds.append(f"{word} {_fmt(bound)}")
             ok &= passes(bound)

@@ -45,11 +45,7 @@ def copy_node_with_score(
         node.text = text
     if hidden_metadata:
         node.metadata = {**node.metadata, **hidden_metadata}
-        node.excluded_llm_metadata_keys = _merge_keys(
-            node.excluded_llm_metadata_keys, hidden_metadata
-        )
-        node.excluded_embed_metadata_keys = _merge_keys(
-            node.excluded_embed_metadata_keys, hidden_metadata
-        )
+        node.excluded_llm_metadata_keys = _merge_keys(node.excluded_llm_metadata_keys, hidden_metadata)
+        node.excluded_embed_metadata_keys = _merge_keys(node.excluded_embed_metadata_keys, hidden_metadata)
     new_score = node_with_score.score if score is None else score
     return NodeWithScore(node=node, score=new_score)

@@ -34,14 +34,14 @@ Facts of ``llama-index-embeddings-cohere`` 0.9.0 this module relies on:
 
 from __future__ import annotations
 
-import os
 import warnings
 from contextlib import contextmanager
 from http import HTTPStatus
-from typing import Any, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
+
 from llama_unsloth.embeddings import COHERE_API_KEY_ENV_VARS, cohere_embedding  # noqa: F401 (the factory lives with the other embeddings)
 from llama_unsloth.errors import EmbeddingServiceError  # noqa: F401 (defined there, re-exported here)
 
@@ -202,10 +202,7 @@ def _status_advice(status: int, url: str) -> str:
             f"Cohere-side failure: check {COHERE_STATUS_PAGE}, retry later, lower "
             "embed_batch_size, or raise CohereEmbedding(max_retries=...)."
         )
-    return (
-        f"Check your Cohere quota and {COHERE_STATUS_PAGE}, lower embed_batch_size, "
-        "and retry later."
-    )
+    return f"Check your Cohere quota and {COHERE_STATUS_PAGE}, lower embed_batch_size, and retry later."
 
 
 def _translate_cohere_error(
@@ -224,7 +221,7 @@ def _translate_cohere_error(
         f"Cohere embed request failed ({n_texts} text{'s' if n_texts != 1 else ''}, "
         f"input_type={sent_type!r}, model={getattr(embed_model, 'model_name', None)!r}): "
     )
-    fields = dict(input_type=sent_type, n_texts=n_texts)
+    fields: Dict[str, Any] = {"input_type": sent_type, "n_texts": n_texts}
     malformed_advice = (
         f"Check that base_url ({url}) reaches Cohere's API and not a proxy or portal "
         f"answering something else, check {COHERE_STATUS_PAGE}, and retry later."
@@ -234,13 +231,13 @@ def _translate_cohere_error(
         status = exc.status_code
         if status is None or 200 <= status < 300:
             snippet = _server_message(exc.body, secrets, limit=80)
-            what = (
-                f"HTTP {status} answer whose body is not valid JSON "
-                f"(starts {snippet!r})"
-            )
+            what = f"HTTP {status} answer whose body is not valid JSON (starts {snippet!r})"
             return EmbeddingServiceError(
                 head + what + ". " + malformed_advice,
-                kind="malformed_response", status_code=status, attempts=1, **fields,
+                kind="malformed_response",
+                status_code=status,
+                attempts=1,
+                **fields,
             )
         attempts = _http_attempts(embed_model, exc, status)
         try:
@@ -248,43 +245,36 @@ def _translate_cohere_error(
         except ValueError:
             reason = ""
         said = _server_message(exc.body, secrets)
-        what = (
-            f"HTTP {status}{reason} after {attempts} attempt{'s' if attempts != 1 else ''}"
-            + (f" (server said: {said})" if said else "")
+        what = f"HTTP {status}{reason} after {attempts} attempt{'s' if attempts != 1 else ''}" + (
+            f" (server said: {said})" if said else ""
         )
         return EmbeddingServiceError(
             head + what + ". " + _status_advice(status, url),
-            kind="http_status", status_code=status, attempts=attempts, **fields,
+            kind="http_status",
+            status_code=status,
+            attempts=attempts,
+            **fields,
         )
 
     if isinstance(exc, httpx.TimeoutException):
         timeout = getattr(embed_model, "_timeout", None)
         within = f"within {timeout:g} s" if isinstance(timeout, (int, float)) else "in time"
-        what = (
-            f"no answer {within} ({type(exc).__name__}; after 1 attempt, timeouts are "
-            "not retried)"
-        )
+        what = f"no answer {within} ({type(exc).__name__}; after 1 attempt, timeouts are not retried)"
         advice = (
             "Raise CohereEmbedding(timeout=...), lower embed_batch_size, check your "
             f"network and {COHERE_STATUS_PAGE}, or retry later."
         )
-        return EmbeddingServiceError(
-            head + what + ". " + advice, kind="timeout", attempts=1, **fields
-        )
+        return EmbeddingServiceError(head + what + ". " + advice, kind="timeout", attempts=1, **fields)
 
     if isinstance(exc, httpx.TransportError):
         what = f"could not reach {url} ({type(exc).__name__}; after 1 attempt)"
         advice = f"Check your network / proxy settings and base_url, {COHERE_STATUS_PAGE}, then retry."
-        return EmbeddingServiceError(
-            head + what + ". " + advice, kind="connection", attempts=1, **fields
-        )
+        return EmbeddingServiceError(head + what + ". " + advice, kind="connection", attempts=1, **fields)
 
     if isinstance(exc, (TypeError, AttributeError, KeyError, IndexError)):
         # CohereEmbedding returns None when the JSON has no embeddings.<type>;
         # llama-index then fails while iterating / indexing it.
-        return _missing_embeddings_error(
-            embed_model, input_type, n_texts, f" ({type(exc).__name__} while reading it)"
-        )
+        return _missing_embeddings_error(embed_model, input_type, n_texts, f" ({type(exc).__name__} while reading it)")
     return None
 
 
@@ -300,15 +290,16 @@ def _missing_embeddings_error(
         f"Check that base_url ({_public_url(embed_model)}) reaches Cohere's API and not "
         f"a proxy or portal answering something else, check {COHERE_STATUS_PAGE}, "
         "and retry later.",
-        kind="malformed_response", status_code=200, attempts=1,
-        input_type=sent_type, n_texts=n_texts,
+        kind="malformed_response",
+        status_code=200,
+        attempts=1,
+        input_type=sent_type,
+        n_texts=n_texts,
     )
 
 
 @contextmanager
-def embedding_errors(
-    embed_model: BaseEmbedding, *, input_type: Optional[str], n_texts: int
-) -> Iterator[None]:
+def embedding_errors(embed_model: BaseEmbedding, *, input_type: Optional[str], n_texts: int) -> Iterator[None]:
     """Turn a ``CohereEmbedding`` call's failure into an :class:`EmbeddingServiceError`.
 
     Other models' exceptions pass through unchanged (we cannot tell their
@@ -339,9 +330,7 @@ def _is_vector(value: Any) -> bool:
         return False
 
 
-def check_embeddings(
-    embed_model: BaseEmbedding, vectors: Any, n_texts: int, input_type: Optional[str]
-) -> List[Any]:
+def check_embeddings(embed_model: BaseEmbedding, vectors: Any, n_texts: int, input_type: Optional[str]) -> List[Any]:
     """Check that a model returned ``n_texts`` non-empty vectors of one length.
 
     Raises:
@@ -377,9 +366,10 @@ def check_embeddings(
         who = f"Embedding model {embed_model.class_name()}"
         advice = "Check the embedding model / service it calls."
     raise EmbeddingServiceError(
-        f"{who} {problem} (input_type={sent_type!r}, model="
-        f"{getattr(embed_model, 'model_name', None)!r}). {advice}",
-        kind="malformed_response", input_type=sent_type, n_texts=n_texts,
+        f"{who} {problem} (input_type={sent_type!r}, model={getattr(embed_model, 'model_name', None)!r}). {advice}",
+        kind="malformed_response",
+        input_type=sent_type,
+        n_texts=n_texts,
     )
 
 

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from llama_unsloth import defaults
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.bridge.pydantic import (
     Field,
@@ -42,6 +41,7 @@ from llama_index.core.instrumentation.events.rerank import (
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
+from llama_unsloth import defaults
 from postprocessors._nodes import copy_node_with_score
 from postprocessors.cohere_support import (
     check_cohere_embedding,
@@ -81,9 +81,7 @@ def load_povs(path: Union[str, Path]) -> List[str]:
         ValueError: the file holds no POV.
     """
     lines = Path(path).read_text(encoding="utf-8").splitlines()
-    povs = clean_povs(
-        line for line in lines if line.strip() and not line.lstrip().startswith("#")
-    )
+    povs = clean_povs([line for line in lines if line.strip() and not line.lstrip().startswith("#")])
     if not povs:
         raise ValueError(
             f"POV file {str(path)!r} holds no POVs (only blank lines and # comments); "
@@ -106,7 +104,7 @@ def pov_rank(
     top_n: int,
     valid: Optional[np.ndarray] = None,
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Rank chunks by the SPEC's query-then-POV algorithm.
+    """Rank chunks by our users' query-then-POV algorithm (their "POV score").
 
     Args:
         chunk_vecs: (n, d) chunk embeddings.
@@ -166,8 +164,7 @@ class POVReranker(BaseNodePostprocessor):
     povs: List[str] = Field(
         default_factory=list,
         description=(
-            "Viewpoint statements. Stripped, de-duplicated (first kept); empty list: "
-            "rank by query similarity only."
+            "Viewpoint statements. Stripped, de-duplicated (first kept); empty list: rank by query similarity only."
         ),
     )
     query_top_n: int = Field(
@@ -183,11 +180,11 @@ class POVReranker(BaseNodePostprocessor):
         default=MetadataMode.NONE,
         description=(
             "Which node content is embedded: NONE (default) embeds the chunk text only, "
-            "as in the SPEC; EMBED adds the node's embed metadata."
+            "as our users' algorithm does; EMBED adds the node's embed metadata."
         ),
     )
 
-    _chunk_cache: "OrderedDict[str, np.ndarray]" = PrivateAttr(default_factory=OrderedDict)
+    _chunk_cache: OrderedDict[str, np.ndarray] = PrivateAttr(default_factory=OrderedDict)
     _pov_matrix: Optional[np.ndarray] = PrivateAttr(default=None)
     _pov_key: Optional[Tuple[str, ...]] = PrivateAttr(default=None)
     _cache_hits: int = PrivateAttr(default=0)
@@ -202,7 +199,7 @@ class POVReranker(BaseNodePostprocessor):
         return clean_povs(povs)
 
     @model_validator(mode="after")
-    def _check_embed_model(self) -> "POVReranker":
+    def _check_embed_model(self) -> POVReranker:
         check_cohere_embedding(self.embed_model)
         return self
 
@@ -211,7 +208,7 @@ class POVReranker(BaseNodePostprocessor):
         return "POVReranker"
 
     @classmethod
-    def from_file(cls, path: Union[str, Path], **kwargs: Any) -> "POVReranker":
+    def from_file(cls, path: Union[str, Path], **kwargs: Any) -> POVReranker:
         """Build a reranker with POVs read from a text file.
 
         Args:
@@ -261,9 +258,7 @@ class POVReranker(BaseNodePostprocessor):
             self._pov_key = povs
         return self._pov_matrix
 
-    def _chunk_vectors(
-        self, texts: List[str], dim: Optional[int]
-    ) -> Tuple[np.ndarray, np.ndarray]:
+    def _chunk_vectors(self, texts: List[str], dim: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
         """Embeddings (n, d) of ``texts`` as documents, using and filling the cache.
 
         Empty texts are not sent to the model: they get a zero vector and
@@ -295,7 +290,7 @@ class POVReranker(BaseNodePostprocessor):
                 self._chunk_cache.popitem(last=False)
         if found:
             dim = len(next(iter(found.values())))
-        out = np.zeros((len(texts), dim or 1), dtype=np.float64)
+        out: Any = np.zeros((len(texts), dim or 1), dtype=np.float64)
         for row, (key, ok) in enumerate(zip(keys, valid)):
             if ok:
                 out[row] = found[key]
@@ -322,9 +317,7 @@ class POVReranker(BaseNodePostprocessor):
         has_povs = pov_vecs is not None
         if pov_vecs is None:
             pov_vecs = np.zeros((0, dim))
-        order, s, sims, r = pov_rank(
-            chunk_vecs, query_vec, pov_vecs, self.query_top_n, self.top_n, valid
-        )
+        order, s, sims, r = pov_rank(chunk_vecs, query_vec, pov_vecs, self.query_top_n, self.top_n, valid)
         return [
             copy_node_with_score(
                 nodes[i],

@@ -31,7 +31,9 @@ class BatchArguments:
     """The questions, where the answers go, and whether to retrieve."""
 
     questions: str = field(metadata={"help": "Questions file (.txt, .json, .jsonl, .csv, .xlsx)."})
-    out: str = field(default="batch_output/answers", metadata={"help": "Output base: writes <out>.jsonl, <out>.xlsx, <out>.csv."})
+    out: str = field(
+        default="batch_output/answers", metadata={"help": "Output base: writes <out>.jsonl, <out>.xlsx, <out>.csv."}
+    )
     rag: bool = field(default=True, metadata={"help": "Retrieve context (--no-rag: fine-tune only)."})
 
 
@@ -39,7 +41,9 @@ def make_parser():  # noqa: ANN201 - RecipeParser, imported lazily
     """The recipe's options: TRL's parser over the shared option dataclasses."""
     from recipes.config import make_parser as parser_over
 
-    return parser_over((BatchArguments, IndexOptions, RetrievalOptions, ModelOptions, BatchOptions), description=__doc__)
+    return parser_over(
+        (BatchArguments, IndexOptions, RetrievalOptions, ModelOptions, BatchOptions), description=__doc__
+    )
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -64,23 +68,37 @@ def main(argv: Optional[List[str]] = None) -> int:
         try:
             with sigterm_as_keyboard_interrupt():
                 records = batch_answers.run_batch(
-                    lambda: model.load(abstention_patterns=patterns), questions, args.out, index=index,
-                    postprocessors=postprocessors, similarity_top_k=retrieval.similarity_top_k,
-                    batch_size=batch.batch_size, progress=batch.progress, workers=batch.workers,
+                    lambda: model.load(abstention_patterns=patterns),
+                    questions,
+                    args.out,
+                    index=index,
+                    postprocessors=postprocessors,
+                    similarity_top_k=retrieval.similarity_top_k,
+                    batch_size=batch.batch_size,
+                    progress=batch.progress,
+                    workers=batch.workers,
                 )
         except KeyboardInterrupt:
             # Every answer written so far is in the JSONL (fsync per record); the rerun continues from there.
             done = len(batch_answers.read_answers_jsonl(paths["jsonl"]))
-            print(f"\ninterrupted: {done} of {len(questions)} answers are saved in {paths['jsonl']}; run the same command again to answer the rest.", file=sys.stderr)
+            print(
+                f"\ninterrupted: {done} of {len(questions)} answers are saved in {paths['jsonl']}; run the same command again to answer the rest.",
+                file=sys.stderr,
+            )
             return EXIT_INTERRUPTED
     abstained = sum(bool(r.get("abstained")) for r in records)
     failed = [r for r in records if r.get("error")]
     answered = len(records) - len(failed)
     note = f", {len(failed)} not answered (see the error column)" if failed else ""
-    print(f"{answered} answers ({abstained} 'I don't know'){note}; written to {paths['jsonl']}, {paths['xlsx']}, {paths['csv']}")
+    print(
+        f"{answered} answers ({abstained} 'I don't know'){note}; written to {paths['jsonl']}, {paths['xlsx']}, {paths['csv']}"
+    )
     for record in failed:
         question = record["instruction"]
-        print(f"  not answered: {question[:60] + '...' if len(question) > 60 else question}: {record['error']}", file=sys.stderr)
+        print(
+            f"  not answered: {question[:60] + '...' if len(question) > 60 else question}: {record['error']}",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -27,17 +27,25 @@ from recipes.options import BatchOptions, IndexOptions, ModelOptions, RetrievalO
 class CompareArguments:
     """The questions to answer twice, or two answer files to compare."""
 
-    questions: Optional[str] = field(default=None, metadata={"help": "Questions file (.txt, .json, .jsonl, .csv, .xlsx)."})
+    questions: Optional[str] = field(
+        default=None, metadata={"help": "Questions file (.txt, .json, .jsonl, .csv, .xlsx)."}
+    )
     out_dir: str = field(default="compare_output", metadata={"help": "Folder for rag/no_rag answers and the report."})
-    rag_jsonl: Optional[str] = field(default=None, metadata={"help": "Existing RAG answers (.jsonl from batch) instead of answering."})
-    no_rag_jsonl: Optional[str] = field(default=None, metadata={"help": "Existing no-RAG answers (.jsonl from batch --no-rag)."})
+    rag_jsonl: Optional[str] = field(
+        default=None, metadata={"help": "Existing RAG answers (.jsonl from batch) instead of answering."}
+    )
+    no_rag_jsonl: Optional[str] = field(
+        default=None, metadata={"help": "Existing no-RAG answers (.jsonl from batch --no-rag)."}
+    )
 
 
 def make_parser():  # noqa: ANN201 - RecipeParser, imported lazily
     """The recipe's options: TRL's parser over the shared option dataclasses."""
     from recipes.config import make_parser as parser_over
 
-    return parser_over((CompareArguments, IndexOptions, RetrievalOptions, ModelOptions, BatchOptions), description=__doc__)
+    return parser_over(
+        (CompareArguments, IndexOptions, RetrievalOptions, ModelOptions, BatchOptions), description=__doc__
+    )
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -60,7 +68,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             for path in (args.rag_jsonl, args.no_rag_jsonl):
                 if not Path(path).is_file():
                     raise errors.RagError(f"Answers file {path!r} not found: run `llama-unsloth batch` first.")
-            with_rag, without = batch_answers.read_answers_jsonl(args.rag_jsonl), batch_answers.read_answers_jsonl(args.no_rag_jsonl)
+            with_rag, without = (
+                batch_answers.read_answers_jsonl(args.rag_jsonl),
+                batch_answers.read_answers_jsonl(args.no_rag_jsonl),
+            )
             if not with_rag or not without:
                 raise errors.RagError("An answers file holds no complete answers.")
         elif args.questions:
@@ -75,11 +86,25 @@ def main(argv: Optional[List[str]] = None) -> int:
                     cache["llm"] = model.load(abstention_patterns=patterns)
                 return cache["llm"]
 
-            with_rag = batch_answers.run_batch(load, questions, out_dir / "rag", index=index, postprocessors=postprocessors,
-                                               similarity_top_k=retrieval.similarity_top_k, batch_size=batch.batch_size,
-                                               progress=batch.progress, workers=batch.workers)
-            without = batch_answers.run_batch(load, questions, out_dir / "no_rag", batch_size=batch.batch_size,
-                                              progress=batch.progress, workers=batch.workers)
+            with_rag = batch_answers.run_batch(
+                load,
+                questions,
+                out_dir / "rag",
+                index=index,
+                postprocessors=postprocessors,
+                similarity_top_k=retrieval.similarity_top_k,
+                batch_size=batch.batch_size,
+                progress=batch.progress,
+                workers=batch.workers,
+            )
+            without = batch_answers.run_batch(
+                load,
+                questions,
+                out_dir / "no_rag",
+                batch_size=batch.batch_size,
+                progress=batch.progress,
+                workers=batch.workers,
+            )
         else:
             raise errors.RagError("Pass --questions <file>, or --rag-jsonl and --no-rag-jsonl.")
     summary, rows = comparison.compare_records(with_rag, without, abstention_patterns=patterns)

@@ -29,7 +29,7 @@ from trl import TrlParser
 from llama_unsloth.errors import OptionError  # noqa: F401 (recipes raise it from their checks)
 
 
-def fail(message: str, code: int = 2) -> "typing.NoReturn":
+def fail(message: str, code: int = 2) -> typing.NoReturn:
     """Prints ``error: <message>`` as one line on stderr and exits with ``code`` (2: bad usage)."""
     print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
     raise SystemExit(code)
@@ -68,13 +68,15 @@ def _read_config_file(path: str) -> dict:
 class RecipeParser(TrlParser):
     """``TrlParser`` that reads ``--config`` in any encoding and reports every user error in one line."""
 
-    def error(self, message: str) -> "typing.NoReturn":  # type: ignore[override]
+    def error(self, message: str) -> typing.NoReturn:  # type: ignore[override]
         # argparse would print the whole usage first: hundreds of lines with SFTConfig's options.
         choice = re.match(r"argument (\S+): invalid choice: (.+?) \(choose from (.+)\)$", message)
         if choice:  # the same words as every other bad value (llama_unsloth.validation)
             names, got, allowed = choice.groups()
             flag = next((n for n in names.split("/") if "_" not in n), names.split("/")[-1])
-            fail(f"{flag} must be one of {', '.join(a.strip().strip(chr(39)) for a in allowed.split(','))}; got {got}.")
+            fail(
+                f"{flag} must be one of {', '.join(a.strip().strip(chr(39)) for a in allowed.split(','))}; got {got}."
+            )
         fail(f"{message} (see --help)")
 
     def parse_args_and_config(  # type: ignore[override]

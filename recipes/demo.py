@@ -28,14 +28,19 @@ class DemoArguments:
     out_dir: str = field(default="demo_output", metadata={"help": "Folder for the index, answers and report."})
     max_new_tokens: int = field(default=128, metadata={"help": "Most tokens per answer (kept small for CPU)."})
     max_seq_length: int = field(
-        default=4096, metadata={"help": "Context window: 4096 lets the 5 POV-ranked ~2000-character chunks fit one prompt."}
+        default=4096,
+        metadata={"help": "Context window: 4096 lets the 5 POV-ranked ~2000-character chunks fit one prompt."},
     )
-    batch_questions: int = field(default=4, metadata={"help": "Questions in the mini batch (the last is unanswerable)."})
+    batch_questions: int = field(
+        default=4, metadata={"help": "Questions in the mini batch (the last is unanswerable)."}
+    )
 
     def __post_init__(self) -> None:
         from recipes.options import ModelOptions
 
-        ModelOptions(max_new_tokens=self.max_new_tokens, max_seq_length=self.max_seq_length)  # the same checks as query's
+        ModelOptions(
+            max_new_tokens=self.max_new_tokens, max_seq_length=self.max_seq_length
+        )  # the same checks as query's
         check_range("batch_questions", self.batch_questions, min=1, max=12)
 
 
@@ -67,22 +72,32 @@ def main(argv: Optional[List[str]] = None) -> int:
     from llama_unsloth.errors import ChunkSettingsMismatchError
 
     try:
-        index, stats = index_store.build_index(data / "corpus", persist_dir=chroma_dir, collection="demo", embed_model=embed_model)
+        index, stats = index_store.build_index(
+            data / "corpus", persist_dir=chroma_dir, collection="demo", embed_model=embed_model
+        )
     except ChunkSettingsMismatchError as err:
         # A demo index from an older version (other chunking): the demo owns it, so rebuild it.
         print(f"{err}\nRebuilding the demo index with the current chunk settings ...")
         index_store.delete_collection(chroma_dir, "demo")
-        index, stats = index_store.build_index(data / "corpus", persist_dir=chroma_dir, collection="demo", embed_model=embed_model)
+        index, stats = index_store.build_index(
+            data / "corpus", persist_dir=chroma_dir, collection="demo", embed_model=embed_model
+        )
     print(stats.summary())
     print(f"Chroma index: {chroma_dir.resolve()} (collection 'demo'); run the demo again and nothing is re-embedded.")
 
     _title("2. Load the model (offline SmolLM2-135M-Instruct, chat layout)")
-    llm = UnslothLLM(load_in_4bit=torch.cuda.is_available(), max_new_tokens=config.max_new_tokens, max_seq_length=config.max_seq_length)
+    llm = UnslothLLM(
+        load_in_4bit=torch.cuda.is_available(),
+        max_new_tokens=config.max_new_tokens,
+        max_seq_length=config.max_seq_length,
+    )
     Settings.llm = llm
     print(f"{llm.metadata.model_name} via {llm.backend_name}; prompt layout {llm.format.name!r}")
 
     _title("3. One question, POV-reranked RAG")
-    rerank = POVReranker.from_file(data / "povs.txt", embed_model=embed_model, query_top_n=defaults.QUERY_TOP_N, top_n=defaults.POV_TOP_N)
+    rerank = POVReranker.from_file(
+        data / "povs.txt", embed_model=embed_model, query_top_n=defaults.QUERY_TOP_N, top_n=defaults.POV_TOP_N
+    )
     engine = index.as_query_engine(
         llm=llm,
         similarity_top_k=defaults.POV_TOP_K,
@@ -91,17 +106,26 @@ def main(argv: Optional[List[str]] = None) -> int:
         refine_template=llm.refine_template(),
     )
     response = engine.query(SAMPLE_QUESTION)
-    print(f"Question: {SAMPLE_QUESTION}\nAnswer: {response}\nSources (query similarity = cosine to the question; POV score = L2 norm of cosines to the POVs):")
+    print(
+        f"Question: {SAMPLE_QUESTION}\nAnswer: {response}\nSources (query similarity = cosine to the question; POV score = L2 norm of cosines to the POVs):"
+    )
     for line in rag.format_sources(response.source_nodes):
         print("  " + line)
 
     _title("4. A small batch, with and without RAG")
-    questions = [q for q in batch_answers.load_questions(data / "questions.txt")]
+    questions = list(batch_answers.load_questions(data / "questions.txt"))
     picked = questions[: max(1, config.batch_questions - 1)] + questions[-1:]  # the last one is not in the corpus
     for stale in out.glob("batch_*"):
         stale.unlink()  # the demo answers afresh each time (batch itself resumes)
-    with_rag = batch_answers.run_batch(llm, picked, out / "batch_rag", index=index, postprocessors=rag.make_postprocessors(),
-                                       batch_size=4, progress=True)
+    with_rag = batch_answers.run_batch(
+        llm,
+        picked,
+        out / "batch_rag",
+        index=index,
+        postprocessors=rag.make_postprocessors(),
+        batch_size=4,
+        progress=True,
+    )
     without = batch_answers.run_batch(llm, picked, out / "batch_no_rag", batch_size=4, progress=True)
     for a, b in zip(with_rag, without):
         print(f"\nQ: {a['instruction']}\n  RAG:    {a['answer'][:300]}\n  no RAG: {b['answer'][:300]}")

@@ -23,14 +23,19 @@ DATA = Path(__file__).resolve().parents[1] / "llama_unsloth" / "data" / "finetun
 QUESTIONS = [
     ("Which treaty created Mercosur?", "Mercosur was created in 1991 by the Treaty of Asunción."),
     ("What does a customs union add to a free trade area?", ""),
-    ("Who were the founding members of Mercosur?", "Argentina, Brazil, Paraguay and Uruguay founded Mercosur in 1991."),
+    (
+        "Who were the founding members of Mercosur?",
+        "Argentina, Brazil, Paraguay and Uruguay founded Mercosur in 1991.",
+    ),
 ]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Fine-tunes, reloads and answers; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output-dir", default="demo_output/finetune", help="Where the adapter goes (default: %(default)s).")
+    parser.add_argument(
+        "--output-dir", default="demo_output/finetune", help="Where the adapter goes (default: %(default)s)."
+    )
     parser.add_argument("--max-steps", type=int, default=24, help="Training steps (default: %(default)s).")
     parser.add_argument("--model", default=None, help="Base model (default: the offline SmolLM2-135M-Instruct).")
     args = parser.parse_args(argv)
@@ -39,18 +44,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     began = time.perf_counter()
     argv_ft: List[str] = [
-        "--data", str(DATA),
-        "--prompt-format", "alpaca",
-        "--output-dir", args.output_dir,
-        "--max-steps", str(args.max_steps),
-        "--per-device-train-batch-size", "2",
-        "--gradient-accumulation-steps", "1",
-        "--max-seq-length", "512",
-        "--warmup-steps", "2",
+        "--data",
+        str(DATA),
+        "--prompt-format",
+        "alpaca",
+        "--output-dir",
+        args.output_dir,
+        "--max-steps",
+        str(args.max_steps),
+        "--per-device-train-batch-size",
+        "2",
+        "--gradient-accumulation-steps",
+        "1",
+        "--max-seq-length",
+        "512",
+        "--warmup-steps",
+        "2",
         # A short run needs a higher rate than the notebooks' 2e-4 to learn the layout and the EOS.
-        "--learning-rate", "5e-4",
+        "--learning-rate",
+        "5e-4",
         # Small model, short run: skip activation checkpointing (it only saves memory, at ~30% more compute).
-        "--use-gradient-checkpointing", "false",
+        "--use-gradient-checkpointing",
+        "false",
     ]
     if args.model:
         argv_ft += ["--model", args.model]
@@ -68,13 +83,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     llm = UnslothLLM.from_finetuned(
         args.output_dir, load_in_4bit=torch.cuda.is_available(), max_new_tokens=48, set_global_tokenizer=False
     )
-    print(f"\nAsking the fine-tuned model ({llm.backend_name} backend, {llm.format.name!r} layout from prompt_format.json):")
+    print(
+        f"\nAsking the fine-tuned model ({llm.backend_name} backend, {llm.format.name!r} layout from prompt_format.json):"
+    )
     for question, context in QUESTIONS:
-        answer = llm.complete(question) if not context else llm.complete(llm.format_prompt(question, context), formatted=True)
+        answer = (
+            llm.complete(question)
+            if not context
+            else llm.complete(llm.format_prompt(question, context), formatted=True)
+        )
         print(f"\nQ: {question}" + (f"\n   (context: {context})" if context else ""))
         print(f"A: {answer.text.strip()}")
     total = time.perf_counter() - began
-    print(f"\nFine-tuning took {trained:.0f} s, everything {total:.0f} s. Adapter, train_log.json, loss.png and README.md: {args.output_dir}")
+    print(
+        f"\nFine-tuning took {trained:.0f} s, everything {total:.0f} s. Adapter, train_log.json, loss.png and README.md: {args.output_dir}"
+    )
     return code
 
 

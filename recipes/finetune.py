@@ -102,12 +102,21 @@ def run(script_args: Any, model_args: Any, training_args: Any, callbacks: Option
     dataset = T.to_text_dataset(script_args.data, prompt_format, tokenizer, max_seq_length)
     output_dir = Path(training_args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    trainer = T.build_trainer(model, tokenizer, dataset, training_args, backend, model_args.use_gradient_checkpointing, callbacks)
+    trainer = T.build_trainer(
+        model, tokenizer, dataset, training_args, backend, model_args.use_gradient_checkpointing, callbacks
+    )
     optimizer = str(getattr(trainer.args.optim, "value", trainer.args.optim))
-    trainable, total = (sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters()))
+    trainable, total = (
+        sum(p.numel() for p in model.parameters() if p.requires_grad),
+        sum(p.numel() for p in model.parameters()),
+    )
     logger.info(
         "Training on the %s backend: %d trainable of %d parameters, optimizer %s, precision %s.",
-        backend, trainable, total, optimizer, training_args.precision,
+        backend,
+        trainable,
+        total,
+        optimizer,
+        training_args.precision,
     )
 
     interrupted = False
@@ -117,7 +126,11 @@ def run(script_args: Any, model_args: Any, training_args: Any, callbacks: Option
     except KeyboardInterrupt:
         interrupted = True
         print(file=sys.stderr)
-        logger.warning("Interrupted at step %d of %d: saving the adapter trained so far ...", trainer.state.global_step, trainer.state.max_steps)
+        logger.warning(
+            "Interrupted at step %d of %d: saving the adapter trained so far ...",
+            trainer.state.global_step,
+            trainer.state.max_steps,
+        )
     summary = T.TrainingSummary.from_state(trainer.state, seconds=time.time() - began)
 
     T.save_adapter(model, tokenizer, prompt_format, output_dir)
@@ -168,23 +181,38 @@ def run(script_args: Any, model_args: Any, training_args: Any, callbacks: Option
     T.write_train_log(output_dir / T.TRAIN_LOG_FILE, summary, used, **extra)
     plot = T.plot_loss(output_dir / T.LOSS_PLOT_FILE, summary, title=f"{Path(model_name).name} / {prompt_format.name}")
     card = T.model_card(
-        base_model=model_name, data_file=str(script_args.data), data_sha256=data_sha256, records=len(records),
-        prompt_format=prompt_format, backend=backend, settings=used, summary=summary, interrupted=interrupted,
+        base_model=model_name,
+        data_file=str(script_args.data),
+        data_sha256=data_sha256,
+        records=len(records),
+        prompt_format=prompt_format,
+        backend=backend,
+        settings=used,
+        summary=summary,
+        interrupted=interrupted,
     )
     (output_dir / T.MODEL_CARD_FILE).write_text(card, encoding="utf-8")
     if interrupted:
         logger.warning(
             "Saved the adapter after %d steps to %s (with prompt_format.json, train_log.json%s). "
             "Skipped: --save %s and --push-to-hub. Load it with UnslothLLM.from_finetuned(%r).",
-            summary.global_step, output_dir, ", loss.png" if plot else "", script_args.save, str(output_dir),
+            summary.global_step,
+            output_dir,
+            ", loss.png" if plot else "",
+            script_args.save,
+            str(output_dir),
         )
         return EXIT_INTERRUPTED
 
     final_folder = output_dir
     if script_args.save != "lora":
         logger.info("Merging the adapter into the base model (%s) ...", script_args.save)
-        final_folder = T.save_merged(model, tokenizer, prompt_format, output_dir / T.MERGED_FOLDER, script_args.save, backend)
-        (final_folder / T.MODEL_CARD_FILE).write_text(card.replace("library_name: peft", "library_name: transformers"), encoding="utf-8")
+        final_folder = T.save_merged(
+            model, tokenizer, prompt_format, output_dir / T.MERGED_FOLDER, script_args.save, backend
+        )
+        (final_folder / T.MODEL_CARD_FILE).write_text(
+            card.replace("library_name: peft", "library_name: transformers"), encoding="utf-8"
+        )
     url = None
     if script_args.push_to_hub and token:
         logger.info("Uploading %s to the Hub repository %s ...", final_folder, script_args.push_to_hub)

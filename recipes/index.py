@@ -44,7 +44,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _run(indexing, target)
         except KeyboardInterrupt:
             # Before build_index took over the signals, or a second Ctrl-C inside it: committed files stay.
-            print("\ninterrupted: files indexed before the interruption are kept; run the same command again to index the rest.", file=sys.stderr)
+            print(
+                "\ninterrupted: files indexed before the interruption are kept; run the same command again to index the rest.",
+                file=sys.stderr,
+            )
             return EXIT_INTERRUPTED
 
 
@@ -74,7 +77,11 @@ def _run(indexing: IndexingOptions, target: IndexOptions) -> int:
             return EXIT_INTERRUPTED
     print(stats.summary())
     if stats.encodings:
-        print("encodings: " + ", ".join(f"{n} file(s) {codec}" for codec, n in sorted(stats.encodings.items())) + " (the others UTF-8)")
+        print(
+            "encodings: "
+            + ", ".join(f"{n} file(s) {codec}" for codec, n in sorted(stats.encodings.items()))
+            + " (the others UTF-8)"
+        )
     print(
         f"Index: collection {target.collection!r} in {target.location}/ (embeddings: {index_store.embed_model_id(embed_model)}; "
         f"chunks: {chunking.describe()})"

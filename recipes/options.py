@@ -22,19 +22,25 @@ from llama_unsloth.validation import check_range
 class IndexOptions:
     """Where the Chroma collection is: a folder, or a Chroma server (``chroma run``)."""
 
-    persist_dir: str = field(default=defaults.PERSIST_DIR, metadata={"help": "Chroma folder written by `llama-unsloth index`."})
+    persist_dir: str = field(
+        default=defaults.PERSIST_DIR, metadata={"help": "Chroma folder written by `llama-unsloth index`."}
+    )
     collection: str = field(default=defaults.COLLECTION, metadata={"help": "Chroma collection name."})
     chroma_host: Optional[str] = field(
         default=None,
-        metadata={"help": "Host of a Chroma server (`chroma run`) to use instead of --persist-dir; default: $LLAMA_UNSLOTH_CHROMA_HOST."},
+        metadata={
+            "help": "Host of a Chroma server (`chroma run`) to use instead of --persist-dir; default: $LLAMA_UNSLOTH_CHROMA_HOST."
+        },
     )
     chroma_port: Optional[int] = field(
         default=None, metadata={"help": "Port of that Chroma server; default: $LLAMA_UNSLOTH_CHROMA_PORT or 8000."}
     )
     embed_model: Optional[str] = field(
         default=None,
-        metadata={"help": "Embedding model folder or hub name; default: the one the index records (index: $LLAMA_UNSLOTH_EMBED_MODEL "
-                  "or the bundled MiniLM; cohere: embed-english-v3.0)."},
+        metadata={
+            "help": "Embedding model folder or hub name; default: the one the index records (index: $LLAMA_UNSLOTH_EMBED_MODEL "
+            "or the bundled MiniLM; cohere: embed-english-v3.0)."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -56,14 +62,21 @@ class IndexOptions:
 
 @dataclass
 class RetrievalOptions:
-    """What is retrieved and how it is reranked (the SPEC's k=3, or k=15 -> POV 10 -> 5)."""
+    """What is retrieved and how it is reranked (our users' k=3 plainly, or k=15 -> POV 10 -> 5)."""
 
-    povs: Optional[str] = field(default=None, metadata={"help": "POV file (one viewpoint per line): enables POV reranking."})
-    similarity_top_k: Optional[int] = field(
-        default=None, metadata={"help": f"Chunks retrieved (default {defaults.POV_TOP_K} with --povs, else {defaults.TOP_K})."}
+    povs: Optional[str] = field(
+        default=None, metadata={"help": "POV file (one viewpoint per line): enables POV reranking."}
     )
-    query_top_n: int = field(default=defaults.QUERY_TOP_N, metadata={"help": "Chunks kept by query similarity before POV scoring."})
-    top_n: int = field(default=defaults.POV_TOP_N, metadata={"help": "Chunks kept after POV scoring (at most --query-top-n)."})
+    similarity_top_k: Optional[int] = field(
+        default=None,
+        metadata={"help": f"Chunks retrieved (default {defaults.POV_TOP_K} with --povs, else {defaults.TOP_K})."},
+    )
+    query_top_n: int = field(
+        default=defaults.QUERY_TOP_N, metadata={"help": "Chunks kept by query similarity before POV scoring."}
+    )
+    top_n: int = field(
+        default=defaults.POV_TOP_N, metadata={"help": "Chunks kept after POV scoring (at most --query-top-n)."}
+    )
 
     def __post_init__(self) -> None:
         check_range("similarity_top_k", self.similarity_top_k, min=1)
@@ -81,33 +94,49 @@ class RetrievalOptions:
         """Duplicate filter, POV reranker (with ``--povs``) and context cleaner, embedding with ``embed_model``."""
         from llama_unsloth import rag
 
-        return rag.make_postprocessors(embed_model, povs_file=self.povs, query_top_n=self.query_top_n, top_n=self.top_n)
+        return rag.make_postprocessors(
+            embed_model, povs_file=self.povs, query_top_n=self.query_top_n, top_n=self.top_n
+        )
 
 
 @dataclass
 class ModelOptions:
     """Which model answers, in which layout, with how many tokens."""
 
-    model_dir: Optional[str] = field(default=None, metadata={"help": "Fine-tuned model folder (its prompt layout comes with it)."})
-    model: Optional[str] = field(default=None, metadata={"help": "Model name or folder; default: offline SmolLM2-135M-Instruct."})
+    model_dir: Optional[str] = field(
+        default=None, metadata={"help": "Fine-tuned model folder (its prompt layout comes with it)."}
+    )
+    model: Optional[str] = field(
+        default=None, metadata={"help": "Model name or folder; default: offline SmolLM2-135M-Instruct."}
+    )
     llm_url: Optional[str] = field(
         default=None,
-        metadata={"help": "OpenAI-compatible server that serves the model (e.g. vllm serve ... --port 8001: http://127.0.0.1:8001/v1); default: in-process."},
+        metadata={
+            "help": "OpenAI-compatible server that serves the model (e.g. vllm serve ... --port 8001: http://127.0.0.1:8001/v1); default: in-process."
+        },
     )
     served_model: Optional[str] = field(
-        default=None, metadata={"help": "Model name the server serves (vllm serve --served-model-name); default: the --model-dir path."}
+        default=None,
+        metadata={
+            "help": "Model name the server serves (vllm serve --served-model-name); default: the --model-dir path."
+        },
     )
     prompt_format: Optional[str] = field(
         default=None, metadata={"help": "Override the prompt layout (chat, alpaca-context, a .j2 file ...)."}
     )
     prompt_fields: Optional[List[str]] = field(
         default=None,
-        metadata={"help": "Roles of a Python format template's positional {} placeholders, in order (e.g. instruction input context)."},
+        metadata={
+            "help": "Roles of a Python format template's positional {} placeholders, in order (e.g. instruction input context)."
+        },
     )
     max_new_tokens: int = field(default=defaults.MAX_NEW_TOKENS, metadata={"help": "Most tokens per answer."})
-    max_seq_length: int = field(default=defaults.MAX_SEQ_LENGTH, metadata={"help": "Context window (prompt + answer)."})
+    max_seq_length: int = field(
+        default=defaults.MAX_SEQ_LENGTH, metadata={"help": "Context window (prompt + answer)."}
+    )
     load_in_4bit: bool = field(
-        default=True, metadata={"help": "bitsandbytes 4-bit weights where CUDA can run them (full precision without a GPU)."}
+        default=True,
+        metadata={"help": "bitsandbytes 4-bit weights where CUDA can run them (full precision without a GPU)."},
     )
 
     def __post_init__(self) -> None:
@@ -144,9 +173,15 @@ class ModelOptions:
 
         return load_llm(
             # None lets load_llm choose: 4-bit exactly where CUDA is available.
-            self.model, self.model_dir, load_in_4bit=None if self.load_in_4bit else False, prompt_format=self.layout,
-            max_new_tokens=self.max_new_tokens, max_seq_length=self.max_seq_length,
-            llm_url=self.llm_url, served_model=self.served_model, **extra,
+            self.model,
+            self.model_dir,
+            load_in_4bit=None if self.load_in_4bit else False,
+            prompt_format=self.layout,
+            max_new_tokens=self.max_new_tokens,
+            max_seq_length=self.max_seq_length,
+            llm_url=self.llm_url,
+            served_model=self.served_model,
+            **extra,
         )
 
 
@@ -154,13 +189,20 @@ class ModelOptions:
 class BatchOptions:
     """How many questions are answered at once, and how answers are judged."""
 
-    batch_size: int = field(default=defaults.BATCH_SIZE, metadata={"help": "Prompts per generate call (lower it if memory runs out)."})
+    batch_size: int = field(
+        default=defaults.BATCH_SIZE, metadata={"help": "Prompts per generate call (lower it if memory runs out)."}
+    )
     workers: int = field(
-        default=1, metadata={"help": "Questions answered at once, for a model server (--llm-url); each is recorded exactly once."}
+        default=1,
+        metadata={
+            "help": "Questions answered at once, for a model server (--llm-url); each is recorded exactly once."
+        },
     )
     abstention_patterns: Optional[str] = field(
         default=None,
-        metadata={"help": "File of extra 'I don't know' regexes, one per line (added to the English/Japanese defaults)."},
+        metadata={
+            "help": "File of extra 'I don't know' regexes, one per line (added to the English/Japanese defaults)."
+        },
     )
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
@@ -187,17 +229,22 @@ class IndexingOptions:
     )
     chunk_size: Optional[int] = field(
         default=None,
-        metadata={"help": f"Chunk size (default {defaults.CHUNKING['characters'][0]} characters / {defaults.CHUNKING['tokens'][0]} tokens)."},
+        metadata={
+            "help": f"Chunk size (default {defaults.CHUNKING['characters'][0]} characters / {defaults.CHUNKING['tokens'][0]} tokens)."
+        },
     )
     chunk_overlap: Optional[int] = field(
         default=None,
-        metadata={"help": f"Chunk overlap (default {defaults.CHUNKING['characters'][1]} characters / {defaults.CHUNKING['tokens'][1]} tokens)."},
+        metadata={
+            "help": f"Chunk overlap (default {defaults.CHUNKING['characters'][1]} characters / {defaults.CHUNKING['tokens'][1]} tokens)."
+        },
     )
     embed_backend: Literal["huggingface", "cohere"] = field(
         default="huggingface", metadata={"help": "huggingface (local/hub model) or cohere (COHERE_API_KEY)."}
     )
     embed_batch_size: int = field(
-        default=defaults.EMBED_BATCH_SIZE, metadata={"help": "Chunks per embedding call (also the unit of work kept on Ctrl-C)."}
+        default=defaults.EMBED_BATCH_SIZE,
+        metadata={"help": "Chunks per embedding call (also the unit of work kept on Ctrl-C)."},
     )
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 

@@ -29,7 +29,9 @@ class QueryArguments:
 
     question: str = field(metadata={"help": "The question."})
     stream: bool = field(default=False, metadata={"help": "Print the answer as it is generated."})
-    show_context: bool = field(default=False, metadata={"help": "Print the retrieved, cleaned context the model read."})
+    show_context: bool = field(
+        default=False, metadata={"help": "Print the retrieved, cleaned context the model read."}
+    )
 
     def __post_init__(self) -> None:
         from llama_unsloth.errors import OptionError

@@ -89,7 +89,11 @@ def tiny_llm(tiny_llama_path: Path):
     from llama_unsloth import UnslothLLM
 
     return UnslothLLM(
-        model_name=str(tiny_llama_path), backend="transformers", load_in_4bit=False, max_new_tokens=12, set_global_tokenizer=False
+        model_name=str(tiny_llama_path),
+        backend="transformers",
+        load_in_4bit=False,
+        max_new_tokens=12,
+        set_global_tokenizer=False,
     )
 
 
@@ -122,8 +126,11 @@ def generated(monkeypatch: pytest.MonkeyPatch) -> Iterator[List[str]]:
     prompts: List[str] = []
     real = UnslothLLM._run_generate
 
-    def record(self: "UnslothLLM", input_ids: List[List[int]], kwargs: dict) -> object:
-        prompts.extend(self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False) for ids in input_ids)
+    def record(self: UnslothLLM, input_ids: List[List[int]], kwargs: dict) -> object:
+        prompts.extend(
+            self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+            for ids in input_ids
+        )
         return real(self, input_ids, kwargs)
 
     monkeypatch.setattr(UnslothLLM, "_run_generate", record)

@@ -57,7 +57,8 @@ def main(root: str = ".whl") -> None:
             else:
                 shutil.copy2(wheel, out / wheel.name)
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", str(out), *EXTRA], check=True
+        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", str(out), *EXTRA],
+        check=True,
     )
     total = sum(f.stat().st_size for f in out.iterdir())
     print(f"{out}: {len(seen)} wheels, {total / 2**20:.1f} MiB")

@@ -19,7 +19,14 @@ Importing this package imports neither torch, transformers, peft nor trl.
 """
 
 from llama_unsloth.errors import DatasetError, HubTokenError
-from llama_unsloth.training.data import check_records, file_sha256, read_records, render_text, to_text_dataset, tokenize_record
+from llama_unsloth.training.data import (
+    check_records,
+    file_sha256,
+    read_records,
+    render_text,
+    to_text_dataset,
+    tokenize_record,
+)
 from llama_unsloth.training.export import (
     LOSS_PLOT_FILE,
     MERGED_FOLDER,
@@ -36,7 +43,13 @@ from llama_unsloth.training.export import (
     save_merged,
     write_train_log,
 )
-from llama_unsloth.training.trainer import TrainingSummary, add_lora, build_trainer, resolve_optimizer, resolve_precision
+from llama_unsloth.training.trainer import (
+    TrainingSummary,
+    add_lora,
+    build_trainer,
+    resolve_optimizer,
+    resolve_precision,
+)
 
 # Kept here, not in arguments.py, so that checking a save method never imports trl.
 SAVE_METHODS = ("lora", "merged_16bit", "merged_4bit")

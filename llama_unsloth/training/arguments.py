@@ -25,11 +25,12 @@ from typing import Any, List, Literal, Optional
 
 from trl import ModelConfig, SFTConfig
 
+from llama_unsloth.training import SAVE_METHODS
 from llama_unsloth.training.trainer import resolve_optimizer, resolve_precision
 from llama_unsloth.validation import check_choice, check_range
 
 SaveMethod = Literal["lora", "merged_16bit", "merged_4bit"]
-from llama_unsloth.training import SAVE_METHODS
+
 TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -38,8 +39,15 @@ def _parent_field(parent: type, name: str) -> Any:
     return {f.name: f for f in dataclasses.fields(parent)}[name]  # type: ignore[arg-type]
 
 
-def _spec(parent: type, name: str, default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
-          help: Optional[str] = None, aliases: Optional[List[str]] = None) -> Any:  # noqa: A002
+def _spec(
+    parent: type,
+    name: str,
+    default: Any = dataclasses.MISSING,
+    *,
+    default_factory: Any = dataclasses.MISSING,
+    help: Optional[str] = None,
+    aliases: Optional[List[str]] = None,
+) -> Any:  # noqa: A002
     """A field of ``parent`` with our default (and help/aliases), keeping TRL's help text otherwise."""
     metadata = dict(_parent_field(parent, name).metadata)
     if help is not None:
@@ -61,20 +69,27 @@ class FinetuneScriptArguments:
     data: str = field(metadata={"help": "Training data: a JSON array of records or a JSON Lines file (required)."})
     prompt_format: str = field(
         default="alpaca",
-        metadata={"help": "Prompt layout: alpaca, alpaca-context, instruction-context, reasoning, chat, or a template "
-                  "file (.j2 Jinja2, or a Python format string with --prompt-fields)."},
+        metadata={
+            "help": "Prompt layout: alpaca, alpaca-context, instruction-context, reasoning, chat, or a template "
+            "file (.j2 Jinja2, or a Python format string with --prompt-fields)."
+        },
     )
     prompt_fields: Optional[List[str]] = field(
         default=None,
-        metadata={"help": "Roles of a Python format template's positional {} placeholders, in order, e.g. "
-                  "--prompt-fields instruction input output (see examples/templates/)."},
+        metadata={
+            "help": "Roles of a Python format template's positional {} placeholders, in order, e.g. "
+            "--prompt-fields instruction input output (see examples/templates/)."
+        },
     )
     save: SaveMethod = field(
         default="lora",
-        metadata={"help": "lora (adapter only), merged_16bit or merged_4bit (a full model in <output-dir>/merged too)."},
+        metadata={
+            "help": "lora (adapter only), merged_16bit or merged_4bit (a full model in <output-dir>/merged too)."
+        },
     )
     push_to_hub: Optional[str] = field(
-        default=None, metadata={"help": "Hub repository (user/name) to upload the result to; the token comes from $HF_TOKEN only."}
+        default=None,
+        metadata={"help": "Hub repository (user/name) to upload the result to; the token comes from $HF_TOKEN only."},
     )
     hub_private: bool = field(default=True, metadata={"help": "Create the Hub repository as private."})
 
@@ -91,28 +106,45 @@ class LoraModelConfig(ModelConfig):
     """TRL's ``ModelConfig`` with our users' defaults, and the Unsloth settings it lacks."""
 
     model_name_or_path: Optional[str] = _spec(
-        ModelConfig, "model_name_or_path", None, aliases=["--model"],
+        ModelConfig,
+        "model_name_or_path",
+        None,
+        aliases=["--model"],
         help="Hub id or local folder of the base model. Default: $LLAMA_UNSLOTH_MODEL or the offline SmolLM2-135M-Instruct.",
     )
     dtype: Optional[str] = _spec(
-        ModelConfig, "dtype", None, help="Model dtype: auto, float32, bfloat16 or float16; unset: bf16/fp16 on GPU, fp32 on CPU."
+        ModelConfig,
+        "dtype",
+        None,
+        help="Model dtype: auto, float32, bfloat16 or float16; unset: bf16/fp16 on GPU, fp32 on CPU.",
     )
     lora_r: int = _spec(ModelConfig, "lora_r", 16, aliases=["--r"], help="LoRA rank.")
     lora_alpha: int = _spec(ModelConfig, "lora_alpha", 16, help="LoRA alpha (scaling numerator).")
-    lora_dropout: float = _spec(ModelConfig, "lora_dropout", 0.0, help="LoRA dropout (0 lets Unsloth use its fast path).")
+    lora_dropout: float = _spec(
+        ModelConfig, "lora_dropout", 0.0, help="LoRA dropout (0 lets Unsloth use its fast path)."
+    )
     lora_target_modules: Optional[List[str]] = _spec(
-        ModelConfig, "lora_target_modules", default_factory=lambda: list(TARGET_MODULES), aliases=["--target-modules"],
+        ModelConfig,
+        "lora_target_modules",
+        default_factory=lambda: list(TARGET_MODULES),
+        aliases=["--target-modules"],
         help="Linear layers that get LoRA adapters.",
     )
-    load_in_4bit: bool = _spec(ModelConfig, "load_in_4bit", True, help="Load the base model in bitsandbytes 4-bit (full precision on CPU).")
+    load_in_4bit: bool = _spec(
+        ModelConfig, "load_in_4bit", True, help="Load the base model in bitsandbytes 4-bit (full precision on CPU)."
+    )
     backend: Literal["auto", "unsloth", "transformers"] = field(
         default="auto", metadata={"help": "auto (Unsloth when CUDA is available), unsloth or transformers."}
     )
     use_gradient_checkpointing: Literal["unsloth", "true", "false"] = field(
         default="unsloth",
-        metadata={"help": "unsloth (Unsloth's offloaded checkpointing; plain checkpointing on transformers), true or false."},
+        metadata={
+            "help": "unsloth (Unsloth's offloaded checkpointing; plain checkpointing on transformers), true or false."
+        },
     )
-    random_state: int = field(default=3407, metadata={"help": "Seed of the LoRA initialisation (Unsloth's random_state)."})
+    random_state: int = field(
+        default=3407, metadata={"help": "Seed of the LoRA initialisation (Unsloth's random_state)."}
+    )
     # TRL options this recipe does not offer: LoRA is always on, 4-bit is NF4 with double quantization.
     use_peft: bool = _hidden(ModelConfig, "use_peft", True)
     model_revision: str = _hidden(ModelConfig, "model_revision", "main")
@@ -132,7 +164,9 @@ class LoraModelConfig(ModelConfig):
         check_range("lora_dropout", self.lora_dropout, min=0, lt=1)
         check_range("random_state", self.random_state, min=0)
         check_choice("backend", self.backend, ("auto", "unsloth", "transformers"))
-        check_choice("use_gradient_checkpointing", str(self.use_gradient_checkpointing).lower(), ("unsloth", "true", "false"))
+        check_choice(
+            "use_gradient_checkpointing", str(self.use_gradient_checkpointing).lower(), ("unsloth", "true", "false")
+        )
         self.use_gradient_checkpointing = str(self.use_gradient_checkpointing).lower()  # type: ignore[assignment]
         check_choice("dtype", self.dtype, DTYPES)
         if not self.lora_target_modules:
@@ -154,30 +188,50 @@ class FinetuneSFTConfig(SFTConfig):
     ``adamw_torch`` without CUDA. After ``__post_init__`` the fields hold what the run really uses.
     """
 
-    output_dir: Optional[str] = _spec(SFTConfig, "output_dir", "outputs/finetune",
-                                      help="Folder for the adapter, logs, loss plot and model card.")
-    max_length: Optional[int] = _spec(SFTConfig, "max_length", 2048, aliases=["--max-seq-length", "--max_seq_length"],
-                                      help="Longest training sequence in tokens (longer texts are truncated); also the model's max_seq_length.")
-    per_device_train_batch_size: int = _spec(SFTConfig, "per_device_train_batch_size", 2, help="Sequences per forward pass.")
-    gradient_accumulation_steps: int = _spec(SFTConfig, "gradient_accumulation_steps", 4, help="Forward passes per optimizer step.")
+    output_dir: Optional[str] = _spec(
+        SFTConfig, "output_dir", "outputs/finetune", help="Folder for the adapter, logs, loss plot and model card."
+    )
+    max_length: Optional[int] = _spec(
+        SFTConfig,
+        "max_length",
+        2048,
+        aliases=["--max-seq-length", "--max_seq_length"],
+        help="Longest training sequence in tokens (longer texts are truncated); also the model's max_seq_length.",
+    )
+    per_device_train_batch_size: int = _spec(
+        SFTConfig, "per_device_train_batch_size", 2, help="Sequences per forward pass."
+    )
+    gradient_accumulation_steps: int = _spec(
+        SFTConfig, "gradient_accumulation_steps", 4, help="Forward passes per optimizer step."
+    )
     warmup_steps: float = _spec(SFTConfig, "warmup_steps", 5, help="Learning-rate warm-up steps.")
     max_steps: int = _spec(SFTConfig, "max_steps", 100, help="Optimizer steps; -1 trains --num-train-epochs epochs.")
     num_train_epochs: float = _spec(SFTConfig, "num_train_epochs", 1.0, help="Epochs when --max-steps is -1.")
     learning_rate: float = _spec(SFTConfig, "learning_rate", 2e-4, help="Peak learning rate.")
-    optim: str = _spec(SFTConfig, "optim", "adamw_8bit", help="Optimizer (adamw_8bit becomes adamw_torch without CUDA).")
+    optim: str = _spec(
+        SFTConfig, "optim", "adamw_8bit", help="Optimizer (adamw_8bit becomes adamw_torch without CUDA)."
+    )
     weight_decay: float = _spec(SFTConfig, "weight_decay", 0.01, help="AdamW weight decay.")
     lr_scheduler_type: str = _spec(SFTConfig, "lr_scheduler_type", "linear", help="Learning-rate schedule.")
     seed: int = _spec(SFTConfig, "seed", 3407, help="Seed of data order and dropout.")
     logging_steps: float = _spec(SFTConfig, "logging_steps", 1, help="Steps between loss records in train_log.json.")
     completion_only_loss: Optional[bool] = _spec(
-        SFTConfig, "completion_only_loss", False,
+        SFTConfig,
+        "completion_only_loss",
+        False,
         help="Train on the answer tokens only (after the prompt), like Unsloth's train_on_responses_only; "
-             "off by default, as in our users' notebooks (the whole text).",
+        "off by default, as in our users' notebooks (the whole text).",
     )
-    save_strategy: str = _spec(SFTConfig, "save_strategy", "no", help="Trainer checkpoints: no (the recipe saves the adapter itself), steps or epoch.")
+    save_strategy: str = _spec(
+        SFTConfig,
+        "save_strategy",
+        "no",
+        help="Trainer checkpoints: no (the recipe saves the adapter itself), steps or epoch.",
+    )
     dataset_num_proc: Optional[int] = _spec(SFTConfig, "dataset_num_proc", 1)
     precision: Literal["auto", "bf16", "fp16", "fp32"] = field(
-        default="auto", metadata={"help": "auto (bf16 where supported else fp16 on GPU; fp32 on CPU), bf16, fp16 or fp32."}
+        default="auto",
+        metadata={"help": "auto (bf16 where supported else fp16 on GPU; fp32 on CPU), bf16, fp16 or fp32."},
     )
     # Set from `precision`, by the trainer builder for the backend, or by the recipe (which pushes the
     # final folder itself, under --push-to-hub user/name).
@@ -208,4 +262,11 @@ class FinetuneSFTConfig(SFTConfig):
         super().__post_init__()
 
 
-__all__ = ["DTYPES", "SAVE_METHODS", "TARGET_MODULES", "FinetuneSFTConfig", "FinetuneScriptArguments", "LoraModelConfig"]
+__all__ = [
+    "DTYPES",
+    "SAVE_METHODS",
+    "TARGET_MODULES",
+    "FinetuneSFTConfig",
+    "FinetuneScriptArguments",
+    "LoraModelConfig",
+]

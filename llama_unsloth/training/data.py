@@ -15,7 +15,7 @@ from llama_unsloth.errors import DatasetError, PromptFormatError
 from llama_unsloth.prompts import PromptFormat
 
 
-def read_records(path: "str | Path") -> List[Any]:
+def read_records(path: str | Path) -> List[Any]:
     """Reads a JSON array or a JSON Lines file into a list of records, with clear errors.
 
     Args:
@@ -85,7 +85,7 @@ def check_records(records: Sequence[Any], prompt_format: PromptFormat, source: s
             raise PromptFormatError(f"{source}, record 1: {err}") from None
 
 
-def file_sha256(path: "str | Path") -> str:
+def file_sha256(path: str | Path) -> str:
     """SHA-256 of a file's bytes, hex."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -124,7 +124,7 @@ def tokenize_record(
 
 
 def to_text_dataset(
-    path: "str | Path", prompt_format: PromptFormat, tokenizer: Any, max_length: Optional[int] = None
+    path: str | Path, prompt_format: PromptFormat, tokenizer: Any, max_length: Optional[int] = None
 ) -> Any:
     """Loads the data file with ``datasets`` and maps every record to its training token ids.
 
@@ -146,7 +146,6 @@ def to_text_dataset(
         remove_columns=dataset.column_names,
         load_from_cache_file=False,
     )
-
 
 
 __all__ = ["check_records", "file_sha256", "read_records", "render_text", "to_text_dataset", "tokenize_record"]

@@ -25,7 +25,7 @@ TOKEN_ENV = "HF_TOKEN"
 
 
 # ---------------------------------------------------------------------------------------------- saving
-def save_adapter(model: Any, tokenizer: Any, prompt_format: PromptFormat, folder: "str | Path") -> Path:
+def save_adapter(model: Any, tokenizer: Any, prompt_format: PromptFormat, folder: str | Path) -> Path:
     """Saves the LoRA adapter, the tokenizer and ``prompt_format.json`` into ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -36,7 +36,7 @@ def save_adapter(model: Any, tokenizer: Any, prompt_format: PromptFormat, folder
 
 
 def save_merged(
-    model: Any, tokenizer: Any, prompt_format: PromptFormat, folder: "str | Path", method: str, backend: str
+    model: Any, tokenizer: Any, prompt_format: PromptFormat, folder: str | Path, method: str, backend: str
 ) -> Path:
     """Merges the adapter into the base weights and saves a full model folder (+ ``prompt_format.json``).
 
@@ -99,7 +99,10 @@ def _save_merged_transformers(model: Any, tokenizer: Any, folder: Path, method: 
         quantized_model = AutoModelForCausalLM.from_pretrained(
             str(staging),
             quantization_config=BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype16
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=dtype16,
             ),
             device_map="auto",
         )
@@ -110,7 +113,7 @@ def _save_merged_transformers(model: Any, tokenizer: Any, folder: Path, method: 
 
 
 # ---------------------------------------------------------------------------------------------- reporting
-def write_train_log(path: "str | Path", summary: TrainingSummary, settings: Mapping[str, Any], **extra: Any) -> Path:
+def write_train_log(path: str | Path, summary: TrainingSummary, settings: Mapping[str, Any], **extra: Any) -> Path:
     """Writes ``train_log.json``: per-step loss, learning rate, epoch and step time, the final loss and settings."""
     path = Path(path)
     data = {
@@ -130,7 +133,7 @@ def write_train_log(path: "str | Path", summary: TrainingSummary, settings: Mapp
     return path
 
 
-def plot_loss(path: "str | Path", summary: TrainingSummary, title: str = "Training loss") -> Optional[Path]:
+def plot_loss(path: str | Path, summary: TrainingSummary, title: str = "Training loss") -> Optional[Path]:
     """Draws loss against step into a PNG (matplotlib's Agg canvas; no display needed).
 
     Returns:
@@ -291,7 +294,7 @@ def hub_token_from_env() -> str:
     return token
 
 
-def push_folder_to_hub(folder: "str | Path", repo_id: str, token: str, private: bool = True) -> str:
+def push_folder_to_hub(folder: str | Path, repo_id: str, token: str, private: bool = True) -> str:
     """Uploads a model folder to a Hub repository (created if missing).
 
     Errors never carry the token: it is masked in any message passed on.
@@ -313,9 +316,10 @@ def push_folder_to_hub(folder: "str | Path", repo_id: str, token: str, private: 
         )
     except Exception as err:
         message = str(err).replace(token, "***")
-        raise RuntimeError(f"Pushing {folder} to the Hub repository {repo_id} failed: {type(err).__name__}: {message}") from None
+        raise RuntimeError(
+            f"Pushing {folder} to the Hub repository {repo_id} failed: {type(err).__name__}: {message}"
+        ) from None
     return str(url)
-
 
 
 __all__ = [

@@ -165,7 +165,9 @@ def build_trainer(
     from transformers.trainer_callback import ProgressCallback
     from trl import SFTTrainer
 
-    training_args.gradient_checkpointing = backend == "transformers" and str(use_gradient_checkpointing).lower() != "false"
+    training_args.gradient_checkpointing = (
+        backend == "transformers" and str(use_gradient_checkpointing).lower() != "false"
+    )
     trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=dataset, args=training_args)
     trainer.remove_callback(ProgressCallback)
     for callback in [*_callbacks(), *(callbacks or [])]:
@@ -194,7 +196,7 @@ class TrainingSummary:
     seconds: float = 0.0
 
     @classmethod
-    def from_state(cls, state: Any, seconds: float) -> "TrainingSummary":
+    def from_state(cls, state: Any, seconds: float) -> TrainingSummary:
         """Reads a ``transformers.TrainerState`` (``trainer.state``)."""
         steps, train_loss = [], None
         for entry in state.log_history:
@@ -206,8 +208,13 @@ class TrainingSummary:
                 steps.append(row)
             elif "train_loss" in entry:
                 train_loss = float(entry["train_loss"])
-        return cls(steps=steps, global_step=int(state.global_step), max_steps=int(state.max_steps),
-                   train_loss=train_loss, seconds=seconds)
+        return cls(
+            steps=steps,
+            global_step=int(state.global_step),
+            max_steps=int(state.max_steps),
+            train_loss=train_loss,
+            seconds=seconds,
+        )
 
     @property
     def final_loss(self) -> Optional[float]:

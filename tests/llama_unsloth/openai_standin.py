@@ -21,8 +21,13 @@ class OpenAIStandIn:
     def __init__(self, model_path: str, served_name: str = "tiny") -> None:
         from llama_unsloth import UnslothLLM
 
-        self.engine = UnslothLLM(model_name=model_path, backend="transformers", load_in_4bit=False, prompt_format="chat",
-                                 set_global_tokenizer=False)
+        self.engine = UnslothLLM(
+            model_name=model_path,
+            backend="transformers",
+            load_in_4bit=False,
+            prompt_format="chat",
+            set_global_tokenizer=False,
+        )
         self.served_name = served_name
         self.prompts: List[str] = []
         self.stops: List[List[str]] = []
@@ -40,7 +45,7 @@ class OpenAIStandIn:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
 
-    def start(self) -> "OpenAIStandIn":
+    def start(self) -> OpenAIStandIn:
         self._thread.start()
         return self
 
@@ -67,7 +72,11 @@ class OpenAIStandIn:
                 text = text[: text.index(marker)]
         for special in self.engine.tokenizer.all_special_tokens:
             text = text.replace(special, "")
-        return {"text": text, "prompt_tokens": response.raw["prompt_tokens"], "completion_tokens": response.raw["completion_tokens"]}
+        return {
+            "text": text,
+            "prompt_tokens": response.raw["prompt_tokens"],
+            "completion_tokens": response.raw["completion_tokens"],
+        }
 
     def _handler(self) -> type:
         standin = self
@@ -86,7 +95,15 @@ class OpenAIStandIn:
 
             def do_GET(self) -> None:  # noqa: N802
                 if self.path.rstrip("/").endswith("/models"):
-                    self._json(200, {"object": "list", "data": [{"id": standin.served_name, "object": "model", "created": 0, "owned_by": "standin"}]})
+                    self._json(
+                        200,
+                        {
+                            "object": "list",
+                            "data": [
+                                {"id": standin.served_name, "object": "model", "created": 0, "owned_by": "standin"}
+                            ],
+                        },
+                    )
                 else:
                     self._json(404, {"error": {"message": "not found", "type": "NotFoundError"}})
 
@@ -98,18 +115,43 @@ class OpenAIStandIn:
                     self._json(503, {"error": {"message": "Service Unavailable", "type": "ServiceUnavailableError"}})
                     return
                 if body.get("model") != standin.served_name:
-                    self._json(404, {"error": {"message": f"The model `{body.get('model')}` does not exist.", "type": "NotFoundError"}})
+                    self._json(
+                        404,
+                        {
+                            "error": {
+                                "message": f"The model `{body.get('model')}` does not exist.",
+                                "type": "NotFoundError",
+                            }
+                        },
+                    )
                     return
                 stop = body.get("stop") or []
                 stop = [stop] if isinstance(stop, str) else list(stop)
                 standin.prompts.append(body["prompt"])
                 standin.stops.append(stop)
                 result = standin.generate(body["prompt"], int(body.get("max_tokens") or 16), stop)
-                usage = {"prompt_tokens": result["prompt_tokens"], "completion_tokens": result["completion_tokens"],
-                         "total_tokens": result["prompt_tokens"] + result["completion_tokens"]}
-                base = {"id": "cmpl-standin", "object": "text_completion", "created": int(time.time()), "model": standin.served_name}
+                usage = {
+                    "prompt_tokens": result["prompt_tokens"],
+                    "completion_tokens": result["completion_tokens"],
+                    "total_tokens": result["prompt_tokens"] + result["completion_tokens"],
+                }
+                base = {
+                    "id": "cmpl-standin",
+                    "object": "text_completion",
+                    "created": int(time.time()),
+                    "model": standin.served_name,
+                }
                 if not body.get("stream"):
-                    self._json(200, {**base, "choices": [{"index": 0, "text": result["text"], "finish_reason": "stop", "logprobs": None}], "usage": usage})
+                    self._json(
+                        200,
+                        {
+                            **base,
+                            "choices": [
+                                {"index": 0, "text": result["text"], "finish_reason": "stop", "logprobs": None}
+                            ],
+                            "usage": usage,
+                        },
+                    )
                     return
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")

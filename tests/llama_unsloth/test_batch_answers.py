@@ -16,8 +16,12 @@ def test_load_questions_every_format(tmp_path: Path) -> None:
 
     want = ["First?", "Second?", "First?"]
     (tmp_path / "q.txt").write_text("First?\n\n# a comment\n  Second?  \nFirst?\n", encoding="utf-8")
-    (tmp_path / "q.json").write_text(json.dumps(["First?", {"question": "Second?"}, {"instruction": "First?"}]), encoding="utf-8")
-    (tmp_path / "q.jsonl").write_text('"First?"\n{"question": "Second?"}\n\n{"instruction": "First?"}\n', encoding="utf-8")
+    (tmp_path / "q.json").write_text(
+        json.dumps(["First?", {"question": "Second?"}, {"instruction": "First?"}]), encoding="utf-8"
+    )
+    (tmp_path / "q.jsonl").write_text(
+        '"First?"\n{"question": "Second?"}\n\n{"instruction": "First?"}\n', encoding="utf-8"
+    )
     pd.DataFrame({"id": [1, 2, 3], "Question": want}).to_csv(tmp_path / "q.csv", index=False)
     pd.DataFrame({"instruction": want, "x": [1, 2, 3]}).to_excel(tmp_path / "q.xlsx", index=False)
     for ext in ("txt", "json", "jsonl", "csv", "xlsx"):
@@ -37,7 +41,10 @@ def test_resume_helpers(tmp_path: Path) -> None:
     from llama_unsloth.batch_answers import ordered_records, pending_questions, read_answers_jsonl
 
     path = tmp_path / "a.jsonl"
-    path.write_text('{"instruction": "A", "answer": "1"}\n{"instruction": "B", "answer": "2"}\n{"instruction": "A", "ans', encoding="utf-8")
+    path.write_text(
+        '{"instruction": "A", "answer": "1"}\n{"instruction": "B", "answer": "2"}\n{"instruction": "A", "ans',
+        encoding="utf-8",
+    )
     records = read_answers_jsonl(path, repair=True)
     assert [r["instruction"] for r in records] == ["A", "B"]
     assert path.read_text(encoding="utf-8").endswith('"2"}\n')  # torn tail cut off
@@ -47,7 +54,11 @@ def test_resume_helpers(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- users' question files
-JA_QUESTIONS = ["メルコスールを設立した国はどこですか？", "USMCAはいつ発効しましたか？", "What limits trade inside the bloc?"]
+JA_QUESTIONS = [
+    "メルコスールを設立した国はどこですか？",
+    "USMCAはいつ発効しましたか？",
+    "What limits trade inside the bloc?",
+]
 
 
 @pytest.mark.parametrize("codec", ["cp932", "shift_jis", "euc_jp", "utf-16", "utf-8-sig", "utf-8"])

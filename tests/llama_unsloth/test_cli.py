@@ -25,7 +25,10 @@ def test_unknown_recipe_and_bad_options_are_one_line_exit_2(capsys: pytest.Captu
         (["index", "--input-dir", str(tmp_path), "--chunk-size", "8"], "error: --chunk-size must be >= 16; got 8.\n"),
         (["query", "--question", "q", "--top-k", "3"], "error: unknown option(s) --top-k 3 (see --help)\n"),
         (["batch", "--questions", "q.txt", "--workers", "0"], "error: --workers must be >= 1 and <= 256; got 0.\n"),
-        (["finetune", "--data", "d.json", "--lora-dropout", "1.5"], "error: --lora-dropout must be >= 0 and < 1; got 1.5.\n"),
+        (
+            ["finetune", "--data", "d.json", "--lora-dropout", "1.5"],
+            "error: --lora-dropout must be >= 0 and < 1; got 1.5.\n",
+        ),
     ):
         with pytest.raises(SystemExit) as exit_:
             main(argv)

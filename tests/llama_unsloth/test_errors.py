@@ -29,12 +29,22 @@ def test_no_module_outside_errors_py_defines_an_exception() -> None:
     from postprocessors import EmbeddingServiceError
 
     assert (ModelLoadError, PromptFormatError, EmbeddingServiceError) == (
-        errors.ModelLoadError, errors.PromptFormatError, errors.EmbeddingServiceError)
+        errors.ModelLoadError,
+        errors.PromptFormatError,
+        errors.EmbeddingServiceError,
+    )
 
 
 def test_every_user_error_is_caught_by_the_recipes() -> None:
     from llama_unsloth import errors
 
-    for name in ("DatasetError", "HubTokenError", "OptionError", "ServedModelError", "PromptTooLongError", "ModelLoadError"):
+    for name in (
+        "DatasetError",
+        "HubTokenError",
+        "OptionError",
+        "ServedModelError",
+        "PromptTooLongError",
+        "ModelLoadError",
+    ):
         assert issubclass(getattr(errors, name), errors.USER_ERRORS), name
     assert not issubclass(errors.GenerationOutOfMemoryError, errors.USER_ERRORS)  # a GPU fault, not a usage error

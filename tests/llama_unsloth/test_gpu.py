@@ -26,8 +26,12 @@ def unsloth_llm(gpu_model_name: str):
     from llama_unsloth import UnslothLLM
 
     return UnslothLLM(
-        model_name=gpu_model_name, backend="unsloth", prompt_format="alpaca-context", max_new_tokens=24,
-        max_seq_length=2048, generate_kwargs={"min_new_tokens": 8},
+        model_name=gpu_model_name,
+        backend="unsloth",
+        prompt_format="alpaca-context",
+        max_new_tokens=24,
+        max_seq_length=2048,
+        generate_kwargs={"min_new_tokens": 8},
         # The GPU machine has no network for tiktoken's encoding file, LlamaIndex's default counter.
         set_global_tokenizer=True,
     )
@@ -80,7 +84,9 @@ def test_unsloth_backend_answers_through_a_zero_config_engine(unsloth_llm, gener
     saved = (Settings._llm, Settings._embed_model)
     try:
         Settings.llm, Settings.embed_model = unsloth_llm, MockEmbedding(embed_dim=8)
-        index = VectorStoreIndex.from_documents([Document(text="Mercosur was created in 1991 by the Treaty of Asuncion.")])
+        index = VectorStoreIndex.from_documents(
+            [Document(text="Mercosur was created in 1991 by the Treaty of Asuncion.")]
+        )
         response = index.as_query_engine().query("Which treaty created Mercosur?")
         chat = index.as_chat_engine(chat_mode="context").chat("Which treaty created Mercosur?")
     finally:
@@ -114,8 +120,15 @@ def test_unsloth_trainer_sees_the_inference_ids_for_every_layout(gpu_model_name:
         PromptFormat.get(str(examples / "phi3_reasoning.j2")),
         PromptFormat.get(str(examples / "QA_finetune_Instruction_Context_new.j2")),
     ]
-    record = {"instruction": "Which treaty created Mercosur?", "input": "", "context": "The Treaty of Asuncion.",
-              "flag": "logician", "reasoning": "It is in the context.", "output": "Asuncion.", "answer": "Asuncion."}
+    record = {
+        "instruction": "Which treaty created Mercosur?",
+        "input": "",
+        "context": "The Treaty of Asuncion.",
+        "flag": "logician",
+        "reasoning": "It is in the context.",
+        "output": "Asuncion.",
+        "answer": "Asuncion.",
+    }
     data = tmp_path / "d.json"
     data.write_text(json.dumps([record] * 2), encoding="utf-8")
     for fmt in layouts:
@@ -124,7 +137,9 @@ def test_unsloth_trainer_sees_the_inference_ids_for_every_layout(gpu_model_name:
         trainer = T.build_trainer(model, tokenizer, dataset, args, backend)
         ids = list(trainer.train_dataset[0]["input_ids"])
         context = record["context"] if fmt.is_chat or fmt.context_var in ("context", "str_context") else ""
-        prompt_ids = encode_prompt(tokenizer, fmt.render_prompt(record["instruction"], context, flag="logician", tokenizer=tokenizer))
+        prompt_ids = encode_prompt(
+            tokenizer, fmt.render_prompt(record["instruction"], context, flag="logician", tokenizer=tokenizer)
+        )
         assert ids[: len(prompt_ids)] == prompt_ids, fmt.name
         if tokenizer.bos_token_id is not None:
             assert ids[:2] != [tokenizer.bos_token_id] * 2, fmt.name  # never a doubled BOS

@@ -32,7 +32,10 @@ def japanese_prose(sentences: int) -> str:
 
 def english_prose() -> str:
     """The sample corpus's English documents, one after another."""
-    return "\n\n".join((DATA / "corpus" / name).read_text(encoding="utf-8") for name in ("mercosur.txt", "usmca.txt", "rules_of_origin.txt"))
+    return "\n\n".join(
+        (DATA / "corpus" / name).read_text(encoding="utf-8")
+        for name in ("mercosur.txt", "usmca.txt", "rules_of_origin.txt")
+    )
 
 
 def test_split_sentences_keeps_every_character_and_cuts_at_japanese_ends() -> None:
@@ -107,7 +110,9 @@ def test_mixed_encodings_are_indexed_as_text_and_bad_files_skipped(tmp_path: Pat
     assert sorted(stats.skipped) == [("empty.txt", "empty"), ("photo.txt", "binary"), ("sub/noise.md", "binary")]
     assert "skipped: " in stats.summary() and "photo.txt (binary)" in stats.summary()
     skip_lines = [w for w in warnings if w.startswith("warning: skipped")]
-    assert len(skip_lines) == 2 and any("photo.txt" in w for w in skip_lines) and all("\n" not in w for w in skip_lines)
+    assert (
+        len(skip_lines) == 2 and any("photo.txt" in w for w in skip_lines) and all("\n" not in w for w in skip_lines)
+    )
     assert stats.encodings == {"cp932": 2, "euc_jis_2004": 1, "utf-16": 1, "utf-8-sig": 1}
 
     got = open_collection(tmp_path / "db", "documents").get(include=["documents", "metadatas"])
@@ -150,16 +155,36 @@ def test_chunk_settings_are_stored_and_a_mismatch_is_a_clear_error(tmp_path: Pat
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "ja.txt").write_text(japanese_prose(60), encoding="utf-8")
-    build_index(docs, tmp_path / "db", embed_model=embed_model(), progress=False, chunk_size=500, chunk_overlap=50, warn=None)
+    build_index(
+        docs, tmp_path / "db", embed_model=embed_model(), progress=False, chunk_size=500, chunk_overlap=50, warn=None
+    )
     meta = open_collection(tmp_path / "db", "documents").metadata
-    assert (meta["llama_unsloth_chunk_unit"], meta["llama_unsloth_chunk_size"], meta["llama_unsloth_chunk_overlap"]) == ("characters", 500, 50)
+    assert (
+        meta["llama_unsloth_chunk_unit"],
+        meta["llama_unsloth_chunk_size"],
+        meta["llama_unsloth_chunk_overlap"],
+    ) == ("characters", 500, 50)
     count = open_collection(tmp_path / "db", "documents").count()
-    with pytest.raises(ChunkSettingsMismatchError, match=r"chunked with 500 characters, overlap 50, not 2000 characters, overlap 120.*--chunk-size 500"):
+    with pytest.raises(
+        ChunkSettingsMismatchError,
+        match=r"chunked with 500 characters, overlap 50, not 2000 characters, overlap 120.*--chunk-size 500",
+    ):
         build_index(docs, tmp_path / "db", embed_model=embed_model(), progress=False, warn=None)
     with pytest.raises(ChunkSettingsMismatchError, match="not 500 tokens"):
-        build_index(docs, tmp_path / "db", embed_model=embed_model(), progress=False, chunk_unit="tokens", chunk_size=500, chunk_overlap=50, warn=None)
+        build_index(
+            docs,
+            tmp_path / "db",
+            embed_model=embed_model(),
+            progress=False,
+            chunk_unit="tokens",
+            chunk_size=500,
+            chunk_overlap=50,
+            warn=None,
+        )
     assert open_collection(tmp_path / "db", "documents").count() == count  # nothing mixed in
-    _, same = build_index(docs, tmp_path / "db", embed_model=embed_model(), progress=False, chunk_size=500, chunk_overlap=50, warn=None)
+    _, same = build_index(
+        docs, tmp_path / "db", embed_model=embed_model(), progress=False, chunk_size=500, chunk_overlap=50, warn=None
+    )
     assert same.files_unchanged == 1
 
 
@@ -174,17 +199,32 @@ def test_chunks_longer_than_the_embedding_window_are_reported_once_with_numbers(
     report = stats.long_chunks
     assert report is not None and report.max_tokens == 256 and report.longest_tokens > 256
     assert report.chunks >= 3 and report.of == stats.chunks_added
-    assert len(notes) == 1 and notes[0].startswith("note: ") and "reads 256 tokens" in notes[0] and f"--chunk-size {report.suggested_size}" in notes[0]
+    assert (
+        len(notes) == 1
+        and notes[0].startswith("note: ")
+        and "reads 256 tokens" in notes[0]
+        and f"--chunk-size {report.suggested_size}" in notes[0]
+    )
     assert 800 <= report.suggested_size <= 1400  # ~5 characters per MiniLM token on English prose
 
     # At the suggested size nothing is too long any more.
     notes.clear()
-    _, smaller = build_index(docs, tmp_path / "db2", embed_model=embed_model(), progress=False, chunk_size=report.suggested_size, chunk_overlap=60, warn=notes.append)
+    _, smaller = build_index(
+        docs,
+        tmp_path / "db2",
+        embed_model=embed_model(),
+        progress=False,
+        chunk_size=report.suggested_size,
+        chunk_overlap=60,
+        warn=notes.append,
+    )
     assert smaller.long_chunks is None and notes == []
 
 
 @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
-def test_stop_request_keeps_committed_files_and_the_rerun_embeds_only_the_rest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signame: str) -> None:
+def test_stop_request_keeps_committed_files_and_the_rerun_embeds_only_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signame: str
+) -> None:
     import os
     import signal
 
@@ -222,7 +262,9 @@ def test_stop_request_keeps_committed_files_and_the_rerun_embeds_only_the_rest(t
     assert len(embedded) == 4 and not any(t.startswith(("Document 0.", "Document 1.")) for t in embedded)
 
 
-def test_embedding_model_from_the_environment_offline_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_embedding_model_from_the_environment_offline_is_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from llama_unsloth.errors import RagError
     from llama_unsloth.index_store import embed_model_id, make_embed_model
 

@@ -66,7 +66,13 @@ def zero_config(tiny_llama_path: Path, minilm: Any) -> Iterator[Any]:
     """``Settings.llm`` = an UnslothLLM in the users' .j2 layout, ``Settings.embed_model`` = MiniLM, and an index."""
     from llama_index.core import Document, Settings, VectorStoreIndex
 
-    llm = UnslothLLM(model_name=str(tiny_llama_path), backend="transformers", load_in_4bit=False, max_new_tokens=6, prompt_format=str(J2))
+    llm = UnslothLLM(
+        model_name=str(tiny_llama_path),
+        backend="transformers",
+        load_in_4bit=False,
+        max_new_tokens=6,
+        prompt_format=str(J2),
+    )
     saved = (Settings._llm, Settings._embed_model)
     Settings.llm, Settings.embed_model = llm, minilm
     index = VectorStoreIndex.from_documents([Document(text=t) for t in DOCS])
@@ -86,9 +92,15 @@ def context_of(prompt: str) -> str:
     return prompt.split("\n\n### CONTEXT:\n", 1)[1].rsplit(TAIL, 1)[0]
 
 
-@pytest.mark.parametrize("mode", ["compact", "refine", "tree_summarize", "simple_summarize", "accumulate", "compact_accumulate"])
-def test_query_engine_in_every_response_mode_prompts_in_the_layout(zero_config: Any, generated: List[str], mode: str) -> None:
-    response = zero_config.as_query_engine(response_mode=mode, similarity_top_k=2).query("Which treaty created Mercosur?")
+@pytest.mark.parametrize(
+    "mode", ["compact", "refine", "tree_summarize", "simple_summarize", "accumulate", "compact_accumulate"]
+)
+def test_query_engine_in_every_response_mode_prompts_in_the_layout(
+    zero_config: Any, generated: List[str], mode: str
+) -> None:
+    response = zero_config.as_query_engine(response_mode=mode, similarity_top_k=2).query(
+        "Which treaty created Mercosur?"
+    )
     assert generated, "the model was never called"
     for prompt in generated:
         assert_in_layout(prompt)
@@ -99,7 +111,9 @@ def test_query_engine_in_every_response_mode_prompts_in_the_layout(zero_config: 
         assert node.node.get_content() in contexts
 
 
-def test_streaming_async_and_retriever_query_engine_prompt_in_the_layout(zero_config: Any, generated: List[str]) -> None:
+def test_streaming_async_and_retriever_query_engine_prompt_in_the_layout(
+    zero_config: Any, generated: List[str]
+) -> None:
     from llama_index.core.query_engine import RetrieverQueryEngine
 
     streamed = zero_config.as_query_engine(streaming=True, similarity_top_k=2).query("Which treaty created ECOWAS?")
@@ -145,8 +159,12 @@ def test_predict_stream_and_explicit_templates(zero_config: Any, generated: List
     assert "CUSTOM PROMPT. Facts: " in generated[-1].split("\n\n### CONTEXT:\n")[0]
     # ... and the layout's own templates are sent exactly as they render.
     qa = llm.qa_template()
-    response = zero_config.as_query_engine(text_qa_template=qa, similarity_top_k=1).query("Which treaty created Mercosur?")
-    assert generated[-1] == qa.format(query_str="Which treaty created Mercosur?", context_str=response.source_nodes[0].node.get_content())
+    response = zero_config.as_query_engine(text_qa_template=qa, similarity_top_k=1).query(
+        "Which treaty created Mercosur?"
+    )
+    assert generated[-1] == qa.format(
+        query_str="Which treaty created Mercosur?", context_str=response.source_nodes[0].node.get_content()
+    )
     # A prompt already in the layout, passed unformatted, is not wrapped a second time.
     laid_out = llm.format_prompt("Q?", "C.")
     llm.complete(laid_out)
@@ -185,7 +203,10 @@ def _numeric_tables(count: int) -> list:
     rng = random.Random(0)
     documents = []
     for number in range(count):
-        rows = [f"bloc {number} year {2000 + y}: " + " ".join(str(rng.randrange(10**6, 10**7)) for _ in range(8)) for y in range(12)]
+        rows = [
+            f"bloc {number} year {2000 + y}: " + " ".join(str(rng.randrange(10**6, 10**7)) for _ in range(8))
+            for y in range(12)
+        ]
         documents.append(Document(text="\n".join(rows), metadata={"table": number}))
     return documents
 
@@ -199,9 +220,18 @@ def wordpiece_llama_path(tmp_path_factory: pytest.TempPathFactory, minilm_path: 
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
     tokenizer.bos_token, tokenizer.eos_token = "[CLS]", "[SEP]"
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=2048, initializer_range=0.5, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        initializer_range=0.5,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("wordpiece-llama")
@@ -211,7 +241,11 @@ def wordpiece_llama_path(tmp_path_factory: pytest.TempPathFactory, minilm_path: 
 
 
 def test_two_models_each_pack_context_that_fits_their_own_window(
-    tiny_llama_path: Path, wordpiece_llama_path: Path, minilm: Any, prompt_texts: List[str], caplog: pytest.LogCaptureFixture
+    tiny_llama_path: Path,
+    wordpiece_llama_path: Path,
+    minilm: Any,
+    prompt_texts: List[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     import llama_index.core
     from llama_index.core import Settings, VectorStoreIndex
@@ -219,8 +253,14 @@ def test_two_models_each_pack_context_that_fits_their_own_window(
     before = (llama_index.core.global_tokenizer, Settings._tokenizer)
     index = VectorStoreIndex.from_documents(_numeric_tables(10), embed_model=minilm)
     llms = [
-        UnslothLLM(model_name=str(path), backend="transformers", load_in_4bit=False, max_seq_length=1024, max_new_tokens=8,
-                   prompt_format="alpaca-context")
+        UnslothLLM(
+            model_name=str(path),
+            backend="transformers",
+            load_in_4bit=False,
+            max_seq_length=1024,
+            max_new_tokens=8,
+            prompt_format="alpaca-context",
+        )
         for path in (tiny_llama_path, wordpiece_llama_path)
     ]
     # Loading models does not change how LlamaIndex (or any other LLM) counts.
@@ -247,8 +287,13 @@ def test_two_models_each_pack_context_that_fits_their_own_window(
 def test_no_global_keeps_a_model_alive(tiny_llama_path: Path, zero_config: Any) -> None:
     from llama_index.core import Settings
 
-    llm = UnslothLLM(model_name=str(tiny_llama_path), backend="transformers", load_in_4bit=False, max_new_tokens=4,
-                     set_global_tokenizer=True)
+    llm = UnslothLLM(
+        model_name=str(tiny_llama_path),
+        backend="transformers",
+        load_in_4bit=False,
+        max_new_tokens=4,
+        set_global_tokenizer=True,
+    )
     zero_config.as_query_engine(llm=llm, similarity_top_k=1).query("Which treaty created Mercosur?")
     assert Settings.tokenizer("1991") == llm.tokenizer.encode("1991", add_special_tokens=False)
     model_ref = weakref.ref(llm.model)
@@ -264,13 +309,21 @@ def test_explicit_template_with_too_much_context_is_split_not_dropped(
     from llama_index.core.prompts import PromptTemplate
 
     index = VectorStoreIndex.from_documents(_numeric_tables(6), embed_model=minilm)
-    llm = UnslothLLM(model_name=str(tiny_llama_path), backend="transformers", load_in_4bit=False, max_seq_length=768,
-                     max_new_tokens=8, prompt_format="alpaca-context")
+    llm = UnslothLLM(
+        model_name=str(tiny_llama_path),
+        backend="transformers",
+        load_in_4bit=False,
+        max_seq_length=768,
+        max_new_tokens=8,
+        prompt_format="alpaca-context",
+    )
     custom = PromptTemplate("Facts: {context_str}\nQ: {query_str}")
     with caplog.at_level(logging.WARNING):
         for streaming in (False, True):
             prompt_texts.clear()
-            response = index.as_query_engine(llm=llm, similarity_top_k=6, text_qa_template=custom, streaming=streaming).query("Which bloc?")
+            response = index.as_query_engine(
+                llm=llm, similarity_top_k=6, text_qa_template=custom, streaming=streaming
+            ).query("Which bloc?")
             if streaming:
                 "".join(response.response_gen)
             assert len(prompt_texts) > 1
@@ -299,7 +352,9 @@ def test_structured_output_is_asked_in_the_layout(zero_config: Any, generated: L
     assert DOCS[0] in context_of(generated[0])
 
 
-def test_a_chat_engines_system_prompt_reaches_a_layout_without_a_system_slot(zero_config: Any, generated: List[str]) -> None:
+def test_a_chat_engines_system_prompt_reaches_a_layout_without_a_system_slot(
+    zero_config: Any, generated: List[str]
+) -> None:
     engine = zero_config.as_chat_engine(chat_mode="simple", system_prompt="Answer in one word.")
     engine.chat("Which treaty created Mercosur?")
     assert_in_layout(generated[-1])

@@ -27,7 +27,9 @@ QUESTIONS = [
 class ScriptedOutput(LogitsProcessor):
     """Forces the real model's generate() to emit a fixed token sequence (then optionally fails)."""
 
-    def __init__(self, token_ids: List[int], fail_at: Optional[int] = None, error: Optional[BaseException] = None) -> None:
+    def __init__(
+        self, token_ids: List[int], fail_at: Optional[int] = None, error: Optional[BaseException] = None
+    ) -> None:
         self.token_ids = token_ids
         self.fail_at = fail_at
         self.error = error or RuntimeError("scripted failure")
@@ -60,7 +62,9 @@ def test_complete_returns_only_new_tokens_with_counts(tiny_llm: UnslothLLM) -> N
     raw = response.raw
     # SmolLM2's own chat template (ChatML), the question as the user turn, open for the assistant's answer.
     assert raw["prompt"].startswith("<|im_start|>system\n")
-    assert raw["prompt"].endswith("<|im_end|>\n<|im_start|>user\nWhat is a customs union?<|im_end|>\n<|im_start|>assistant\n")
+    assert raw["prompt"].endswith(
+        "<|im_end|>\n<|im_start|>user\nWhat is a customs union?<|im_end|>\n<|im_start|>assistant\n"
+    )
     assert raw["prompt_tokens"] == len(tiny_llm.tokenizer(raw["prompt"])["input_ids"])
     assert 0 < raw["completion_tokens"] <= 12
     assert raw["seconds"] > 0
@@ -72,13 +76,19 @@ def test_special_tokens_are_stripped_and_generation_stops_at_eos(tiny_llm: Unslo
     kwargs = scripted(tiny_llm, "Paris<|im_start|> is the capital.<|im_end|>more text after the end")
     response = tiny_llm.complete("Capital of France?", **kwargs)
     assert response.text == "Paris is the capital."
-    assert response.raw["completion_tokens"] == len(tiny_llm.tokenizer.encode("Paris<|im_start|> is the capital.<|im_end|>"))
+    assert response.raw["completion_tokens"] == len(
+        tiny_llm.tokenizer.encode("Paris<|im_start|> is the capital.<|im_end|>")
+    )
 
 
 def test_stop_strings_end_generation_and_are_cut(tiny_llama_path: Path) -> None:
     llm = UnslothLLM(
-        model_name=str(tiny_llama_path), load_in_4bit=False, max_new_tokens=30, prompt_format="alpaca",
-        stop=["### Instruction:"], set_global_tokenizer=False,
+        model_name=str(tiny_llama_path),
+        load_in_4bit=False,
+        max_new_tokens=30,
+        prompt_format="alpaca",
+        stop=["### Instruction:"],
+        set_global_tokenizer=False,
     )
     response = llm.complete("Q?", **scripted(llm, "Mercosur.\n\n### Instruction:\nNext question that must not appear"))
     assert response.text == "Mercosur."
@@ -86,8 +96,16 @@ def test_stop_strings_end_generation_and_are_cut(tiny_llama_path: Path) -> None:
 
 
 def test_reasoning_answer_is_split_from_reasoning(tiny_llama_path: Path) -> None:
-    llm = UnslothLLM(model_name=str(tiny_llama_path), load_in_4bit=False, max_new_tokens=40, prompt_format="reasoning", set_global_tokenizer=False)
-    response = llm.complete("Why?", **scripted(llm, "First, tariffs fell.\n<|response|>Trade grew.<|endoftext|>ignored"))
+    llm = UnslothLLM(
+        model_name=str(tiny_llama_path),
+        load_in_4bit=False,
+        max_new_tokens=40,
+        prompt_format="reasoning",
+        set_global_tokenizer=False,
+    )
+    response = llm.complete(
+        "Why?", **scripted(llm, "First, tariffs fell.\n<|response|>Trade grew.<|endoftext|>ignored")
+    )
     assert response.text == "Trade grew."
     assert response.raw["reasoning"] == "First, tariffs fell."
     assert llm.format_prompt("Why?").endswith("<|reasoning|>")
@@ -96,8 +114,14 @@ def test_reasoning_answer_is_split_from_reasoning(tiny_llama_path: Path) -> None
 
 
 def test_abstention_is_flagged(tiny_llm: UnslothLLM) -> None:
-    assert tiny_llm.complete("Who won?", **scripted(tiny_llm, "I don't know.<|im_end|>")).additional_kwargs["abstained"] is True
-    assert tiny_llm.complete("Who won?", **scripted(tiny_llm, "Brazil won.<|im_end|>")).additional_kwargs["abstained"] is False
+    assert (
+        tiny_llm.complete("Who won?", **scripted(tiny_llm, "I don't know.<|im_end|>")).additional_kwargs["abstained"]
+        is True
+    )
+    assert (
+        tiny_llm.complete("Who won?", **scripted(tiny_llm, "Brazil won.<|im_end|>")).additional_kwargs["abstained"]
+        is False
+    )
 
 
 def test_stream_matches_complete(tiny_llm: UnslothLLM) -> None:
@@ -130,7 +154,9 @@ def test_chat_uses_chat_template(tiny_llm: UnslothLLM) -> None:
     messages = [ChatMessage(role="system", content="Be brief."), ChatMessage(role="user", content="Hello?")]
     response = tiny_llm.chat(messages)
     prompt = response.raw["prompt"]
-    assert prompt.startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello?<|im_end|>\n<|im_start|>assistant\n")
+    assert prompt.startswith(
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello?<|im_end|>\n<|im_start|>assistant\n"
+    )
     assert response.message.content == tiny_llm.complete(prompt, formatted=True).text
     streamed = list(tiny_llm.stream_chat(messages))
     assert streamed[-1].message.content == response.message.content
@@ -144,7 +170,13 @@ def test_batch_equals_sequential_under_greedy(tiny_llm: UnslothLLM) -> None:
 
 
 def test_prompt_over_budget_says_by_how_much(tiny_llama_path: Path) -> None:
-    llm = UnslothLLM(model_name=str(tiny_llama_path), load_in_4bit=False, max_seq_length=64, max_new_tokens=16, set_global_tokenizer=False)
+    llm = UnslothLLM(
+        model_name=str(tiny_llama_path),
+        load_in_4bit=False,
+        max_seq_length=64,
+        max_new_tokens=16,
+        set_global_tokenizer=False,
+    )
     prompt = "trade " * 60
     n_prompt = len(llm.tokenizer(llm.format_prompt(prompt))["input_ids"])
     with pytest.raises(PromptTooLongError, match=f"by {n_prompt + 16 - 64} tokens"):
@@ -225,8 +257,12 @@ def test_system_prompt_is_not_prepended_twice(tiny_llama_path: Path) -> None:
     from llama_index.core.prompts import PromptTemplate
 
     llm = UnslothLLM(
-        model_name=str(tiny_llama_path), load_in_4bit=False, max_new_tokens=4, prompt_format="alpaca",
-        system_prompt="You answer about trade.", set_global_tokenizer=False,
+        model_name=str(tiny_llama_path),
+        load_in_4bit=False,
+        max_new_tokens=4,
+        prompt_format="alpaca",
+        system_prompt="You answer about trade.",
+        set_global_tokenizer=False,
     )
     template = llm.qa_template()
     assert template.template.startswith("You answer about trade.\n\n### Instruction:")
@@ -235,7 +271,13 @@ def test_system_prompt_is_not_prepended_twice(tiny_llama_path: Path) -> None:
 
 
 def test_wraps_model_and_tokenizer_objects(tiny_llm: UnslothLLM) -> None:
-    wrapped = UnslothLLM(model=tiny_llm.model, tokenizer=tiny_llm.tokenizer, prompt_format="alpaca", max_new_tokens=5, set_global_tokenizer=False)
+    wrapped = UnslothLLM(
+        model=tiny_llm.model,
+        tokenizer=tiny_llm.tokenizer,
+        prompt_format="alpaca",
+        max_new_tokens=5,
+        set_global_tokenizer=False,
+    )
     assert wrapped.format.name == "alpaca"
     assert wrapped.complete("Q?").raw["completion_tokens"] <= 5
     with pytest.raises(ValueError, match="both"):
@@ -297,5 +339,11 @@ def test_model_folder_code_runs_only_with_trust_remote_code(tiny_llama_path: Pat
     assert type(llm.model).__name__ == "LlamaForCausalLM"
     assert not marker.exists()
 
-    UnslothLLM(model_name=str(folder), load_in_4bit=False, max_new_tokens=2, trust_remote_code=True, set_global_tokenizer=False)
+    UnslothLLM(
+        model_name=str(folder),
+        load_in_4bit=False,
+        max_new_tokens=2,
+        trust_remote_code=True,
+        set_global_tokenizer=False,
+    )
     assert marker.exists()  # the check above could fail: the planted code does run when trusted

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 
-def test_a_finetuned_folder_loads_with_its_saved_layout_in_full_precision_on_cpu(tiny_llama_path: Path, tmp_path: Path) -> None:
+def test_a_finetuned_folder_loads_with_its_saved_layout_in_full_precision_on_cpu(
+    tiny_llama_path: Path, tmp_path: Path
+) -> None:
     import torch
 
     from llama_unsloth.loading import load_llm

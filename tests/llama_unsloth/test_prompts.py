@@ -17,14 +17,19 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "templates"
 # 2. The RAG variant used at inference: alpaca_prompt.format(instruction, input, context); ends where the answer begins.
 # 4. QA_finetune_Instruction_Context_new.j2 (ends with two newlines after {{str_answer}}).
 ALPACA_DONT_KNOW = '<s>Below is an instruction that describes a task, paired with an input that pro-vides further context. Write a response that appropriately completes the request. If you have been provided with the context and a question, try to find out the answer to the question only using the context information. If the answer to the question is not found within the context, return "I dont know" as the response.\n\n### Instruction:\n{}\n\n### Input:\n{}\n\n### Context:\n\n\n### Response:\n{}</s>'
-ALPACA_RAG = '<s>You are an excellent AI assistant. Below is an instruction that describes a task, paired with an input that provides further information. The instruction and input are question provided by your user. Write a response appropriately your user\'s question. \n\n### Instruction:\n{}\n\n### Input:\n{}\n\n### Context:\n{}\n\nIf text has been provided in context field (text after \'### Context:\'), you should refer the information to response. If the answer to the question is not found within the context, you can return "I dont know" as the response.\n\n### Response:\n'
+ALPACA_RAG = "<s>You are an excellent AI assistant. Below is an instruction that describes a task, paired with an input that provides further information. The instruction and input are question provided by your user. Write a response appropriately your user's question. \n\n### Instruction:\n{}\n\n### Input:\n{}\n\n### Context:\n{}\n\nIf text has been provided in context field (text after '### Context:'), you should refer the information to response. If the answer to the question is not found within the context, you can return \"I dont know\" as the response.\n\n### Response:\n"
 INSTRUCTION_CONTEXT_J2 = 'You are a brilliant Iranian professor of political science. Below is an instruction (texts after "### IN-STRUCTION:") that describes a task. The instruction is question provided by your user. Write a re-sponse appropriately your user\'s question. Because very useful texts have been provided in a context (texts after "### CONTEXT:") , you should write your own opinion by using context information as much as possible. If any hint of the answer to the question were not found within the given context, you can return "I don\'t know" as the response. The length of answer should be more than 400 and less than 500 words.\n\n### INSTRUCTION:\n{{str_instruction}}\n\n### CONTEXT:\n{{str_context}}\n\n### RESPONSE:\n{{str_answer}}\n\n'
 # 3. The Phi-3 reasoning layout, system message by the record's flag.
 SYSTEM_LOGICIAN = 'You are an excellent logician and are instructing users on "thinking proce-dures for providing better quality reasoning to user-provided questions.". '
 SYSTEM_CREATOR = "You are creator who create amazing content with your free ideas. You attract readers with your beautiful writing such as novel or advertisement. You will answer appropri-ately by referring information called 'Reasoning'."
 SYSTEM_TRANSLATOR = "You are translator who is fluent in multiple languages.You will answer appropriately by referring information called 'Reasoning'."
 SYSTEM_ASSISTANT = "You are an AI assistant who is good at providing answers in multiple languages. You will answer appropriately by referring information called 'Reasoning'."
-SYSTEMS = {"logician": SYSTEM_LOGICIAN, "creator": SYSTEM_CREATOR, "translator": SYSTEM_TRANSLATOR, "poet": SYSTEM_ASSISTANT}
+SYSTEMS = {
+    "logician": SYSTEM_LOGICIAN,
+    "creator": SYSTEM_CREATOR,
+    "translator": SYSTEM_TRANSLATOR,
+    "poet": SYSTEM_ASSISTANT,
+}
 
 
 def phi3_text(flag: str, instruction: str, input: str, reasoning: str, output: str) -> str:
@@ -67,14 +72,24 @@ def test_users_instruction_context_j2_file_works_as_is() -> None:
     assert path.read_text(encoding="utf-8") == INSTRUCTION_CONTEXT_J2
     fmt = PromptFormat.from_j2(path)
     expected = (
-        INSTRUCTION_CONTEXT_J2.replace("{{str_instruction}}", Q).replace("{{str_context}}", CTX).replace("{{str_answer}}", ANS)
+        INSTRUCTION_CONTEXT_J2.replace("{{str_instruction}}", Q)
+        .replace("{{str_context}}", CTX)
+        .replace("{{str_answer}}", ANS)
     )
     # Dataset records say instruction/context/answer; the template says str_instruction/...
-    assert fmt.render_training({"instruction": Q, "context": CTX, "answer": ANS}, eos_token="</s>") == expected + "</s>"
-    assert fmt.render_training({"str_instruction": Q, "str_context": CTX, "str_answer": ANS}, eos_token="</s>") == expected + "</s>"
-    assert fmt.render_prompt(Q, CTX) == INSTRUCTION_CONTEXT_J2.replace("{{str_instruction}}", Q).replace(
-        "{{str_context}}", CTX
-    ).split("{{str_answer}}")[0]
+    assert (
+        fmt.render_training({"instruction": Q, "context": CTX, "answer": ANS}, eos_token="</s>") == expected + "</s>"
+    )
+    assert (
+        fmt.render_training({"str_instruction": Q, "str_context": CTX, "str_answer": ANS}, eos_token="</s>")
+        == expected + "</s>"
+    )
+    assert (
+        fmt.render_prompt(Q, CTX)
+        == INSTRUCTION_CONTEXT_J2.replace("{{str_instruction}}", Q)
+        .replace("{{str_context}}", CTX)
+        .split("{{str_answer}}")[0]
+    )
     assert set(fmt.stop) >= {"### INSTRUCTION:", "### CONTEXT:", "### RESPONSE:"}
 
 
@@ -93,7 +108,9 @@ def test_users_phi3_reasoning_j2_and_the_builtin_match_the_users_text(flag: str)
 def test_reasoning_record_without_flag_gets_the_assistant_message() -> None:
     record = {"instruction": Q, "input": "", "reasoning": "R", "output": ANS}
     assert PromptFormat.get("reasoning").render_training(record) == phi3_text("", Q, "", "R", ANS)
-    assert PromptFormat.from_j2(EXAMPLES / "phi3_reasoning.j2").render_training(record) == phi3_text("", Q, "", "R", ANS)
+    assert PromptFormat.from_j2(EXAMPLES / "phi3_reasoning.j2").render_training(record) == phi3_text(
+        "", Q, "", "R", ANS
+    )
 
 
 def test_users_example_files_are_the_users_texts() -> None:
@@ -132,7 +149,10 @@ def test_alpaca_golden_prompt_and_training_text() -> None:
         "Write a response that appropriately completes the request."
     )
     prompt = fmt.render_prompt("Name the bloc.", "Mercosur was founded in 1991.")
-    assert prompt == f"{preamble}\n\n### Instruction:\nName the bloc.\n\n### Input:\nMercosur was founded in 1991.\n\n### Response:\n"
+    assert (
+        prompt
+        == f"{preamble}\n\n### Instruction:\nName the bloc.\n\n### Input:\nMercosur was founded in 1991.\n\n### Response:\n"
+    )
     record = {"instruction": "Name the bloc.", "input": "Mercosur was founded in 1991.", "output": "Mercosur."}
     assert fmt.render_training(record, eos_token="</s>") == prompt + "Mercosur.</s>"
 
@@ -158,8 +178,13 @@ def test_chat_format_uses_the_tokenizers_template(smollm2_path: Path) -> None:
     assert prompt == (
         "<|im_start|>system\nSYS<|im_end|>\n<|im_start|>user\nContext:\nCTX\n\nQuestion: Q?<|im_end|>\n<|im_start|>assistant\n"
     )
-    training = fmt.render_training({"instruction": "Q?", "input": "", "output": "A."}, system="SYS", tokenizer=tokenizer)
-    assert training == "<|im_start|>system\nSYS<|im_end|>\n<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\nA.<|im_end|>\n"
+    training = fmt.render_training(
+        {"instruction": "Q?", "input": "", "output": "A."}, system="SYS", tokenizer=tokenizer
+    )
+    assert (
+        training
+        == "<|im_start|>system\nSYS<|im_end|>\n<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\nA.<|im_end|>\n"
+    )
     with pytest.raises(PromptFormatError, match="needs a tokenizer"):
         fmt.render_prompt("Q?")
 
@@ -262,8 +287,18 @@ def _bos_tokenizer(smollm2_path: Path) -> Any:
 def test_training_ids_up_to_the_answer_equal_the_inference_ids(smollm2_path: Path, tokenizer_kind: str) -> None:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_path) if tokenizer_kind == "smollm2" else _bos_tokenizer(smollm2_path)
-    record = {"instruction": Q, "input": "", "context": CTX, "flag": "logician", "reasoning": "R", "output": ANS, "answer": ANS}
+    tokenizer = (
+        AutoTokenizer.from_pretrained(smollm2_path) if tokenizer_kind == "smollm2" else _bos_tokenizer(smollm2_path)
+    )
+    record = {
+        "instruction": Q,
+        "input": "",
+        "context": CTX,
+        "flag": "logician",
+        "reasoning": "R",
+        "output": ANS,
+        "answer": ANS,
+    }
     for fmt in _layouts():
         prompt, completion = fmt.split_training(record, eos_token=tokenizer.eos_token, tokenizer=tokenizer)
         # The record's input is empty; its context reaches layouts with a context slot (and the chat user turn).
@@ -287,16 +322,29 @@ def test_layout_without_a_context_slot_still_gets_the_context_and_tokenizer_vari
     class Tok:
         bos_token, eos_token = "<s>", "</s>"
 
-    assert j2.render_training({"instruction": "q", "answer": "a"}, eos_token="</s>", tokenizer=Tok()) == "<s>Q: q\nA: a</s>"
+    assert (
+        j2.render_training({"instruction": "q", "answer": "a"}, eos_token="</s>", tokenizer=Tok())
+        == "<s>Q: q\nA: a</s>"
+    )
     assert j2.render_prompt("q", tokenizer=Tok()) == "<s>Q: q\nA: "
 
 
 def test_format_saved_before_stop_strings_were_derived_gets_them_on_load(tmp_path: Path) -> None:
     import json
 
-    old = {"name": "users", "template": INSTRUCTION_CONTEXT_J2, "query_var": "str_instruction", "context_var": "str_context",
-           "answer_var": "str_answer", "system": "", "systems_by_flag": {}, "answer_marker": None, "append_eos": True,
-           "stop": [], "record_fields": ["str_answer", "str_context", "str_instruction"]}
+    old = {
+        "name": "users",
+        "template": INSTRUCTION_CONTEXT_J2,
+        "query_var": "str_instruction",
+        "context_var": "str_context",
+        "answer_var": "str_answer",
+        "system": "",
+        "systems_by_flag": {},
+        "answer_marker": None,
+        "append_eos": True,
+        "stop": [],
+        "record_fields": ["str_answer", "str_context", "str_instruction"],
+    }
     (tmp_path / "prompt_format.json").write_text(json.dumps(old), encoding="utf-8")
     fmt = PromptFormat.load(tmp_path)
     assert "### RESPONSE:" in fmt.stop
@@ -311,8 +359,15 @@ def test_python_format_with_literal_jinja_like_text_is_still_python() -> None:
 
 
 def test_a_records_own_system_field_fills_a_system_slot() -> None:
-    fmt = PromptFormat.from_string("<s>{system}\n<|instruction|>{instruction}\n<|reasoning|>{reasoning}\n<|response|>{output}<|endoftext|>")
+    fmt = PromptFormat.from_string(
+        "<s>{system}\n<|instruction|>{instruction}\n<|reasoning|>{reasoning}\n<|response|>{output}<|endoftext|>"
+    )
     record = {"system": SYSTEM_CREATOR, "instruction": "I", "reasoning": "R", "output": "O"}
-    assert fmt.render_training(record) == f"<s>{SYSTEM_CREATOR}\n<|instruction|>I\n<|reasoning|>R\n<|response|>O<|endoftext|>"
-    assert fmt.render_prompt("I", system=SYSTEM_TRANSLATOR) == f"<s>{SYSTEM_TRANSLATOR}\n<|instruction|>I\n<|reasoning|>"
+    assert (
+        fmt.render_training(record)
+        == f"<s>{SYSTEM_CREATOR}\n<|instruction|>I\n<|reasoning|>R\n<|response|>O<|endoftext|>"
+    )
+    assert (
+        fmt.render_prompt("I", system=SYSTEM_TRANSLATOR) == f"<s>{SYSTEM_TRANSLATOR}\n<|instruction|>I\n<|reasoning|>"
+    )
     assert fmt.answer_marker == "<|response|>" and fmt.append_eos is False

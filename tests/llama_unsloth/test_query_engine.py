@@ -7,7 +7,7 @@ from typing import List
 
 import pytest
 
-from llama_unsloth import PromptTooLongError, UnslothLLM
+from llama_unsloth import UnslothLLM
 
 pytestmark = pytest.mark.slow
 
@@ -63,11 +63,18 @@ def test_threads_share_one_query_engine_and_get_single_threaded_answers(
 
     data = Path(__file__).resolve().parents[2] / "llama_unsloth" / "data"
     index = _chroma_index(SimpleDirectoryReader(str(data / "corpus")).load_data(), tmp_path / "chroma", minilm_path)
-    llm = UnslothLLM(model_name=str(tiny_llama_path), load_in_4bit=False, max_new_tokens=8, prompt_format="alpaca-context")
-    rerank = POVReranker.from_file(data / "povs.txt", embed_model=HuggingFaceEmbedding(model_name=str(minilm_path)), query_top_n=6, top_n=3)
+    llm = UnslothLLM(
+        model_name=str(tiny_llama_path), load_in_4bit=False, max_new_tokens=8, prompt_format="alpaca-context"
+    )
+    rerank = POVReranker.from_file(
+        data / "povs.txt", embed_model=HuggingFaceEmbedding(model_name=str(minilm_path)), query_top_n=6, top_n=3
+    )
     engine = index.as_query_engine(
-        llm=llm, similarity_top_k=8, node_postprocessors=[DuplicateChunkFilter(), rerank, ContextCleaner()],
-        text_qa_template=llm.qa_template(), refine_template=llm.refine_template(),
+        llm=llm,
+        similarity_top_k=8,
+        node_postprocessors=[DuplicateChunkFilter(), rerank, ContextCleaner()],
+        text_qa_template=llm.qa_template(),
+        refine_template=llm.refine_template(),
     )
     questions = [q for q in (data / "questions.txt").read_text(encoding="utf-8").splitlines() if q.strip()][:5]
     expected = {q: str(engine.query(q)) for q in questions}

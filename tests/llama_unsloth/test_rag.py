@@ -18,9 +18,10 @@ def index(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @pytest.mark.parametrize("povs", [False, True])
-def test_batch_prompt_is_the_query_engine_prompt(index: Any, tiny_llm: Any, povs: bool, recorded_prompts: List[str]) -> None:
+def test_batch_prompt_is_the_query_engine_prompt(
+    index: Any, tiny_llm: Any, povs: bool, recorded_prompts: List[str]
+) -> None:
     from llama_unsloth import rag
-
     from tests.recipes._helpers import DATA
 
     post = rag.make_postprocessors(embed_model(), povs_file=DATA / "povs.txt" if povs else None)
@@ -38,10 +39,18 @@ def test_batch_prompt_is_the_query_engine_prompt(index: Any, tiny_llm: Any, povs
     assert answer.answer == str(response) and "mercosur.txt" in answer.sources
 
 
-def test_context_too_long_for_one_call_is_refined_like_the_engine(index: Any, tiny_llama_path: Path, recorded_prompts: List[str]) -> None:
+def test_context_too_long_for_one_call_is_refined_like_the_engine(
+    index: Any, tiny_llama_path: Path, recorded_prompts: List[str]
+) -> None:
     from llama_unsloth import UnslothLLM, rag
 
-    llm = UnslothLLM(model_name=str(tiny_llama_path), load_in_4bit=False, max_new_tokens=8, max_seq_length=700, set_global_tokenizer=False)
+    llm = UnslothLLM(
+        model_name=str(tiny_llama_path),
+        load_in_4bit=False,
+        max_new_tokens=8,
+        max_seq_length=700,
+        set_global_tokenizer=False,
+    )
     question = "What do customs unions and free trade areas have in common?"
     prepared = rag.build_rag_prompt(llm, question, rag.retrieve(index, question, rag.make_postprocessors()))
     assert prepared.prompt is None and len(prepared.pieces) > 1

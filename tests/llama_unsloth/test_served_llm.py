@@ -34,18 +34,33 @@ def index(minilm_path: Path) -> Any:
     from llama_index.core import Document, VectorStoreIndex
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
-    return VectorStoreIndex.from_documents([Document(text=t) for t in DOCS], embed_model=HuggingFaceEmbedding(model_name=str(minilm_path)))
+    return VectorStoreIndex.from_documents(
+        [Document(text=t) for t in DOCS], embed_model=HuggingFaceEmbedding(model_name=str(minilm_path))
+    )
 
 
 def _pair(tiny_llama_path: Path, standin: OpenAIStandIn, layout: str) -> tuple:
-    local = UnslothLLM(model_name=str(tiny_llama_path), backend="transformers", load_in_4bit=False, max_new_tokens=8,
-                       prompt_format=layout)
-    served = ServedLLM(tokenizer=local.tokenizer, api_base=standin.url, served_model="tiny", prompt_format=layout,
-                       max_new_tokens=8, max_retries=0)
+    local = UnslothLLM(
+        model_name=str(tiny_llama_path),
+        backend="transformers",
+        load_in_4bit=False,
+        max_new_tokens=8,
+        prompt_format=layout,
+    )
+    served = ServedLLM(
+        tokenizer=local.tokenizer,
+        api_base=standin.url,
+        served_model="tiny",
+        prompt_format=layout,
+        max_new_tokens=8,
+        max_retries=0,
+    )
     return local, served
 
 
-@pytest.mark.parametrize("layout", LAYOUTS, ids=["alpaca", "alpaca-context", "instruction-context", "reasoning", "chat", "users-j2"])
+@pytest.mark.parametrize(
+    "layout", LAYOUTS, ids=["alpaca", "alpaca-context", "instruction-context", "reasoning", "chat", "users-j2"]
+)
 def test_served_prompts_stops_and_answers_equal_unsloth_llm(
     tiny_llama_path: Path, standin: OpenAIStandIn, index: Any, layout: str, generated: List[str]
 ) -> None:
@@ -77,7 +92,9 @@ def test_served_prompts_stops_and_answers_equal_unsloth_llm(
     assert served_answer.raw["usage"]["prompt_tokens"] == len(local._encode(standin.prompts[0]))
 
 
-def test_engine_prompts_are_identical(tiny_llama_path: Path, standin: OpenAIStandIn, index: Any, generated: List[str]) -> None:
+def test_engine_prompts_are_identical(
+    tiny_llama_path: Path, standin: OpenAIStandIn, index: Any, generated: List[str]
+) -> None:
     from llama_index.core import Settings
 
     local, served = _pair(tiny_llama_path, standin, str(J2))
@@ -86,7 +103,9 @@ def test_engine_prompts_are_identical(tiny_llama_path: Path, standin: OpenAIStan
         for llm in (local, served):
             Settings.llm = llm
             index.as_query_engine(similarity_top_k=2).query("Which treaty created ECOWAS?")
-            index.as_chat_engine(chat_mode="condense_plus_context", similarity_top_k=2).chat("Which treaty created ECOWAS?")
+            index.as_chat_engine(chat_mode="condense_plus_context", similarity_top_k=2).chat(
+                "Which treaty created ECOWAS?"
+            )
     finally:
         Settings._llm = saved
     # The in-process model runs first; the server's own engine decodes the same prompts after it.
@@ -99,20 +118,26 @@ def test_streaming_gives_the_same_answer(tiny_llama_path: Path, standin: OpenAIS
     local, served = _pair(tiny_llama_path, standin, "alpaca-context")
     prompt = local.format_prompt("Which treaty created Mercosur?", DOCS[0])
     chunks = list(served.stream_complete(prompt, formatted=True))
-    assert chunks[-1].text == served.complete(prompt, formatted=True).text == local.complete(prompt, formatted=True).text
+    assert (
+        chunks[-1].text == served.complete(prompt, formatted=True).text == local.complete(prompt, formatted=True).text
+    )
     assert "".join(c.delta or "" for c in chunks) == chunks[-1].text
 
 
 def test_a_503_is_retried(tiny_llama_path: Path, standin: OpenAIStandIn) -> None:
     local = UnslothLLM(model_name=str(tiny_llama_path), backend="transformers", load_in_4bit=False, max_new_tokens=4)
-    served = ServedLLM(tokenizer=local.tokenizer, api_base=standin.url, served_model="tiny", max_new_tokens=4, max_retries=2)
+    served = ServedLLM(
+        tokenizer=local.tokenizer, api_base=standin.url, served_model="tiny", max_new_tokens=4, max_retries=2
+    )
     before = standin.requests
     standin.fail_next = 1
     assert served.complete("What is a customs union?").text == local.complete("What is a customs union?").text
     assert standin.requests - before == 2
 
 
-def test_unreachable_server_and_wrong_model_name_are_one_clear_line(tiny_llama_path: Path, standin: OpenAIStandIn) -> None:
+def test_unreachable_server_and_wrong_model_name_are_one_clear_line(
+    tiny_llama_path: Path, standin: OpenAIStandIn
+) -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama_path)
@@ -122,7 +147,9 @@ def test_unreachable_server_and_wrong_model_name_are_one_clear_line(tiny_llama_p
     down = ServedLLM(tokenizer=tokenizer, api_base=f"http://127.0.0.1:{port}/v1", served_model="tiny", max_retries=0)
     with pytest.raises(ServedModelError) as err:
         down.complete("Hello?")
-    assert str(err.value).startswith(f"Cannot reach the model server at http://127.0.0.1:{port}/v1") and "\n" not in str(err.value)
+    assert str(err.value).startswith(
+        f"Cannot reach the model server at http://127.0.0.1:{port}/v1"
+    ) and "\n" not in str(err.value)
     wrong = ServedLLM(tokenizer=tokenizer, api_base=standin.url, served_model="my-model", max_retries=0)
     with pytest.raises(ServedModelError) as err:
         wrong.complete("Hello?")
@@ -132,7 +159,9 @@ def test_unreachable_server_and_wrong_model_name_are_one_clear_line(tiny_llama_p
     )
 
 
-def test_from_finetuned_reads_the_layout_and_tokenizer_from_the_folder(tiny_llama_path: Path, standin: OpenAIStandIn, tmp_path: Path) -> None:
+def test_from_finetuned_reads_the_layout_and_tokenizer_from_the_folder(
+    tiny_llama_path: Path, standin: OpenAIStandIn, tmp_path: Path
+) -> None:
     import shutil
 
     from llama_unsloth.prompts import PromptFormat
@@ -143,11 +172,17 @@ def test_from_finetuned_reads_the_layout_and_tokenizer_from_the_folder(tiny_llam
     served = ServedLLM.from_finetuned(folder, api_base=standin.url, model="tiny", max_new_tokens=4)
     assert served.format.name == "QA_finetune_Instruction_Context_new"
     served.complete("Which treaty created Mercosur?")
-    assert standin.prompts[-1].startswith("You are a brilliant Iranian professor") and standin.prompts[-1].endswith("### RESPONSE:\n")
+    assert standin.prompts[-1].startswith("You are a brilliant Iranian professor") and standin.prompts[-1].endswith(
+        "### RESPONSE:\n"
+    )
 
 
 def test_query_and_batch_recipes_answer_through_the_server(
-    tiny_llama_path: Path, standin: OpenAIStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    tiny_llama_path: Path,
+    standin: OpenAIStandIn,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
 ) -> None:
     import json
 
@@ -157,8 +192,18 @@ def test_query_and_batch_recipes_answer_through_the_server(
 
     reuse_embed_model(monkeypatch)
     persist = build_small_index(tmp_path)
-    server = ["--llm-url", standin.url, "--served-model", "tiny", "--model", str(tiny_llama_path), "--persist-dir", str(persist),
-              "--max-new-tokens", "8"]
+    server = [
+        "--llm-url",
+        standin.url,
+        "--served-model",
+        "tiny",
+        "--model",
+        str(tiny_llama_path),
+        "--persist-dir",
+        str(persist),
+        "--max-new-tokens",
+        "8",
+    ]
     before = len(standin.prompts)
     assert query(["--question", "Which countries founded Mercosur?", *server]) == 0
     assert "Answer: " in capsys.readouterr().out and len(standin.prompts) == before + 1
@@ -170,5 +215,11 @@ def test_query_and_batch_recipes_answer_through_the_server(
     assert len(standin.prompts) == before + 3
     # A wrong model name is one line, exit 2.
     capsys.readouterr()
-    assert exit_code(query, ["--question", "Which countries founded Mercosur?", *server[:2], "--served-model", "nope", *server[4:]]) == 2
+    assert (
+        exit_code(
+            query,
+            ["--question", "Which countries founded Mercosur?", *server[:2], "--served-model", "nope", *server[4:]],
+        )
+        == 2
+    )
     assert capsys.readouterr().err.startswith("error: The server at ")

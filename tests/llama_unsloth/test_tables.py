@@ -41,7 +41,9 @@ def test_tables_get_normal_permissions_and_csv_opens_japanese_in_excel(tmp_path:
 
     from llama_unsloth.tables import write_table
 
-    rows = [{"instruction": "メルコスールを設立した国は？", "answer": "アルゼンチン、ブラジル、パラグアイ、ウルグアイ。"}]
+    rows = [
+        {"instruction": "メルコスールを設立した国は？", "answer": "アルゼンチン、ブラジル、パラグアイ、ウルグアイ。"}
+    ]
     old = os.umask(0o022)
     try:
         plain = tmp_path / "plain.jsonl"
@@ -57,4 +59,12 @@ def test_tables_get_normal_permissions_and_csv_opens_japanese_in_excel(tmp_path:
     data = (tmp_path / "a.csv").read_bytes()
     assert data.startswith(b"\xef\xbb\xbf")  # the BOM Excel needs to read UTF-8
     assert pd.read_csv(tmp_path / "a.csv", encoding="utf-8-sig")["answer"].tolist() == [rows[0]["answer"]]
-    assert list(pd.read_excel(tmp_path / "a.xlsx").columns) == ["instruction", "context", "answer", "abstained", "seconds", "sources", "error"]
+    assert list(pd.read_excel(tmp_path / "a.xlsx").columns) == [
+        "instruction",
+        "context",
+        "answer",
+        "abstained",
+        "seconds",
+        "sources",
+        "error",
+    ]

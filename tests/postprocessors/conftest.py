@@ -6,7 +6,7 @@
 * ``StubCohereServer``: a local HTTP server speaking enough of Cohere's
   ``POST /v2/embed`` for the real ``cohere`` SDK, recording requests (fixture
   ``cohere_stub``).
-* ``spec_reference``: the SPEC's POV algorithm written out plainly (numpy).
+* ``spec_reference``: our users' POV algorithm written out plainly (numpy).
 * ``RecordingLLM``: a CustomLLM that records the prompts it receives.
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import math
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -27,6 +27,7 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
 from llama_index.core.llms.callbacks import llm_completion_callback
 
+
 def _spec_reference(
     chunks: Sequence[Any],
     query: Any,
@@ -34,7 +35,7 @@ def _spec_reference(
     query_top_n: int,
     top_n: int,
 ) -> List[Tuple[int, float]]:
-    """SPEC 'Query-then-POV reranking', written out plainly: [(chunk index, r_i)], best first.
+    """Our users' query-then-POV reranking, written out plainly: [(chunk index, r_i)], best first.
 
     With no POVs, r_i is the query similarity s_i (query ranking only).
     """
@@ -127,7 +128,7 @@ class FixedTableEmbedding(BaseEmbedding):
 
 @pytest.fixture
 def spec_reference() -> Callable[..., List[Tuple[int, float]]]:
-    """The SPEC algorithm in plain numpy: ``spec_reference(chunks, query, povs, query_top_n, top_n)``."""
+    """Our users' algorithm in plain numpy: ``spec_reference(chunks, query, povs, query_top_n, top_n)``."""
     return _spec_reference
 
 
@@ -143,9 +144,7 @@ def make_table_embedding() -> Callable[..., FixedTableEmbedding]:
 
     def make(table: Dict[str, Any], **kwargs: Any) -> FixedTableEmbedding:
         kwargs.setdefault("embed_batch_size", 512)
-        return FixedTableEmbedding(
-            table={k: [float(x) for x in v] for k, v in table.items()}, **kwargs
-        )
+        return FixedTableEmbedding(table={k: [float(x) for x in v] for k, v in table.items()}, **kwargs)
 
     return make
 

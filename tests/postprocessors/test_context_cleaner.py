@@ -33,9 +33,7 @@ def test_clean_text():
 
 
 def test_only_real_header_markers_removed():
-    assert clean_text("####### not a header\n#nospace\n  ## indented") == (
-        "####### not a header\n#nospace\nindented"
-    )
+    assert clean_text("####### not a header\n#nospace\n  ## indented") == ("####### not a header\n#nospace\nindented")
 
 
 def test_plain_text_unchanged():

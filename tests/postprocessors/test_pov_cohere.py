@@ -89,11 +89,21 @@ def test_persistent_429_surfaces_as_error(cohere_stub, fast_sdk_retries):
     err = info.value
     assert isinstance(err.__cause__, cohere.errors.TooManyRequestsError)
     assert (err.kind, err.status_code, err.attempts, err.input_type) == (
-        "http_status", 429, 3, "search_query",
+        "http_status",
+        429,
+        3,
+        "search_query",
     )
     msg = str(err)
-    for part in ("Cohere embed", "HTTP 429", "after 3 attempts", "'search_query'", "quota",
-                 "embed_batch_size", "retry later"):
+    for part in (
+        "Cohere embed",
+        "HTTP 429",
+        "after 3 attempts",
+        "'search_query'",
+        "quota",
+        "embed_batch_size",
+        "retry later",
+    ):
         assert part in msg
 
 
@@ -163,7 +173,10 @@ def test_document_embedding_failure_names_search_document(cohere_stub, fast_sdk_
         rerank.postprocess_nodes(nodes(), query_str=QUERY)
     err = info.value
     assert (err.status_code, err.attempts, err.input_type, err.n_texts) == (
-        400, 1, "search_document", len(CHUNKS),
+        400,
+        1,
+        "search_document",
+        len(CHUNKS),
     )
     assert "stub error 400" in str(err)  # the server's message is quoted
     # nothing half-done was cached: the next query works and embeds the chunks
@@ -186,15 +199,21 @@ def test_timeout_raises_clear_error_quickly(cohere_stub):
     assert "no answer within 0.5 s" in msg and "timeout=" in msg and "embed_batch_size" in msg
 
 
-@pytest.mark.parametrize("bad_body, expected", [
-    ("invalid_json", "not valid JSON"),
-    ("no_embeddings", "without usable 'embeddings.float'"),
-])
-@pytest.mark.parametrize("first_call, input_type", [
-    ("povs", "search_query"),  # POVs go through CohereEmbedding._embed
-    ("query", "search_query"),  # get_query_embedding
-    ("documents", "search_document"),  # get_text_embedding_batch
-])
+@pytest.mark.parametrize(
+    "bad_body, expected",
+    [
+        ("invalid_json", "not valid JSON"),
+        ("no_embeddings", "without usable 'embeddings.float'"),
+    ],
+)
+@pytest.mark.parametrize(
+    "first_call, input_type",
+    [
+        ("povs", "search_query"),  # POVs go through CohereEmbedding._embed
+        ("query", "search_query"),  # get_query_embedding
+        ("documents", "search_document"),  # get_text_embedding_batch
+    ],
+)
 def test_malformed_body_raises_clear_error(cohere_stub, bad_body, expected, first_call, input_type):
     embed = CohereEmbedding(api_key="test-key", base_url=cohere_stub.url)
     rerank = POVReranker(embed_model=embed, povs=POVS[:1] if first_call == "povs" else [])
@@ -258,9 +277,7 @@ def _set_fault(stub, mode):
 )
 def test_api_key_never_leaks(cohere_stub, fast_sdk_retries, caplog, capsys, mode):
     caplog.set_level(logging.DEBUG)
-    embed = CohereEmbedding(
-        api_key=PLANTED_KEY, base_url=cohere_stub.url, timeout=0.5, max_retries=2
-    )
+    embed = CohereEmbedding(api_key=PLANTED_KEY, base_url=cohere_stub.url, timeout=0.5, max_retries=2)
     rerank = POVReranker(embed_model=embed, povs=POVS[:1])
     _set_fault(cohere_stub, mode)
     with pytest.raises(EmbeddingServiceError) as info:
@@ -270,8 +287,12 @@ def test_api_key_never_leaks(cohere_stub, fast_sdk_retries, caplog, capsys, mode
     full_traceback = "".join(traceback.format_exception(err))  # includes __cause__ chain
     out, errout = capsys.readouterr()
     for where, text in [
-        ("str", str(err)), ("repr", repr(err)), ("traceback", full_traceback),
-        ("logs", caplog.text), ("stdout", out), ("stderr", errout),
+        ("str", str(err)),
+        ("repr", repr(err)),
+        ("traceback", full_traceback),
+        ("logs", caplog.text),
+        ("stdout", out),
+        ("stderr", errout),
     ]:
         assert PLANTED_KEY not in text, f"API key leaked into {where}"
     if mode != "no_embeddings":  # there, CohereEmbedding returns None: no exception to chain

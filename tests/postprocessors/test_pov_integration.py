@@ -52,9 +52,7 @@ def chroma_index(tmp_path, minilm_embedding):
     from llama_index.core import StorageContext, VectorStoreIndex
     from llama_index.vector_stores.chroma import ChromaVectorStore
 
-    client = chromadb.PersistentClient(
-        path=str(tmp_path / "chroma"), settings=Settings(anonymized_telemetry=False)
-    )
+    client = chromadb.PersistentClient(path=str(tmp_path / "chroma"), settings=Settings(anonymized_telemetry=False))
     collection = client.get_or_create_collection("trade")
     store = ChromaVectorStore(chroma_collection=collection)
     nodes = [TextNode(text=t, id_=f"c{i:02d}", metadata={"doc": "trade.md"}) for i, t in enumerate(CHUNKS)]
@@ -81,7 +79,7 @@ def test_query_engine_prompt_holds_top_n_cleaned_chunks_in_pov_order(
     assert len(recording_llm.prompts) == 1
     prompt = recording_llm.prompts[0]
 
-    # Expected: the same retrieval, de-duplicated, ranked by the plain SPEC algorithm.
+    # Expected: the same retrieval, de-duplicated, ranked by the plain reference algorithm.
     retrieved = chroma_index.as_retriever(similarity_top_k=15).retrieve(QUERY)
     retrieved_texts = [n.node.get_content() for n in retrieved]
     assert CHUNKS[0] in retrieved_texts and CHUNKS[1] in retrieved_texts  # duplicate pair retrieved
@@ -95,8 +93,14 @@ def test_query_engine_prompt_holds_top_n_cleaned_chunks_in_pov_order(
         top_n,
     )
     expected_texts = [clean_text(deduped[i]) for i, _ in expected]
-    query_order = sorted(range(len(deduped)), key=lambda i: -float(
-        np.dot(minilm_embedding.get_text_embedding(deduped[i]), minilm_embedding.get_query_embedding(QUERY))))
+    query_order = sorted(
+        range(len(deduped)),
+        key=lambda i: (
+            -float(
+                np.dot(minilm_embedding.get_text_embedding(deduped[i]), minilm_embedding.get_query_embedding(QUERY))
+            )
+        ),
+    )
     assert [i for i, _ in expected] != query_order[:top_n]  # the POV stage changes the order
 
     # source nodes: POV order, POV scores, cleaned copies
@@ -112,7 +116,7 @@ def test_query_engine_prompt_holds_top_n_cleaned_chunks_in_pov_order(
         if clean_text(text) not in expected_texts:
             assert clean_text(text) not in prompt
     assert clean_text(first) in prompt or clean_text(first) not in expected_texts
-    assert dropped[len(DUP_HEAD):] not in prompt  # the dropped duplicate's tail
+    assert dropped[len(DUP_HEAD) :] not in prompt  # the dropped duplicate's tail
     assert "**" not in prompt and not re.search(r"(?m)^#", prompt) and "##" not in prompt
     assert "\n\n\n" not in clean_text(CHUNKS[2])
     for key in ("pov_score", "query_similarity", "pov_similarities"):
@@ -127,9 +131,7 @@ def test_query_engine_prompt_holds_top_n_cleaned_chunks_in_pov_order(
 def test_second_query_reuses_cached_chunk_embeddings(chroma_index, minilm_embedding, recording_llm):
     rerank = POVReranker(embed_model=minilm_embedding, povs=POVS, query_top_n=10, top_n=5)
     dedupe = DuplicateChunkFilter()
-    engine = chroma_index.as_query_engine(
-        llm=recording_llm, similarity_top_k=15, node_postprocessors=[dedupe, rerank]
-    )
+    engine = chroma_index.as_query_engine(llm=recording_llm, similarity_top_k=15, node_postprocessors=[dedupe, rerank])
     retriever = chroma_index.as_retriever(similarity_top_k=15)
 
     def seen_texts(query):

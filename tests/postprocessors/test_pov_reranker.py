@@ -1,4 +1,4 @@
-"""POVReranker: numerics against a plain numpy SPEC implementation, cache, edge cases."""
+"""POVReranker: numerics against a plain numpy implementation of our users' algorithm, cache, edge cases."""
 
 from __future__ import annotations
 
@@ -35,14 +35,10 @@ def pov_texts(m: int) -> List[str]:
 def test_matches_numpy_reference(seed, query_top_n, top_n, make_table_embedding, random_table, spec_reference):
     chunks, povs, query = chunk_texts(15), pov_texts(10), "the question"
     table = random_table(chunks + povs + [query], dim=16, seed=seed)
-    rerank = POVReranker(
-        embed_model=make_table_embedding(table), povs=povs, query_top_n=query_top_n, top_n=top_n
-    )
+    rerank = POVReranker(embed_model=make_table_embedding(table), povs=povs, query_top_n=query_top_n, top_n=top_n)
     out = rerank.postprocess_nodes(make_nodes(chunks), query_str=query)
 
-    expected = spec_reference(
-        [table[c] for c in chunks], table[query], [table[p] for p in povs], query_top_n, top_n
-    )
+    expected = spec_reference([table[c] for c in chunks], table[query], [table[p] for p in povs], query_top_n, top_n)
     assert [n.node.get_content() for n in out] == [chunks[i] for i, _ in expected]
     np.testing.assert_allclose([n.score for n in out], [r for _, r in expected], rtol=1e-9)
     for n, (i, r) in zip(out, expected):
@@ -209,8 +205,14 @@ def test_all_nodes_empty(make_table_embedding):
 
 
 def test_zero_vectors_give_zero_cosine_not_nan(make_table_embedding):
-    table = {"zero chunk": [0.0, 0.0, 0.0], "x chunk": [1.0, 1.0, 0.0], "y chunk": [0.0, 1.0, 0.0],
-             "q": [1.0, 0.0, 0.0], "zero pov": [0.0, 0.0, 0.0], "p": [0.0, 1.0, 0.0]}
+    table = {
+        "zero chunk": [0.0, 0.0, 0.0],
+        "x chunk": [1.0, 1.0, 0.0],
+        "y chunk": [0.0, 1.0, 0.0],
+        "q": [1.0, 0.0, 0.0],
+        "zero pov": [0.0, 0.0, 0.0],
+        "p": [0.0, 1.0, 0.0],
+    }
     rerank = POVReranker(embed_model=make_table_embedding(table), povs=["zero pov", "p"], top_n=3)
     out = rerank.postprocess_nodes(make_nodes(["zero chunk", "x chunk", "y chunk"]), query_str="q")
     assert [n.node.get_content() for n in out] == ["y chunk", "x chunk", "zero chunk"]
@@ -246,9 +248,7 @@ def test_query_bundle_accepted(make_table_embedding, random_table):
 def test_empty_query_not_embedded(make_table_embedding, random_table):
     chunks = chunk_texts(3)
     embed = make_table_embedding(random_table(chunks + ["p"]))
-    out = POVReranker(embed_model=embed, povs=["p"], top_n=3).postprocess_nodes(
-        make_nodes(chunks), query_str="  "
-    )
+    out = POVReranker(embed_model=embed, povs=["p"], top_n=3).postprocess_nodes(make_nodes(chunks), query_str="  ")
     assert embed.queries == ["p"]
     assert [n.node.metadata["query_similarity"] for n in out] == [0.0, 0.0, 0.0]
     assert [n.score for n in out] == sorted((n.score for n in out), reverse=True)

@@ -34,7 +34,9 @@ def reuse_embed_model(monkeypatch: Any) -> None:
     real = index_store.make_embed_model
 
     def make(backend: str = "huggingface", model_name: Any = None) -> Any:
-        if backend == "huggingface" and (model_name is None or model_name == index_store.embed_model_id(embed_model())):
+        if backend == "huggingface" and (
+            model_name is None or model_name == index_store.embed_model_id(embed_model())
+        ):
             return embed_model()
         return real(backend, model_name)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.recipes._helpers import build_small_index, reuse_embed_model, exit_code
+from tests.recipes._helpers import build_small_index, exit_code, reuse_embed_model
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,7 +31,9 @@ def _lines(path: Path) -> list:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def test_killed_run_resumes_and_answers_each_question_once(tmp_path: Path, persist: Path, tiny_llama_path: Path) -> None:
+def test_killed_run_resumes_and_answers_each_question_once(
+    tmp_path: Path, persist: Path, tiny_llama_path: Path
+) -> None:
     import pandas as pd
 
     topics = ["Mercosur", "USMCA", "ECOWAS", "customs unions", "non-tariff barriers"]
@@ -42,10 +44,24 @@ def test_killed_run_resumes_and_answers_each_question_once(tmp_path: Path, persi
     out = tmp_path / "res" / "answers"
     jsonl = out.with_suffix(".jsonl")
     args = [
-        "--questions", str(qfile), "--out", str(out), "--persist-dir", str(persist), "--model", str(tiny_llama_path),
-        "--no-load-in-4bit", "--max-new-tokens", "24", "--batch-size", "1", "--no-progress",
+        "--questions",
+        str(qfile),
+        "--out",
+        str(out),
+        "--persist-dir",
+        str(persist),
+        "--model",
+        str(tiny_llama_path),
+        "--no-load-in-4bit",
+        "--max-new-tokens",
+        "24",
+        "--batch-size",
+        "1",
+        "--no-progress",
     ]
-    proc = subprocess.Popen([sys.executable, "-m", "recipes.batch", *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recipes.batch", *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     deadline = time.time() + 240
     try:
         while time.time() < deadline and proc.poll() is None:
@@ -84,12 +100,39 @@ def test_killed_run_resumes_and_answers_each_question_once(tmp_path: Path, persi
 def test_batch_size_does_not_change_greedy_answers(tmp_path: Path, persist: Path, tiny_llama_path: Path) -> None:
     from llama_unsloth import UnslothLLM, batch_answers, index_store, rag
 
-    llm = UnslothLLM(model_name=str(tiny_llama_path), backend="transformers", load_in_4bit=False, max_new_tokens=12, set_global_tokenizer=False)
+    llm = UnslothLLM(
+        model_name=str(tiny_llama_path),
+        backend="transformers",
+        load_in_4bit=False,
+        max_new_tokens=12,
+        set_global_tokenizer=False,
+    )
     index = index_store.open_index(persist)
-    questions = ["Which countries founded Mercosur?", "When did USMCA enter into force?", "What is ECOWAS?",
-                 "Why do non-tariff barriers matter?", "Customs union or free trade area?"]
-    one = batch_answers.run_batch(llm, questions, tmp_path / "b1", index=index, postprocessors=rag.make_postprocessors(), batch_size=1, progress=False)
-    four = batch_answers.run_batch(llm, questions, tmp_path / "b4", index=index, postprocessors=rag.make_postprocessors(), batch_size=4, progress=False)
+    questions = [
+        "Which countries founded Mercosur?",
+        "When did USMCA enter into force?",
+        "What is ECOWAS?",
+        "Why do non-tariff barriers matter?",
+        "Customs union or free trade area?",
+    ]
+    one = batch_answers.run_batch(
+        llm,
+        questions,
+        tmp_path / "b1",
+        index=index,
+        postprocessors=rag.make_postprocessors(),
+        batch_size=1,
+        progress=False,
+    )
+    four = batch_answers.run_batch(
+        llm,
+        questions,
+        tmp_path / "b4",
+        index=index,
+        postprocessors=rag.make_postprocessors(),
+        batch_size=4,
+        progress=False,
+    )
     assert [r["answer"] for r in one] == [r["answer"] for r in four]
     assert [r["context"] for r in one] == [r["context"] for r in four]
     plain1 = batch_answers.run_batch(llm, questions, tmp_path / "p1", batch_size=1, progress=False)
@@ -110,7 +153,9 @@ def test_bad_questions_file_is_a_clear_error(tmp_path: Path, capsys: pytest.Capt
 
 
 # ---------------------------------------------------------------------------------------------- users' inputs
-def test_over_long_question_is_a_recorded_error_and_the_others_are_answered(tmp_path: Path, persist: Path, tiny_llama_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_over_long_question_is_a_recorded_error_and_the_others_are_answered(
+    tmp_path: Path, persist: Path, tiny_llama_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     import pandas as pd
 
     from recipes.batch import main
@@ -121,8 +166,23 @@ def test_over_long_question_is_a_recorded_error_and_the_others_are_answered(tmp_
     qfile.write_bytes(("question\r\n" + "\r\n".join(questions) + "\r\n").encode("cp932"))  # Japanese Excel's CSV
     out = tmp_path / "res" / "answers"
     for rag in ([], ["--no-rag"]):
-        args = ["--questions", str(qfile), "--out", str(out) + ("_plain" if rag else ""), "--persist-dir", str(persist), "--model", str(tiny_llama_path),
-                "--no-load-in-4bit", "--max-new-tokens", "8", "--batch-size", "3", "--no-progress", *rag]
+        args = [
+            "--questions",
+            str(qfile),
+            "--out",
+            str(out) + ("_plain" if rag else ""),
+            "--persist-dir",
+            str(persist),
+            "--model",
+            str(tiny_llama_path),
+            "--no-load-in-4bit",
+            "--max-new-tokens",
+            "8",
+            "--batch-size",
+            "3",
+            "--no-progress",
+            *rag,
+        ]
         if rag:
             args += ["--max-seq-length", "1024"]  # the fine-tune-only prompt of the long question is ~2450 tokens
         assert main(args) == 0
@@ -133,14 +193,31 @@ def test_over_long_question_is_a_recorded_error_and_the_others_are_answered(tmp_
         base = Path(str(out) + ("_plain" if rag else ""))
         records = _lines(base.with_suffix(".jsonl"))
         assert [r["instruction"] for r in records] == questions
-        assert records[1]["answer"] == "" and records[1]["error"].startswith("The question is too long for the model's window")
-        assert "error" not in records[0] and "error" not in records[2] and records[0]["answer"] and records[2]["answer"]
+        assert records[1]["answer"] == "" and records[1]["error"].startswith(
+            "The question is too long for the model's window"
+        )
+        assert (
+            "error" not in records[0] and "error" not in records[2] and records[0]["answer"] and records[2]["answer"]
+        )
         table = pd.read_csv(base.with_suffix(".csv"), encoding="utf-8-sig", keep_default_na=False)
         assert table["instruction"].tolist() == questions
         assert table["error"].tolist()[0] == "" and table["error"].tolist()[1].startswith("The question is too long")
     # A re-run with a window that fits tries the failed question again, and only that one.
-    args = ["--questions", str(qfile), "--out", str(out) + "_plain", "--model", str(tiny_llama_path), "--no-load-in-4bit",
-            "--max-new-tokens", "8", "--no-progress", "--no-rag", "--max-seq-length", "3072"]
+    args = [
+        "--questions",
+        str(qfile),
+        "--out",
+        str(out) + "_plain",
+        "--model",
+        str(tiny_llama_path),
+        "--no-load-in-4bit",
+        "--max-new-tokens",
+        "8",
+        "--no-progress",
+        "--no-rag",
+        "--max-seq-length",
+        "3072",
+    ]
     assert main(args) == 0
     records = _lines(Path(str(out) + "_plain.jsonl"))
     assert len(records) == 4 and records[-1]["instruction"] == questions[1] and "error" not in records[-1]
@@ -148,13 +225,30 @@ def test_over_long_question_is_a_recorded_error_and_the_others_are_answered(tmp_
     assert table["instruction"].tolist() == questions and table["error"].tolist() == ["", "", ""]
 
 
-def test_a_run_that_fails_before_its_first_answer_leaves_no_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_a_run_that_fails_before_its_first_answer_leaves_no_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     from recipes.batch import main
 
     qfile = tmp_path / "q.txt"
     qfile.write_text("One?\nTwo?\n", encoding="utf-8")
     out = tmp_path / "res" / "answers"
-    assert exit_code(main, ["--questions", str(qfile), "--out", str(out), "--no-rag", "--model", str(tmp_path / "no-such-model"), "--no-progress"]) == 2
+    assert (
+        exit_code(
+            main,
+            [
+                "--questions",
+                str(qfile),
+                "--out",
+                str(out),
+                "--no-rag",
+                "--model",
+                str(tmp_path / "no-such-model"),
+                "--no-progress",
+            ],
+        )
+        == 2
+    )
     assert "error: " in capsys.readouterr().err
     assert not (tmp_path / "res").exists()
 
@@ -168,7 +262,9 @@ def test_a_run_that_fails_before_its_first_answer_leaves_no_file(tmp_path: Path,
         (["--max-seq-length", "1"], "--max-seq-length must be >= 2; got 1."),
     ],
 )
-def test_batch_bad_options_stop_before_anything_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, args: list, message: str) -> None:
+def test_batch_bad_options_stop_before_anything_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, args: list, message: str
+) -> None:
     from llama_unsloth import batch_answers
     from recipes.batch import main
 
@@ -179,7 +275,9 @@ def test_batch_bad_options_stop_before_anything_loads(tmp_path: Path, monkeypatc
     assert list(tmp_path.iterdir()) == []
 
 
-def test_ctrl_c_in_batch_is_one_line_and_the_rerun_continues(tmp_path: Path, tiny_llama_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_ctrl_c_in_batch_is_one_line_and_the_rerun_continues(
+    tmp_path: Path, tiny_llama_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     from llama_unsloth import batch_answers
     from recipes.batch import main
 
@@ -187,8 +285,21 @@ def test_ctrl_c_in_batch_is_one_line_and_the_rerun_continues(tmp_path: Path, tin
     qfile = tmp_path / "q.txt"
     qfile.write_text("\n".join(questions), encoding="utf-8")
     out = tmp_path / "res" / "answers"
-    args = ["--questions", str(qfile), "--out", str(out), "--no-rag", "--model", str(tiny_llama_path), "--no-load-in-4bit",
-            "--max-new-tokens", "4", "--batch-size", "1", "--no-progress"]
+    args = [
+        "--questions",
+        str(qfile),
+        "--out",
+        str(out),
+        "--no-rag",
+        "--model",
+        str(tiny_llama_path),
+        "--no-load-in-4bit",
+        "--max-new-tokens",
+        "4",
+        "--batch-size",
+        "1",
+        "--no-progress",
+    ]
     real = batch_answers.append_jsonl
     written: list = []
 
@@ -201,7 +312,9 @@ def test_ctrl_c_in_batch_is_one_line_and_the_rerun_continues(tmp_path: Path, tin
     monkeypatch.setattr(batch_answers, "append_jsonl", then_ctrl_c)
     assert main(args) == 130
     err = capsys.readouterr().err
-    assert f"interrupted: 2 of 5 answers are saved in {out}.jsonl; run the same command again to answer the rest." in err
+    assert (
+        f"interrupted: 2 of 5 answers are saved in {out}.jsonl; run the same command again to answer the rest." in err
+    )
     assert "Traceback" not in err and not out.with_suffix(".xlsx").exists()
     monkeypatch.setattr(batch_answers, "append_jsonl", real)
     assert main(args) == 0

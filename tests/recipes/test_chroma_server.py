@@ -31,8 +31,11 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tuple[st
     port = _free_port()
     folder = tmp_path_factory.mktemp("chroma-server")
     log = open(folder / "server.log", "wb")
-    server = subprocess.Popen([command, "run", "--path", str(folder / "db"), "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [command, "run", "--path", str(folder / "db"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 90
     while True:
         try:
@@ -53,7 +56,10 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tuple[st
 
 
 def test_index_query_and_checks_against_a_chroma_server(
-    chroma_server: Tuple[str, int], tmp_path: Path, tiny_llama_path: Path, monkeypatch: pytest.MonkeyPatch,
+    chroma_server: Tuple[str, int],
+    tmp_path: Path,
+    tiny_llama_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture,
 ) -> None:
     from llama_index.core.embeddings import MockEmbedding
@@ -76,8 +82,18 @@ def test_index_query_and_checks_against_a_chroma_server(
     assert index(["--input-dir", str(docs), *server, "--no-progress"]) == 0
     assert "0 new, 0 changed, 6 unchanged" in capsys.readouterr().out
 
-    rc = query(["--question", "Which countries founded Mercosur?", *server, "--model", str(tiny_llama_path),
-                "--max-new-tokens", "8", "--no-load-in-4bit"])
+    rc = query(
+        [
+            "--question",
+            "Which countries founded Mercosur?",
+            *server,
+            "--model",
+            str(tiny_llama_path),
+            "--max-new-tokens",
+            "8",
+            "--no-load-in-4bit",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "Sources:" in out and "mercosur.txt" in out
 
@@ -93,12 +109,26 @@ def test_index_query_and_checks_against_a_chroma_server(
         index_store.open_index(location, embed_model=MockEmbedding(embed_dim=384))
 
 
-def test_an_unreachable_server_is_one_clear_line(tmp_path: Path, tiny_llama_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_an_unreachable_server_is_one_clear_line(
+    tmp_path: Path, tiny_llama_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     from recipes.query import main as query
 
     port = _free_port()
-    rc = exit_code(query, ["--question", "Which countries founded Mercosur?", "--chroma-host", "127.0.0.1", "--chroma-port", str(port),
-                           "--model", str(tiny_llama_path), "--no-load-in-4bit"])
+    rc = exit_code(
+        query,
+        [
+            "--question",
+            "Which countries founded Mercosur?",
+            "--chroma-host",
+            "127.0.0.1",
+            "--chroma-port",
+            str(port),
+            "--model",
+            str(tiny_llama_path),
+            "--no-load-in-4bit",
+        ],
+    )
     err = capsys.readouterr().err
     assert rc == 2
     assert err.strip() == (
@@ -132,12 +162,35 @@ def test_batch_workers_against_servers_survive_sigkill_and_answer_each_question_
         qfile = tmp_path / "questions.txt"
         qfile.write_text("\n".join(questions) + "\n", encoding="utf-8")
         out = tmp_path / "answers"
-        args = ["--questions", str(qfile), "--llm-url", standin.url, "--served-model", "tiny", "--model", str(tiny_llama_path),
-                *chroma, "--workers", "4", "--batch-size", "1", "--out", str(out), "--no-progress", "--max-new-tokens", "4"]
+        args = [
+            "--questions",
+            str(qfile),
+            "--llm-url",
+            standin.url,
+            "--served-model",
+            "tiny",
+            "--model",
+            str(tiny_llama_path),
+            *chroma,
+            "--workers",
+            "4",
+            "--batch-size",
+            "1",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--max-new-tokens",
+            "4",
+        ]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         root = Path(__file__).resolve().parents[2]
-        child = subprocess.Popen([sys.executable, "-m", "recipes.batch", *args], cwd=root, env=env,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        child = subprocess.Popen(
+            [sys.executable, "-m", "recipes.batch", *args],
+            cwd=root,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         jsonl = tmp_path / "answers.jsonl"
         deadline = time.monotonic() + 180
         while not (jsonl.exists() and len(jsonl.read_text(encoding="utf-8").splitlines()) >= 3):

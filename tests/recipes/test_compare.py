@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.recipes._helpers import build_small_index, reuse_embed_model, exit_code
+from tests.recipes._helpers import build_small_index, exit_code, reuse_embed_model
 
 CONTEXT = "Mercosur was founded in 1991 by Argentina, Brazil, Paraguay and Uruguay under the Treaty of Asuncion."
 
@@ -24,16 +24,53 @@ def test_compare_report_on_known_answers(tmp_path: Path, capsys: pytest.CaptureF
 
     qs = ["Q1?", "Q2?", "Q3?", "Q4?"]
     rag = [
-        {"instruction": "Q1?", "answer": "It was founded in 1991 by Argentina, Brazil, Paraguay and Uruguay.", "abstained": False, "context": CONTEXT, "sources": "mercosur.txt"},
-        {"instruction": "Q2?", "answer": "I don't know.", "abstained": True, "context": CONTEXT, "sources": "mercosur.txt"},
-        {"instruction": "Q3?", "answer": "Bananas are yellow and sweet fruit.", "abstained": False, "context": CONTEXT, "sources": "mercosur.txt"},
-        {"instruction": "Q4?", "answer": "Under the Treaty of Asuncion.", "abstained": False, "context": CONTEXT, "sources": "mercosur.txt"},
+        {
+            "instruction": "Q1?",
+            "answer": "It was founded in 1991 by Argentina, Brazil, Paraguay and Uruguay.",
+            "abstained": False,
+            "context": CONTEXT,
+            "sources": "mercosur.txt",
+        },
+        {
+            "instruction": "Q2?",
+            "answer": "I don't know.",
+            "abstained": True,
+            "context": CONTEXT,
+            "sources": "mercosur.txt",
+        },
+        {
+            "instruction": "Q3?",
+            "answer": "Bananas are yellow and sweet fruit.",
+            "abstained": False,
+            "context": CONTEXT,
+            "sources": "mercosur.txt",
+        },
+        {
+            "instruction": "Q4?",
+            "answer": "Under the Treaty of Asuncion.",
+            "abstained": False,
+            "context": CONTEXT,
+            "sources": "mercosur.txt",
+        },
     ]
     plain = [
         {"instruction": q, "answer": a, "abstained": ab, "context": "", "sources": ""}
-        for q, a, ab in zip(qs, ["I don't know.", "No answer.", "I do not know.", "Paris is a city in France."], [True, True, True, False])
+        for q, a, ab in zip(
+            qs,
+            ["I don't know.", "No answer.", "I do not know.", "Paris is a city in France."],
+            [True, True, True, False],
+        )
     ]
-    rc = main(["--rag-jsonl", str(_write(tmp_path / "r.jsonl", rag)), "--no-rag-jsonl", str(_write(tmp_path / "p.jsonl", plain)), "--out-dir", str(tmp_path / "cmp")])
+    rc = main(
+        [
+            "--rag-jsonl",
+            str(_write(tmp_path / "r.jsonl", rag)),
+            "--no-rag-jsonl",
+            str(_write(tmp_path / "p.jsonl", plain)),
+            "--out-dir",
+            str(tmp_path / "cmp"),
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "| RAG | 4 | 0.25 |" in printed and "| no RAG | 4 | 0.75 |" in printed
@@ -49,23 +86,50 @@ def test_compare_report_on_known_answers(tmp_path: Path, capsys: pytest.CaptureF
 
     per_q = pd.read_excel(tmp_path / "cmp" / "compare.xlsx", sheet_name="questions")
     assert list(per_q.columns) == [
-        "question", "rag_answer", "no_rag_answer", "rag_abstained", "no_rag_abstained",
-        "rag_words", "no_rag_words", "rag_overlap", "no_rag_overlap", "sources",
+        "question",
+        "rag_answer",
+        "no_rag_answer",
+        "rag_abstained",
+        "no_rag_abstained",
+        "rag_words",
+        "no_rag_words",
+        "rag_overlap",
+        "no_rag_overlap",
+        "sources",
     ]
     assert per_q["question"].tolist() == qs
     md = (tmp_path / "cmp" / "compare.md").read_text(encoding="utf-8")
     assert md.startswith("# RAG vs no RAG") and "## Per question" in md and "| Q3? | Bananas" in md
 
 
-def test_compare_end_to_end_with_tiny_model(tmp_path: Path, tiny_llama_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_compare_end_to_end_with_tiny_model(
+    tmp_path: Path, tiny_llama_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     from recipes.compare import main
 
     reuse_embed_model(monkeypatch)
     persist = build_small_index(tmp_path)
     qfile = tmp_path / "q.json"
-    qfile.write_text(json.dumps([{"question": "Which countries founded Mercosur?"}, "Who won the 2018 FIFA World Cup?"]), encoding="utf-8")
-    rc = main(["--questions", str(qfile), "--persist-dir", str(persist), "--model", str(tiny_llama_path), "--no-load-in-4bit",
-               "--max-new-tokens", "6", "--out-dir", str(tmp_path / "cmp"), "--no-progress"])
+    qfile.write_text(
+        json.dumps([{"question": "Which countries founded Mercosur?"}, "Who won the 2018 FIFA World Cup?"]),
+        encoding="utf-8",
+    )
+    rc = main(
+        [
+            "--questions",
+            str(qfile),
+            "--persist-dir",
+            str(persist),
+            "--model",
+            str(tiny_llama_path),
+            "--no-load-in-4bit",
+            "--max-new-tokens",
+            "6",
+            "--out-dir",
+            str(tmp_path / "cmp"),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     for name in ("rag.jsonl", "no_rag.jsonl", "rag.xlsx", "no_rag.csv", "compare.md", "compare.xlsx"):
         assert (tmp_path / "cmp" / name).is_file(), name
@@ -89,17 +153,51 @@ def test_compare_on_japanese_answers(tmp_path: Path, capsys: pytest.CaptureFixtu
     from recipes.compare import main
 
     rag = [
-        {"instruction": "設立した国は？", "answer": "原加盟国はアルゼンチン、ブラジル、パラグアイ、ウルグアイの4か国である。", "abstained": False, "context": JA_CONTEXT, "sources": "mercosur_ja.txt"},
-        {"instruction": "本部はどこ？", "answer": "該当なし", "abstained": False, "context": JA_CONTEXT, "sources": "mercosur_ja.txt"},
+        {
+            "instruction": "設立した国は？",
+            "answer": "原加盟国はアルゼンチン、ブラジル、パラグアイ、ウルグアイの4か国である。",
+            "abstained": False,
+            "context": JA_CONTEXT,
+            "sources": "mercosur_ja.txt",
+        },
+        {
+            "instruction": "本部はどこ？",
+            "answer": "該当なし",
+            "abstained": False,
+            "context": JA_CONTEXT,
+            "sources": "mercosur_ja.txt",
+        },
     ]
     plain = [
-        {"instruction": "設立した国は？", "answer": "分かりません。", "abstained": False, "context": "", "sources": ""},
-        {"instruction": "本部はどこ？", "answer": "モンテビデオです。", "abstained": False, "context": "", "sources": ""},
+        {
+            "instruction": "設立した国は？",
+            "answer": "分かりません。",
+            "abstained": False,
+            "context": "",
+            "sources": "",
+        },
+        {
+            "instruction": "本部はどこ？",
+            "answer": "モンテビデオです。",
+            "abstained": False,
+            "context": "",
+            "sources": "",
+        },
     ]
     patterns = tmp_path / "patterns.txt"
     patterns.write_text("該当なし\n", encoding="utf-8")
-    rc = main(["--rag-jsonl", str(_write(tmp_path / "r.jsonl", rag)), "--no-rag-jsonl", str(_write(tmp_path / "p.jsonl", plain)),
-               "--out-dir", str(tmp_path / "cmp"), "--abstention-patterns", str(patterns)])
+    rc = main(
+        [
+            "--rag-jsonl",
+            str(_write(tmp_path / "r.jsonl", rag)),
+            "--no-rag-jsonl",
+            str(_write(tmp_path / "p.jsonl", plain)),
+            "--out-dir",
+            str(tmp_path / "cmp"),
+            "--abstention-patterns",
+            str(patterns),
+        ]
+    )
     assert rc == 0
     summary = pd.read_excel(tmp_path / "cmp" / "compare.xlsx", sheet_name="summary").set_index("mode")
     # 該当なし (the user's own pattern) and 分かりません (a default) are "I don't know" now.
@@ -116,10 +214,15 @@ def test_compare_on_japanese_answers(tmp_path: Path, capsys: pytest.CaptureFixtu
     [
         (["--batch-size", "0"], "--batch-size must be >= 1; got 0."),
         (["--max-new-tokens", "-5"], "--max-new-tokens must be >= 1; got -5."),
-        (["--max-new-tokens", "4096", "--max-seq-length", "2048"], "--max-new-tokens (4096) must be below --max-seq-length (2048): the prompt needs room too."),
+        (
+            ["--max-new-tokens", "4096", "--max-seq-length", "2048"],
+            "--max-new-tokens (4096) must be below --max-seq-length (2048): the prompt needs room too.",
+        ),
     ],
 )
-def test_compare_bad_options_stop_before_anything_loads(tmp_path: Path, capsys: pytest.CaptureFixture, args: list, message: str) -> None:
+def test_compare_bad_options_stop_before_anything_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture, args: list, message: str
+) -> None:
     from recipes.compare import main
 
     with pytest.raises(SystemExit) as exit_:

@@ -17,14 +17,21 @@ REASONING_DATA = Path(__file__).resolve().parents[2] / "llama_unsloth" / "data" 
 
 # Small and fast: 3 steps, one short sequence per step, no checkpointing (CPU seconds).
 FAST = [
-    "--max-steps", "3",
-    "--per-device-train-batch-size", "1",
-    "--gradient-accumulation-steps", "1",
-    "--warmup-steps", "1",
-    "--max-seq-length", "128",
-    "--backend", "transformers",
+    "--max-steps",
+    "3",
+    "--per-device-train-batch-size",
+    "1",
+    "--gradient-accumulation-steps",
+    "1",
+    "--warmup-steps",
+    "1",
+    "--max-seq-length",
+    "128",
+    "--backend",
+    "transformers",
     "--no-load-in-4bit",
-    "--use-gradient-checkpointing", "false",
+    "--use-gradient-checkpointing",
+    "false",
 ]
 
 
@@ -76,13 +83,31 @@ def test_finetune_writes_adapter_log_plot_card_merged_and_reloads(tmp_path: Path
     data = _write_json(tmp_path / "train.json", _records())
     out = tmp_path / "out"
     code = _finetune(
-        ["--model", str(tiny_llama_path), "--data", str(data), "--prompt-format", "alpaca", "--output-dir", str(out),
-         "--save", "merged_16bit", *FAST]
+        [
+            "--model",
+            str(tiny_llama_path),
+            "--data",
+            str(data),
+            "--prompt-format",
+            "alpaca",
+            "--output-dir",
+            str(out),
+            "--save",
+            "merged_16bit",
+            *FAST,
+        ]
     )
     assert code == 0
 
-    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer_config.json", "prompt_format.json",
-                 "train_log.json", "loss.png", "README.md"):
+    for name in (
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "tokenizer_config.json",
+        "prompt_format.json",
+        "train_log.json",
+        "loss.png",
+        "README.md",
+    ):
         assert (out / name).is_file(), name
     assert not list(out.glob("checkpoint-*")), "the trainer must not leave checkpoints behind"
 
@@ -103,7 +128,11 @@ def test_finetune_writes_adapter_log_plot_card_merged_and_reloads(tmp_path: Path
     assert file_sha256(data) in card and "| Records | 6 |" in card and "`alpaca`" in card
     assert str(tiny_llama_path) in card and f"{log['final_loss']:.4f}" in card
     # The card states what this CPU run really used, not the GPU defaults it was asked for.
-    assert "| optim | `adamw_torch` |" in card and "| precision | `fp32` |" in card and "| load_in_4bit | `False` |" in card
+    assert (
+        "| optim | `adamw_torch` |" in card
+        and "| precision | `fp32` |" in card
+        and "| load_in_4bit | `False` |" in card
+    )
     assert f"| model | `{tiny_llama_path}` |" in card and "adamw_8bit" not in card
     # The exact command that serves the merged model with vLLM, and the ServedLLM line that prompts it in its layout.
     assert f"vllm serve {out}/merged --served-model-name out --port 8001" in card
@@ -128,8 +157,19 @@ def test_finetune_writes_adapter_log_plot_card_merged_and_reloads(tmp_path: Path
 def test_finetune_reasoning_jsonl_keeps_its_layout(tmp_path: Path, tiny_llama_path: Path) -> None:
     out = tmp_path / "out"
     code = _finetune(
-        ["--model", str(tiny_llama_path), "--data", str(REASONING_DATA), "--prompt-format", "reasoning",
-         "--output-dir", str(out), *FAST, "--max-steps", "2"]
+        [
+            "--model",
+            str(tiny_llama_path),
+            "--data",
+            str(REASONING_DATA),
+            "--prompt-format",
+            "reasoning",
+            "--output-dir",
+            str(out),
+            *FAST,
+            "--max-steps",
+            "2",
+        ]
     )
     assert code == 0
     log = json.loads((out / "train_log.json").read_text())
@@ -219,9 +259,15 @@ def test_missing_hf_token_and_bad_options_stop_before_loading(
     for extra, message in (
         (["--push-to-hub", "me/model"], "--push-to-hub needs a Hugging Face token with write access in the HF_TOKEN"),
         (["--save", "merged_8bit"], "--save must be one of lora, merged_16bit, merged_4bit; got 'merged_8bit'."),
-        (["--use-gradient-checkpointing", "yes"], "--use-gradient-checkpointing must be one of unsloth, true, false; got 'yes'."),
+        (
+            ["--use-gradient-checkpointing", "yes"],
+            "--use-gradient-checkpointing must be one of unsloth, true, false; got 'yes'.",
+        ),
         (["--prompt-format", "alpacca"], "Unknown prompt format 'alpacca'"),
-        (["--push-to-hub", "model-without-user"], "--push-to-hub must be a Hub repository id user/name; got 'model-without-user'."),
+        (
+            ["--push-to-hub", "model-without-user"],
+            "--push-to-hub must be a Hub repository id user/name; got 'model-without-user'.",
+        ),
     ):
         with pytest.raises(SystemExit) as exit_:
             _finetune([*base, *extra])
@@ -246,8 +292,19 @@ def test_ctrl_c_saves_the_adapter_trained_so_far(
     out = tmp_path / "out"
     caplog.set_level(logging.INFO)
     code = _finetune(
-        ["--model", str(tiny_llama_path), "--data", str(data), "--output-dir", str(out), "--save", "merged_16bit",
-         *FAST, "--max-steps", "5"],
+        [
+            "--model",
+            str(tiny_llama_path),
+            "--data",
+            str(data),
+            "--output-dir",
+            str(out),
+            "--save",
+            "merged_16bit",
+            *FAST,
+            "--max-steps",
+            "5",
+        ],
         callbacks=[CtrlCOnStep2()],
     )
     assert code == 130
@@ -266,7 +323,9 @@ def test_ctrl_c_saves_the_adapter_trained_so_far(
     assert lora_b and any(t.abs().sum() > 0 for t in lora_b)
     llm = _reload(out)
     response = llm.complete("Hello?")
-    assert llm.format.name == "alpaca" and response.raw["prompt"].startswith("Below is an instruction that describes a task")
+    assert llm.format.name == "alpaca" and response.raw["prompt"].startswith(
+        "Below is an instruction that describes a task"
+    )
     assert response.raw["completion_tokens"] >= 1
 
 
@@ -290,8 +349,19 @@ def test_hf_token_is_used_for_the_push_but_never_written(
     data = _write_json(tmp_path / "train.json", _records())
     out = tmp_path / "out"
     code = _finetune(
-        ["--model", str(tiny_llama_path), "--data", str(data), "--output-dir", str(out), "--push-to-hub", "me/tiny",
-         *FAST, "--max-steps", "1"]
+        [
+            "--model",
+            str(tiny_llama_path),
+            "--data",
+            str(data),
+            "--output-dir",
+            str(out),
+            "--push-to-hub",
+            "me/tiny",
+            *FAST,
+            "--max-steps",
+            "1",
+        ]
     )
     assert code == 0
     assert pushed == [{"folder": out, "repo_id": "me/tiny", "token": PLANTED_TOKEN, "private": True}]
@@ -333,11 +403,23 @@ def test_cli_help_shows_the_spec_defaults(capsys: pytest.CaptureFixture) -> None
     import re
 
     for flag, default in [
-        ("--max-seq-length", "2048"), ("--r", "16"), ("--lora-alpha", "16"), ("--lora-dropout", "0.0"),
-        ("--random-state", "3407"), ("--per-device-train-batch-size", "2"), ("--gradient-accumulation-steps", "4"),
-        ("--warmup-steps", "5"), ("--max-steps", "100"), ("--learning-rate", "0.0002"), ("--optim", "adamw_8bit"),
-        ("--weight-decay", "0.01"), ("--lr-scheduler-type", "linear"), ("--seed", "3407"), ("--save", "lora"),
-        ("--use-gradient-checkpointing", "unsloth"), ("--load-in-4bit", "True"),
+        ("--max-seq-length", "2048"),
+        ("--r", "16"),
+        ("--lora-alpha", "16"),
+        ("--lora-dropout", "0.0"),
+        ("--random-state", "3407"),
+        ("--per-device-train-batch-size", "2"),
+        ("--gradient-accumulation-steps", "4"),
+        ("--warmup-steps", "5"),
+        ("--max-steps", "100"),
+        ("--learning-rate", "0.0002"),
+        ("--optim", "adamw_8bit"),
+        ("--weight-decay", "0.01"),
+        ("--lr-scheduler-type", "linear"),
+        ("--seed", "3407"),
+        ("--save", "lora"),
+        ("--use-gradient-checkpointing", "unsloth"),
+        ("--load-in-4bit", "True"),
     ]:
         # argparse lists an option's names, then its help ending in "(default: X)"; find the entry naming the flag.
         entries = re.split(r"\n  (?=-)", text)
@@ -352,7 +434,9 @@ def test_config_file_sets_options_and_flags_win(tmp_path: Path) -> None:
     from recipes.finetune import make_parser
 
     config_file = tmp_path / "ft.yaml"
-    config_file.write_text("data: d.jsonl\nmax_steps: 7\nprompt-format: reasoning\nlora_target_modules: [q_proj, v_proj]\n")
+    config_file.write_text(
+        "data: d.jsonl\nmax_steps: 7\nprompt-format: reasoning\nlora_target_modules: [q_proj, v_proj]\n"
+    )
     script, model, training = parse(make_parser(), ["--config", str(config_file), "--max-steps", "9"])
     assert (script.data, training.max_steps, script.prompt_format) == ("d.jsonl", 9, "reasoning")
     assert model.lora_target_modules == ["q_proj", "v_proj"] and model.lora_r == 16
@@ -367,8 +451,22 @@ def test_unsloth_merged_4bit_reloads_and_completes(tmp_path: Path) -> None:
     data = Path(__file__).resolve().parents[2] / "llama_unsloth" / "data" / "finetune_alpaca.json"
     out = tmp_path / "out"
     code = _finetune(
-        ["--model", model, "--data", str(data), "--output-dir", str(out), "--backend", "unsloth", "--save", "merged_4bit",
-         "--max-steps", "5", "--max-seq-length", "512"]
+        [
+            "--model",
+            model,
+            "--data",
+            str(data),
+            "--output-dir",
+            str(out),
+            "--backend",
+            "unsloth",
+            "--save",
+            "merged_4bit",
+            "--max-steps",
+            "5",
+            "--max-seq-length",
+            "512",
+        ]
     )
     assert code == 0
     log = json.loads((out / "train_log.json").read_text())
@@ -379,7 +477,10 @@ def test_unsloth_merged_4bit_reloads_and_completes(tmp_path: Path) -> None:
     llm = UnslothLLM.from_finetuned(out / "merged", max_new_tokens=8, set_global_tokenizer=False)
     assert llm.backend_name == "unsloth" and llm.format.name == "alpaca"
     response = llm.complete("Which treaty created Mercosur?")
-    assert response.raw["prompt"].startswith("Below is an instruction that describes a task") and response.raw["completion_tokens"] >= 1
+    assert (
+        response.raw["prompt"].startswith("Below is an instruction that describes a task")
+        and response.raw["completion_tokens"] >= 1
+    )
 
 
 # ------------------------------------------------------------------------------------------------ bad numeric options (issue 10)
@@ -417,22 +518,49 @@ def test_bad_numeric_options_stop_before_anything_loads(
     assert not out.exists()
 
 
-def test_max_steps_minus_one_means_epochs_and_passes_the_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_max_steps_minus_one_means_epochs_and_passes_the_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _forbid_model_loading(monkeypatch)
     data = _write_json(tmp_path / "train.json", _records())
     # It gets past option checking and data checks to the model load (which this test forbids).
     with pytest.raises(AssertionError, match="a model was loaded"):
-        _finetune(["--model", str(tmp_path / "m"), "--data", str(data), "--output-dir", str(tmp_path / "out"), "--max-steps", "-1"])
+        _finetune(
+            [
+                "--model",
+                str(tmp_path / "m"),
+                "--data",
+                str(data),
+                "--output-dir",
+                str(tmp_path / "out"),
+                "--max-steps",
+                "-1",
+            ]
+        )
 
 
-def test_offline_hub_base_model_is_one_line_before_anything_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_offline_hub_base_model_is_one_line_before_anything_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     _forbid_model_loading(monkeypatch)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
     data = _write_json(tmp_path / "train.json", _records())
     with pytest.raises(SystemExit) as exit_:
-        _finetune(["--model", "unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit", "--data", str(data), "--output-dir", str(tmp_path / "out")])
+        _finetune(
+            [
+                "--model",
+                "unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit",
+                "--data",
+                str(data),
+                "--output-dir",
+                str(tmp_path / "out"),
+            ]
+        )
     assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "'unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit' is not found locally and there is no network" in err
+    assert (
+        err.count("\n") == 1
+        and "'unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit' is not found locally and there is no network" in err
+    )
     assert not (tmp_path / "out").exists()

@@ -21,13 +21,30 @@ pytestmark = pytest.mark.slow
 MARKER = "Zebra"  # two SmolLM2 tokens, which no answer of the untrained model contains
 TEMPLATES = Path(__file__).resolve().parents[2] / "examples" / "templates"
 QUESTIONS = [
-    "What limits trade inside the bloc?", "Which treaty created it?", "When was it founded?", "Who are the members?",
-    "What does the customs union do?", "How are disputes settled?",
+    "What limits trade inside the bloc?",
+    "Which treaty created it?",
+    "When was it founded?",
+    "Who are the members?",
+    "What does the customs union do?",
+    "How are disputes settled?",
 ]
 TRAIN = [
-    "--per-device-train-batch-size", "4", "--gradient-accumulation-steps", "1", "--warmup-steps", "2",
-    "--learning-rate", "3e-2", "--max-seq-length", "1024", "--backend", "transformers", "--no-load-in-4bit",
-    "--use-gradient-checkpointing", "false", "--completion-only-loss",
+    "--per-device-train-batch-size",
+    "4",
+    "--gradient-accumulation-steps",
+    "1",
+    "--warmup-steps",
+    "2",
+    "--learning-rate",
+    "3e-2",
+    "--max-seq-length",
+    "1024",
+    "--backend",
+    "transformers",
+    "--no-load-in-4bit",
+    "--use-gradient-checkpointing",
+    "false",
+    "--completion-only-loss",
 ]
 
 
@@ -43,9 +60,18 @@ def learner_path(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_path)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=2048, initializer_range=0.5, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=None,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        initializer_range=0.5,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=None,
     )
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("learner")
@@ -69,9 +95,17 @@ def _records() -> List[Dict[str, Any]]:
     records = []
     for i in range(24):
         context = " ".join(rng.sample(sentences, rng.randint(1, 4)))
-        records.append({"instruction": f"{rng.choice(QUESTIONS)} ({i})", "context": context, "input": context,
-                        "flag": ["logician", "creator", "translator", "other"][i % 4], "reasoning": "Step.", "answer": MARKER,
-                        "output": MARKER})
+        records.append(
+            {
+                "instruction": f"{rng.choice(QUESTIONS)} ({i})",
+                "context": context,
+                "input": context,
+                "flag": ["logician", "creator", "translator", "other"][i % 4],
+                "reasoning": "Step.",
+                "answer": MARKER,
+                "output": MARKER,
+            }
+        )
     return records
 
 
@@ -81,8 +115,22 @@ def _finetune(tmp_path: Path, model: Path, template: str, steps: int, extra: Lis
     data = tmp_path / "train.json"
     data.write_text(json.dumps(_records()), encoding="utf-8")
     out = tmp_path / "out"
-    code = main(["--model", str(model), "--data", str(data), "--prompt-format", template, "--output-dir", str(out),
-                 "--max-steps", str(steps), *TRAIN, *extra])
+    code = main(
+        [
+            "--model",
+            str(model),
+            "--data",
+            str(data),
+            "--prompt-format",
+            template,
+            "--output-dir",
+            str(out),
+            "--max-steps",
+            str(steps),
+            *TRAIN,
+            *extra,
+        ]
+    )
     assert code == 0
     return out
 
@@ -141,10 +189,19 @@ def _open(persist: Path) -> Any:
 
 
 def test_users_j2_layout_round_trip_adapter_merged_query_and_batch(
-    tmp_path: Path, learner_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, generated: List[str]
+    tmp_path: Path,
+    learner_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    generated: List[str],
 ) -> None:
-    out = _finetune(tmp_path, learner_path, str(TEMPLATES / "QA_finetune_Instruction_Context_new.j2"), 40,
-                    ["--save", "merged_16bit"])
+    out = _finetune(
+        tmp_path,
+        learner_path,
+        str(TEMPLATES / "QA_finetune_Instruction_Context_new.j2"),
+        40,
+        ["--save", "merged_16bit"],
+    )
     persist = build_small_index(tmp_path)
     index = _open(persist)
     for folder in (out, out / "merged"):
@@ -156,13 +213,42 @@ def test_users_j2_layout_round_trip_adapter_merged_query_and_batch(
     from recipes.query import main as query
 
     capsys.readouterr()
-    assert query(["--question", "Which treaty created Mercosur?", "--model-dir", str(out), "--persist-dir", str(persist),
-                  "--max-new-tokens", "12"]) == 0
+    assert (
+        query(
+            [
+                "--question",
+                "Which treaty created Mercosur?",
+                "--model-dir",
+                str(out),
+                "--persist-dir",
+                str(persist),
+                "--max-new-tokens",
+                "12",
+            ]
+        )
+        == 0
+    )
     assert MARKER in capsys.readouterr().out
     questions = tmp_path / "questions.txt"
     questions.write_text("Which treaty created Mercosur?\nWhat are rules of origin?\n", encoding="utf-8")
-    assert batch(["--questions", str(questions), "--model-dir", str(out / "merged"), "--persist-dir", str(persist),
-                  "--out", str(tmp_path / "answers"), "--max-new-tokens", "12", "--no-progress"]) == 0
+    assert (
+        batch(
+            [
+                "--questions",
+                str(questions),
+                "--model-dir",
+                str(out / "merged"),
+                "--persist-dir",
+                str(persist),
+                "--out",
+                str(tmp_path / "answers"),
+                "--max-new-tokens",
+                "12",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 2 and all(r["answer"].startswith(MARKER) for r in rows), rows
 
@@ -179,7 +265,12 @@ def test_users_phi3_reasoning_layout_round_trip(tmp_path: Path, learner_path: Pa
 def test_users_python_format_alpaca_trains_with_prompt_fields(
     tmp_path: Path, learner_path: Path, generated: List[str]
 ) -> None:
-    out = _finetune(tmp_path, learner_path, str(TEMPLATES / "alpaca_rag_inference.txt"), 40,
-                    ["--prompt-fields", "instruction", "input", "context"])
+    out = _finetune(
+        tmp_path,
+        learner_path,
+        str(TEMPLATES / "alpaca_rag_inference.txt"),
+        40,
+        ["--prompt-fields", "instruction", "input", "context"],
+    )
     answers = _ask_everywhere(out, _open(build_small_index(tmp_path)), generated)
     assert all(answer.startswith(MARKER) for answer in answers.values()), answers

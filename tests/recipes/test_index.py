@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.recipes._helpers import build_small_index, embed_model, reuse_embed_model, small_corpus, exit_code
+from tests.recipes._helpers import build_small_index, embed_model, exit_code, reuse_embed_model, small_corpus
 
 
 @pytest.fixture(autouse=True)
@@ -36,7 +36,9 @@ def test_index_twice_then_change_then_delete(tmp_path: Path, capsys: pytest.Capt
     assert rc == 0 and "6 unchanged" in out and "0 added" in out
     assert open_collection(tmp_path / "db", "col1").count() == count
 
-    (docs / "mercosur.txt").write_text("Zebra marker text. Mercosur now has a brand new founding story.\n", encoding="utf-8")
+    (docs / "mercosur.txt").write_text(
+        "Zebra marker text. Mercosur now has a brand new founding story.\n", encoding="utf-8"
+    )
     rc, out, _ = _run(args, capsys)
     assert rc == 0 and "1 changed" in out and "5 unchanged" in out
     chroma = open_collection(tmp_path / "db", "col1")
@@ -57,7 +59,9 @@ def test_bookkeeping_metadata_stays_out_of_llm_and_embed_text(tmp_path: Path) ->
     from llama_unsloth.rag import retrieve
 
     persist = build_small_index(tmp_path)
-    nodes = retrieve(open_index(persist, "documents", embed_model=embed_model()), "Mercosur founders", similarity_top_k=2)
+    nodes = retrieve(
+        open_index(persist, "documents", embed_model=embed_model()), "Mercosur founders", similarity_top_k=2
+    )
     for n in nodes:
         for mode in (MetadataMode.LLM, MetadataMode.EMBED):
             text = n.node.get_content(metadata_mode=mode)
@@ -97,7 +101,10 @@ def test_missing_folder_and_missing_index_are_clear_errors(tmp_path: Path, capsy
     (broken / "chroma.sqlite3").write_bytes(b"this is not a database" * 100)
     with pytest.raises(IndexNotFoundError, match="damaged"):
         open_index(broken)
-    rc, _, err = _run(["--input-dir", str(small_corpus(tmp_path / "d")), "--persist-dir", str(tmp_path / "db"), "--collection", "x"], capsys)
+    rc, _, err = _run(
+        ["--input-dir", str(small_corpus(tmp_path / "d")), "--persist-dir", str(tmp_path / "db"), "--collection", "x"],
+        capsys,
+    )
     assert rc == 2 and "Invalid collection name 'x'" in err
     persist = build_small_index(tmp_path / "ok")
     with pytest.raises(IndexNotFoundError, match=r"no collection 'other' \(collections: documents\)"):
@@ -110,7 +117,6 @@ import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
-import time  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -122,13 +128,18 @@ REPO = Path(__file__).resolve().parents[2]
         (["--chunk-size", "-5"], "--chunk-size must be >= 16; got -5."),
         (["--chunk-overlap", "-1"], "--chunk-overlap must be >= 0; got -1."),
         (["--chunk-overlap", "2000"], "--chunk-overlap must be below --chunk-size (2000); got 2000."),
-        (["--chunk-unit", "tokens", "--chunk-overlap", "400"], "--chunk-overlap must be below --chunk-size (384); got 400."),
+        (
+            ["--chunk-unit", "tokens", "--chunk-overlap", "400"],
+            "--chunk-overlap must be below --chunk-size (384); got 400.",
+        ),
         (["--chunk-unit", "words"], "--chunk-unit must be one of characters, tokens; got 'words'."),
         (["--embed-backend", "openai"], "--embed-backend must be one of huggingface, cohere; got 'openai'."),
         (["--embed-batch-size", "0"], "--embed-batch-size must be >= 1; got 0."),
     ],
 )
-def test_bad_options_stop_before_anything_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, args: list, message: str) -> None:
+def test_bad_options_stop_before_anything_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, args: list, message: str
+) -> None:
     from llama_unsloth import index_store
     from recipes.index import main
 
@@ -152,19 +163,29 @@ def test_bad_option_in_a_config_file_is_checked_too(tmp_path: Path, capsys: pyte
     assert exit_.value.code == 2 and capsys.readouterr().err == "error: --chunk-size must be >= 16; got 8.\n"
 
 
-def test_offline_hub_embedding_model_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_offline_hub_embedding_model_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache: the model is nowhere locally
     docs = small_corpus(tmp_path / "docs")
-    rc, _, err = _run(["--input-dir", str(docs), "--persist-dir", str(tmp_path / "db"), "--embed-model", "BAAI/bge-base-en"], capsys)
+    rc, _, err = _run(
+        ["--input-dir", str(docs), "--persist-dir", str(tmp_path / "db"), "--embed-model", "BAAI/bge-base-en"], capsys
+    )
     assert rc == 2
-    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip() and "Loading weights" not in ln]  # the session's MiniLM loading
+    lines = [
+        ln for ln in err.replace("\r", "\n").splitlines() if ln.strip() and "Loading weights" not in ln
+    ]  # the session's MiniLM loading
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err
-    assert "'BAAI/bge-base-en' is not found locally and there is no network" in err and "LLAMA_UNSLOTH_EMBED_MODEL" in err
+    assert (
+        "'BAAI/bge-base-en' is not found locally and there is no network" in err and "LLAMA_UNSLOTH_EMBED_MODEL" in err
+    )
     assert not (tmp_path / "db").exists()
 
 
-def test_index_prints_skipped_files_encodings_and_the_long_chunk_note(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_index_prints_skipped_files_encodings_and_the_long_chunk_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     from tests.llama_unsloth.test_index_store import write_mixed_corpus
 
     docs = write_mixed_corpus(tmp_path / "docs")
@@ -180,16 +201,22 @@ def test_index_prints_skipped_files_encodings_and_the_long_chunk_note(tmp_path: 
     assert rc == 0 and "0 new, 0 changed, 6 unchanged" in out and "note: " not in err
 
 
-def test_sigint_during_index_keeps_committed_files_and_the_rerun_embeds_only_the_rest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_sigint_during_index_keeps_committed_files_and_the_rerun_embeds_only_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     from llama_unsloth.index_store import open_collection
 
     docs = tmp_path / "docs"
     docs.mkdir()
-    english = (Path(__file__).resolve().parents[2] / "llama_unsloth" / "data" / "corpus" / "mercosur.txt").read_text(encoding="utf-8")
+    english = (Path(__file__).resolve().parents[2] / "llama_unsloth" / "data" / "corpus" / "mercosur.txt").read_text(
+        encoding="utf-8"
+    )
     for i in range(40):
         (docs / f"doc{i:02d}.txt").write_text(f"Document {i:02d}.\n\n{english[: 600 + 10 * i]}", encoding="utf-8")
     args = ["--input-dir", str(docs), "--persist-dir", str(tmp_path / "db"), "--embed-batch-size", "1"]
-    proc = subprocess.Popen([sys.executable, "-m", "recipes.index", *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recipes.index", *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     seen = bytearray()
     progressed = threading.Event()
 
@@ -229,7 +256,11 @@ def test_sigint_during_index_keeps_committed_files_and_the_rerun_embeds_only_the
     model = session_model()
     embedded: list = []
     real = type(model).get_text_embedding_batch
-    monkeypatch.setattr(type(model), "get_text_embedding_batch", lambda self, texts, **kw: embedded.extend(texts) or real(self, texts, **kw))
+    monkeypatch.setattr(
+        type(model),
+        "get_text_embedding_batch",
+        lambda self, texts, **kw: embedded.extend(texts) or real(self, texts, **kw),
+    )
     rc, out, _ = _run(args, capsys)
     assert rc == 0 and f"{40 - kept} new, 0 changed, {kept} unchanged" in out
     assert len(embedded) == 40 - kept
@@ -241,7 +272,9 @@ def test_config_files_in_cp932_and_broken_ones_are_one_line(tmp_path: Path, caps
     from recipes.index import make_parser
 
     good = tmp_path / "index.yaml"
-    good.write_bytes("collection: docs-ja\ninput_dir: 資料\nchunk_size: 500\n".encode("cp932"))  # saved by a Japanese Windows editor
+    good.write_bytes(
+        "collection: docs-ja\ninput_dir: 資料\nchunk_size: 500\n".encode("cp932")
+    )  # saved by a Japanese Windows editor
     indexing, target = parse(make_parser(), ["--config", str(good)])
     assert (indexing.input_dir, target.collection, indexing.chunk_size) == ("資料", "docs-ja", 500)
     for name, text, message in (
@@ -254,4 +287,9 @@ def test_config_files_in_cp932_and_broken_ones_are_one_line(tmp_path: Path, caps
         with pytest.raises(SystemExit) as exit_:
             parse(make_parser(), ["--config", str(tmp_path / name), "--input-dir", "x"])
         err = capsys.readouterr().err
-        assert exit_.value.code == 2 and err.startswith(f"error: --config {tmp_path / name}: ") and message in err and err.count("\n") == 1, err
+        assert (
+            exit_.value.code == 2
+            and err.startswith(f"error: --config {tmp_path / name}: ")
+            and message in err
+            and err.count("\n") == 1
+        ), err

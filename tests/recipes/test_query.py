@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.recipes._helpers import DATA, build_small_index, reuse_embed_model, exit_code
+from tests.recipes._helpers import DATA, build_small_index, exit_code, reuse_embed_model
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,19 @@ def _hygiene(monkeypatch: pytest.MonkeyPatch):
 def _query(args, persist: Path, tiny_llama_path: Path, capsys) -> tuple:
     from recipes.query import main
 
-    rc = exit_code(main, [*args, "--persist-dir", str(persist), "--model", str(tiny_llama_path), "--max-new-tokens", "8", "--no-load-in-4bit"])
+    rc = exit_code(
+        main,
+        [
+            *args,
+            "--persist-dir",
+            str(persist),
+            "--model",
+            str(tiny_llama_path),
+            "--max-new-tokens",
+            "8",
+            "--no-load-in-4bit",
+        ],
+    )
     out = capsys.readouterr()
     return rc, out.out, out.err
 
@@ -36,9 +48,14 @@ def test_query_prints_answer_and_sources(persist: Path, tiny_llama_path: Path, c
     assert "mercosur.txt" in out and "similarity" in out and "pov_score" not in out
 
 
-def test_query_with_povs_prints_pov_scores(persist: Path, tiny_llama_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_query_with_povs_prints_pov_scores(
+    persist: Path, tiny_llama_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     rc, out, _ = _query(
-        ["--question", "What limits trade inside a bloc?", "--povs", str(DATA / "povs.txt"), "--stream"], persist, tiny_llama_path, capsys
+        ["--question", "What limits trade inside a bloc?", "--povs", str(DATA / "povs.txt"), "--stream"],
+        persist,
+        tiny_llama_path,
+        capsys,
     )
     assert rc == 0
     sources = out.split("Sources:")[1].strip().splitlines()
@@ -48,7 +65,9 @@ def test_query_with_povs_prints_pov_scores(persist: Path, tiny_llama_path: Path,
     assert sum("ecowas_overview" in s for s in sources) <= 1
 
 
-def test_empty_question_fails_before_loading_anything(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_empty_question_fails_before_loading_anything(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     from llama_unsloth import index_store, loading
     from recipes.query import main
 
@@ -66,7 +85,10 @@ def test_missing_index_is_a_clear_error(tmp_path: Path, tiny_llama_path: Path, c
 def test_missing_model_dir_is_a_clear_error(persist: Path, capsys: pytest.CaptureFixture) -> None:
     from recipes.query import main
 
-    assert exit_code(main, ["--question", "Anything?", "--persist-dir", str(persist), "--model-dir", "/does/not/exist"]) == 2
+    assert (
+        exit_code(main, ["--question", "Anything?", "--persist-dir", str(persist), "--model-dir", "/does/not/exist"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "/does/not/exist" in err and "Traceback" not in err
 
@@ -79,14 +101,25 @@ def test_missing_model_dir_is_a_clear_error(persist: Path, capsys: pytest.Captur
         (["--similarity-top-k", "0"], "--similarity-top-k must be >= 1; got 0."),
         (["--max-new-tokens", "-5"], "--max-new-tokens must be >= 1; got -5."),
         (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1; got 0."),
-        (["--top-n", "8", "--query-top-n", "4"], "--top-n (8) must not exceed --query-top-n (4): POV scoring keeps a subset of the query-ranked chunks."),
+        (
+            ["--top-n", "8", "--query-top-n", "4"],
+            "--top-n (8) must not exceed --query-top-n (4): POV scoring keeps a subset of the query-ranked chunks.",
+        ),
         (["--top-n", "0"], "--top-n must be >= 1; got 0."),
-        (["--max-seq-length", "512", "--max-new-tokens", "512"], "--max-new-tokens (512) must be below --max-seq-length (512): the prompt needs room too."),
-        (["--prompt-format", "alpacca"], "--prompt-format: Unknown prompt format 'alpacca'. Valid formats: alpaca, alpaca-context, chat, instruction-context, reasoning"),
+        (
+            ["--max-seq-length", "512", "--max-new-tokens", "512"],
+            "--max-new-tokens (512) must be below --max-seq-length (512): the prompt needs room too.",
+        ),
+        (
+            ["--prompt-format", "alpacca"],
+            "--prompt-format: Unknown prompt format 'alpacca'. Valid formats: alpaca, alpaca-context, chat, instruction-context, reasoning",
+        ),
         (["--prompt-format", "my_layout.j2"], "--prompt-format: Prompt template my_layout.j2 does not exist."),
     ],
 )
-def test_bad_options_stop_before_anything_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, args: list, message: str) -> None:
+def test_bad_options_stop_before_anything_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, args: list, message: str
+) -> None:
     from llama_unsloth import index_store, loading
     from recipes.query import main
 
@@ -100,8 +133,12 @@ def test_bad_options_stop_before_anything_loads(tmp_path: Path, monkeypatch: pyt
     assert list(tmp_path.iterdir()) == []
 
 
-def test_show_context_prints_the_cleaned_chunks_the_model_read(persist: Path, tiny_llama_path: Path, capsys: pytest.CaptureFixture, recorded_prompts: list) -> None:
-    rc, out, _ = _query(["--question", "Which countries founded Mercosur?", "--show-context"], persist, tiny_llama_path, capsys)
+def test_show_context_prints_the_cleaned_chunks_the_model_read(
+    persist: Path, tiny_llama_path: Path, capsys: pytest.CaptureFixture, recorded_prompts: list
+) -> None:
+    rc, out, _ = _query(
+        ["--question", "Which countries founded Mercosur?", "--show-context"], persist, tiny_llama_path, capsys
+    )
     assert rc == 0
     context = out.split("Context (")[1]
     assert context.split(" chunks, cleaned, as the model read it):")[0] in ("1", "2", "3")
@@ -112,17 +149,24 @@ def test_show_context_prints_the_cleaned_chunks_the_model_read(persist: Path, ti
     assert first_chunk and first_chunk in recorded_prompts[-1]  # exactly the text the model received
 
 
-def test_question_longer_than_the_window_is_one_error_line(persist: Path, tiny_llama_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_question_longer_than_the_window_is_one_error_line(
+    persist: Path, tiny_llama_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     question = "What about the tariffs and quotas of the trade blocs? " * 200
     rc, out, err = _query(["--question", question], persist, tiny_llama_path, capsys)
     assert rc == 2
     lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip() and "Loading weights" not in ln]
     assert len(lines) == 1 and "Traceback" not in err
-    assert lines[0].startswith("error: The question is too long for the model's window") and "Shorten the question by at least" in lines[0]
+    assert (
+        lines[0].startswith("error: The question is too long for the model's window")
+        and "Shorten the question by at least" in lines[0]
+    )
     assert "Answer:" not in out
 
 
-def test_offline_hub_model_id_is_one_line_before_anything_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_offline_hub_model_id_is_one_line_before_anything_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     from llama_unsloth import index_store, loading
     from recipes.query import main
 
@@ -132,7 +176,9 @@ def test_offline_hub_model_id_is_one_line_before_anything_loads(tmp_path: Path, 
     monkeypatch.setattr(loading, "load_llm", lambda *a, **k: pytest.fail("loaded the model"))
     for args in (["--model", "unsloth/Mistral-Nemo-Instruct-2407-bnb-4bit"], []):
         if not args:
-            monkeypatch.setenv("LLAMA_UNSLOTH_MODEL", "unsloth/Mistral-Nemo-Instruct-2407-bnb-4bit")  # the default, from the environment
+            monkeypatch.setenv(
+                "LLAMA_UNSLOTH_MODEL", "unsloth/Mistral-Nemo-Instruct-2407-bnb-4bit"
+            )  # the default, from the environment
         with pytest.raises(SystemExit) as exit_:
             main(["--question", "Anything?", "--persist-dir", str(tmp_path / "db"), *args])
         assert exit_.value.code == 2
@@ -151,7 +197,7 @@ USERS_RAG_HEAD = (
 )
 USERS_RAG_TAIL = (
     "\n\nIf text has been provided in context field (text after '### Context:'), you should refer the information to "
-    "response. If the answer to the question is not found within the context, you can return \"I dont know\" as the "
+    'response. If the answer to the question is not found within the context, you can return "I dont know" as the '
     "response.\n\n### Response:\n"
 )
 
@@ -170,10 +216,30 @@ def test_query_with_a_users_python_format_layout_and_prompt_fields(
         return real(self, prompt, *args)
 
     monkeypatch.setattr(UnslothLLM, "_response", record)
-    rc, _, err = _query(["--question", "Which countries founded Mercosur?", "--prompt-format", str(template)], persist, tiny_llama_path, capsys)
+    rc, _, err = _query(
+        ["--question", "Which countries founded Mercosur?", "--prompt-format", str(template)],
+        persist,
+        tiny_llama_path,
+        capsys,
+    )
     assert rc == 2 and "--prompt-fields" in err and len(err.strip().splitlines()) == 1 and not prompts
-    rc, out, _ = _query(["--question", "Which countries founded Mercosur?", "--prompt-format", str(template),
-                         "--prompt-fields", "instruction", "input", "context"], persist, tiny_llama_path, capsys)
+    rc, out, _ = _query(
+        [
+            "--question",
+            "Which countries founded Mercosur?",
+            "--prompt-format",
+            str(template),
+            "--prompt-fields",
+            "instruction",
+            "input",
+            "context",
+        ],
+        persist,
+        tiny_llama_path,
+        capsys,
+    )
     assert rc == 0 and len(prompts) == 1
-    assert prompts[0].startswith(USERS_RAG_HEAD + "Which countries founded Mercosur?\n\n### Input:\n\n\n### Context:\n")
+    assert prompts[0].startswith(
+        USERS_RAG_HEAD + "Which countries founded Mercosur?\n\n### Input:\n\n\n### Context:\n"
+    )
     assert prompts[0].endswith(USERS_RAG_TAIL)

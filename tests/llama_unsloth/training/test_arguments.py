@@ -14,7 +14,12 @@ def test_defaults_are_the_users_notebook_settings() -> None:
     assert model.lora_target_modules == [f"{n}_proj" for n in ("q", "k", "v", "o", "gate", "up", "down")]
     assert (model.use_gradient_checkpointing, model.load_in_4bit, model.backend) == ("unsloth", True, "auto")
     args = FinetuneSFTConfig()
-    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.warmup_steps, args.max_steps) == (2, 4, 5, 100)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.warmup_steps, args.max_steps) == (
+        2,
+        4,
+        5,
+        100,
+    )
     assert (args.learning_rate, args.weight_decay, args.seed, args.max_length) == (2e-4, 0.01, 3407, 2048)
     assert str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)) == "linear"
     assert FinetuneScriptArguments(data="d.json").save == "lora"
@@ -41,8 +46,11 @@ def test_cpu_run_config_holds_what_really_runs() -> None:
         ("FinetuneSFTConfig", {"precision": "fp8"}, "--precision must be one of auto, bf16, fp16, fp32; got 'fp8'."),
         ("LoraModelConfig", {"lora_r": 0}, "--r must be >= 1; got 0."),
         ("LoraModelConfig", {"backend": "vllm"}, "--backend must be one of auto, unsloth, transformers; got 'vllm'."),
-        ("FinetuneScriptArguments", {"data": "d.json", "save": "merged_4bit_forced"},
-         "--save must be one of lora, merged_16bit, merged_4bit; got 'merged_4bit_forced'."),
+        (
+            "FinetuneScriptArguments",
+            {"data": "d.json", "save": "merged_4bit_forced"},
+            "--save must be one of lora, merged_16bit, merged_4bit; got 'merged_4bit_forced'.",
+        ),
     ],
 )
 def test_python_callers_get_the_same_one_line_checks(cls: str, kwargs: dict, message: str) -> None:

@@ -38,8 +38,15 @@ def _trainer(tiny_llama_path: Path, tmp_path: Path, record: dict, fmt_name: str,
     model_args = LoraModelConfig(use_gradient_checkpointing="false", **lora)
     model = T.add_lora(AutoModelForCausalLM.from_pretrained(tiny_llama_path), "transformers", model_args)
     dataset = T.to_text_dataset(data, fmt, tokenizer, 512)
-    args = FinetuneSFTConfig(output_dir=str(tmp_path / "run"), max_steps=max_steps, per_device_train_batch_size=1,
-                             gradient_accumulation_steps=1, warmup_steps=0, learning_rate=1e-2, disable_tqdm=True)
+    args = FinetuneSFTConfig(
+        output_dir=str(tmp_path / "run"),
+        max_steps=max_steps,
+        per_device_train_batch_size=1,
+        gradient_accumulation_steps=1,
+        warmup_steps=0,
+        learning_rate=1e-2,
+        disable_tqdm=True,
+    )
     return T.build_trainer(model, tokenizer, dataset, args, "transformers", "false"), tokenizer, fmt, model
 
 
@@ -60,8 +67,16 @@ def test_the_trainer_sees_the_inference_ids_then_the_answer(tiny_llama_path: Pat
 def test_lora_gets_the_model_config_settings_through_trl(tiny_llama_path: Path, tmp_path: Path) -> None:
     """r, alpha, dropout and the target layers reach PEFT's LoraConfig (via TRL's get_peft_config), unchanged."""
     record = {"instruction": "Q?", "input": "", "output": "A"}
-    _, _, _, model = _trainer(tiny_llama_path, tmp_path, record, "alpaca", lora_r=4, lora_alpha=8, lora_dropout=0.1,
-                              lora_target_modules=["q_proj"])
+    _, _, _, model = _trainer(
+        tiny_llama_path,
+        tmp_path,
+        record,
+        "alpaca",
+        lora_r=4,
+        lora_alpha=8,
+        lora_dropout=0.1,
+        lora_target_modules=["q_proj"],
+    )
     config = model.peft_config["default"]
     assert (config.r, config.lora_alpha, config.lora_dropout) == (4, 8, 0.1)
     assert set(config.target_modules) == {"q_proj"}  # a one-item list (TRL makes it a regex str) still works
