@@ -10,6 +10,17 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """--threads 1 sets torch's process-wide thread count: later tests must train with the default again
+    (the fine-tune marker tests' numerics depend on it)."""
+    import torch
+
+    saved = torch.get_num_threads()
+    yield
+    torch.set_num_threads(saved)
+
+
 def test_rerank_cost_reports_same_nodes_and_per_query_retrieval(tmp_path, minilm_path) -> None:
     from benchmarks import rerank_cost
 

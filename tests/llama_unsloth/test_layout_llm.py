@@ -214,30 +214,13 @@ def _numeric_tables(count: int) -> list:
 @pytest.fixture(scope="module")
 def wordpiece_llama_path(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path) -> Path:
     """A random 2-layer Llama with MiniLM's WordPiece tokenizer: a second, very different tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
+
+    from tests.tiny_models import save_tiny_llama
 
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
     tokenizer.bos_token, tokenizer.eos_token = "[CLS]", "[SEP]"
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        initializer_range=0.5,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("wordpiece-llama")
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_llama(tokenizer, tmp_path_factory.mktemp("wordpiece-llama"))
 
 
 def test_two_models_each_pack_context_that_fits_their_own_window(

@@ -55,29 +55,13 @@ def learner_path(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path) -
     Unlike the shared ``tiny_llama_path`` it has no padding index: that row of the (tied) embedding would
     be all zeros, and its ``<|endoftext|>`` could never be learned as the reasoning layout's end marker.
     """
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_path)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        initializer_range=0.5,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=None,
+    from tests.tiny_models import save_tiny_llama
+
+    return save_tiny_llama(
+        AutoTokenizer.from_pretrained(smollm2_path), tmp_path_factory.mktemp("learner"), pad_token_id=None
     )
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("learner")
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def _sentences() -> List[str]:
