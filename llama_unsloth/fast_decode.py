@@ -355,7 +355,7 @@ def _dynamo_frames() -> int:
     try:
         from torch._dynamo.utils import counters
 
-        return int(sum(counters["frames"].get(k, 0) for k in ("ok",)))
+        return int(counters["stats"].get("unique_graphs", 0))  # one per graph dynamo compiled
     except Exception:
         return 0
 
