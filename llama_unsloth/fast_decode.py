@@ -54,8 +54,19 @@ INT4_GROUP_SIZE = 128
 # generate() options the fast loop implements; any other one sends that call to model.generate.
 _SUPPORTED_KWARGS = frozenset(
     {
-        "max_new_tokens", "min_new_tokens", "pad_token_id", "eos_token_id", "do_sample", "temperature", "top_p",
-        "top_k", "stopping_criteria", "streamer", "use_cache", "tokenizer", "num_beams",
+        "max_new_tokens",
+        "min_new_tokens",
+        "pad_token_id",
+        "eos_token_id",
+        "do_sample",
+        "temperature",
+        "top_p",
+        "top_k",
+        "stopping_criteria",
+        "streamer",
+        "use_cache",
+        "tokenizer",
+        "num_beams",
     }
 )
 
@@ -247,7 +258,9 @@ def fast_dtype() -> Any:
     return torch.float32
 
 
-def load_fast_model(model_name: str, *, dtype: Any = None, trust_remote_code: bool = False, device: Optional[str] = None) -> Tuple[Any, Any]:
+def load_fast_model(
+    model_name: str, *, dtype: Any = None, trust_remote_code: bool = False, device: Optional[str] = None
+) -> Tuple[Any, Any]:
     """``(model, tokenizer)`` in 16-bit with transformers' own classes: a merged model, or an adapter merged in.
 
     An adapter folder is loaded onto its base, merged (``merge_and_unload``) and, when the base was a
@@ -265,7 +278,9 @@ def load_fast_model(model_name: str, *, dtype: Any = None, trust_remote_code: bo
     adapter = is_adapter_folder(model_name)
     base_name = model_name
     if adapter:
-        base_name = json.loads((Path(model_name) / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
+        base_name = json.loads((Path(model_name) / "adapter_config.json").read_text(encoding="utf-8"))[
+            "base_model_name_or_path"
+        ]
     config = AutoConfig.from_pretrained(base_name, trust_remote_code=trust_remote_code)
     quantized = getattr(config, "quantization_config", None) is not None
     kwargs: Dict[str, Any] = {"dtype": dtype, "device_map": device}
@@ -345,9 +360,15 @@ class FastDecodeStats:
 
     def as_dict(self) -> Dict[str, Any]:
         return {
-            "mode": self.mode, "weights": self.weights, "graphs": self.graphs, "compiles": self.compiles,
-            "capture_seconds": round(self.capture_seconds, 2), "fast_calls": self.fast_calls,
-            "fallback_calls": self.fallback_calls, "slots": list(self.slots), "disabled": self.disabled,
+            "mode": self.mode,
+            "weights": self.weights,
+            "graphs": self.graphs,
+            "compiles": self.compiles,
+            "capture_seconds": round(self.capture_seconds, 2),
+            "fast_calls": self.fast_calls,
+            "fallback_calls": self.fallback_calls,
+            "slots": list(self.slots),
+            "disabled": self.disabled,
         }
 
 
@@ -373,7 +394,14 @@ class FastDecoder:
     Call :meth:`generate` under the model's generation lock (``UnslothLLM`` does).
     """
 
-    def __init__(self, model: Any, max_seq_length: int, mode: str = "compile", weights: str = "bf16", min_bucket: int = MIN_BUCKET) -> None:
+    def __init__(
+        self,
+        model: Any,
+        max_seq_length: int,
+        mode: str = "compile",
+        weights: str = "bf16",
+        min_bucket: int = MIN_BUCKET,
+    ) -> None:
         import torch
 
         if mode not in MODES:
@@ -387,7 +415,9 @@ class FastDecoder:
             raise FastDecodeUnavailable(f"mode={mode!r} needs the model on a CUDA GPU (it is on {self.device.type})")
         foreign = foreign_forwards(model)
         if foreign:
-            raise FastDecodeUnavailable("the model runs code outside transformers (an Unsloth-patched model?): " + ", ".join(foreign[:4]))
+            raise FastDecodeUnavailable(
+                "the model runs code outside transformers (an Unsloth-patched model?): " + ", ".join(foreign[:4])
+            )
         self.stats = FastDecodeStats(mode=mode, weights=weights)
         self._slots: Dict[Tuple[int, int], _Slot] = {}
         self._pool = None
@@ -402,7 +432,14 @@ class FastDecoder:
 
     # -------------------------------------------------------------- the step that is compiled / captured
     def _forward_step(self, tokens: Any, positions: Any, mask: Any, cache: Any) -> Any:
-        out = self.model(input_ids=tokens, position_ids=positions, attention_mask=mask, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = self.model(
+            input_ids=tokens,
+            position_ids=positions,
+            attention_mask=mask,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         return out.logits[:, -1, :].float()
 
     def _decode_step(self, slot: _Slot) -> Any:
@@ -432,7 +469,9 @@ class FastDecoder:
         import torch
 
         return _Slot(
-            batch=batch, length=length, cache=cache,
+            batch=batch,
+            length=length,
+            cache=cache,
             tokens=torch.zeros((batch, 1), dtype=torch.long, device=dev),
             positions=torch.zeros((batch, 1), dtype=torch.long, device=dev),
             step=torch.zeros((1,), dtype=torch.long, device=dev),
@@ -511,9 +550,15 @@ class FastDecoder:
             return "beam search is not implemented by the fast decode loop"
         return None
 
-    def warm_up(self, prompt_tokens: Optional[Sequence[int]] = None, batch_sizes: Sequence[int] = (1,), max_new_tokens: int = 0) -> Dict[str, Any]:
+    def warm_up(
+        self, prompt_tokens: Optional[Sequence[int]] = None, batch_sizes: Sequence[int] = (1,), max_new_tokens: int = 0
+    ) -> Dict[str, Any]:
         """Builds (compiles, captures) the graphs now; by default every length bucket at batch 1."""
-        lengths = sorted({bucket_for(n + max_new_tokens, self.max_seq_length, self.min_bucket) for n in prompt_tokens}) if prompt_tokens else buckets(self.max_seq_length, self.min_bucket)
+        lengths = (
+            sorted({bucket_for(n + max_new_tokens, self.max_seq_length, self.min_bucket) for n in prompt_tokens})
+            if prompt_tokens
+            else buckets(self.max_seq_length, self.min_bucket)
+        )
         began = time.perf_counter()
         for batch in batch_sizes:
             for length in lengths:
@@ -539,7 +584,11 @@ class FastDecoder:
         sample = bool(kwargs.get("do_sample"))
         temperature = float(kwargs.get("temperature") or 1.0)
         top_p = kwargs.get("top_p")
-        top_k = kwargs.get("top_k", getattr(getattr(self.model, "generation_config", None), "top_k", None)) if sample else None
+        top_k = (
+            kwargs.get("top_k", getattr(getattr(self.model, "generation_config", None), "top_k", None))
+            if sample
+            else None
+        )
 
         rows = batch_bucket(batch)
         length = bucket_for(width + max_new, self.max_seq_length, self.min_bucket)
@@ -635,7 +684,20 @@ def _warp(scores: Any, temperature: float, top_k: Optional[int], top_p: Optional
 
 
 __all__ = [
-    "WEIGHTS", "MODES", "FastDecoder", "FastDecodeStats", "FastDecodeUnavailable", "bucket_for", "buckets",
-    "batch_bucket", "cuda_reason", "foreign_forwards", "load_fast_model", "plain_causal_lm_class",
-    "pristine_modeling_module", "quantize_weights", "weights_error", "warn_once",
+    "WEIGHTS",
+    "MODES",
+    "FastDecoder",
+    "FastDecodeStats",
+    "FastDecodeUnavailable",
+    "bucket_for",
+    "buckets",
+    "batch_bucket",
+    "cuda_reason",
+    "foreign_forwards",
+    "load_fast_model",
+    "plain_causal_lm_class",
+    "pristine_modeling_module",
+    "quantize_weights",
+    "weights_error",
+    "warn_once",
 ]

@@ -78,8 +78,14 @@ def main() -> None:
     import torch
 
     new = args.new_tokens
-    result = {"option": args.option, "model": args.model, "new_tokens": new, "gpu": torch.cuda.get_device_name(0),
-              "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    result = {
+        "option": args.option,
+        "model": args.model,
+        "new_tokens": new,
+        "gpu": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     began = time.perf_counter()
     torch.cuda.reset_peak_memory_stats()
     if option == "unsloth4":
@@ -88,7 +94,12 @@ def main() -> None:
         model, tok = FastLanguageModel.from_pretrained(args.model, max_seq_length=2048, load_in_4bit=True, dtype=None)
         FastLanguageModel.for_inference(model)
         inputs = tok([PROMPT], return_tensors="pt").to("cuda")
-        gen = dict(max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=tok.pad_token_id or tok.eos_token_id)
+        gen = {
+            "max_new_tokens": new,
+            "min_new_tokens": new,
+            "do_sample": False,
+            "pad_token_id": tok.pad_token_id or tok.eos_token_id,
+        }
         result["load_s"] = round(time.perf_counter() - began, 1)
         with torch.inference_mode():
             model.generate(**inputs, **gen)
@@ -100,12 +111,21 @@ def main() -> None:
         from llama_index.llms.huggingface import HuggingFaceLLM
         from transformers import BitsAndBytesConfig
 
-        quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                          bnb_4bit_compute_dtype=torch.bfloat16)
+        quantization = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
         llm = HuggingFaceLLM(
-            model_name=args.model, tokenizer_name=args.model, context_window=2048, max_new_tokens=new, device_map="cuda:0",
+            model_name=args.model,
+            tokenizer_name=args.model,
+            context_window=2048,
+            max_new_tokens=new,
+            device_map="cuda:0",
             model_kwargs={"quantization_config": quantization, "dtype": torch.bfloat16},
-            generate_kwargs={"do_sample": False, "min_new_tokens": new}, is_chat_model=False,
+            generate_kwargs={"do_sample": False, "min_new_tokens": new},
+            is_chat_model=False,
         )
         result["load_s"] = round(time.perf_counter() - began, 1)
         llm.complete(PROMPT, formatted=True)
@@ -116,8 +136,13 @@ def main() -> None:
         from llama_unsloth import UnslothLLM
 
         fast = "fast" in option
-        kw = dict(max_new_tokens=new, max_seq_length=2048, prompt_format="alpaca", generate_kwargs={"min_new_tokens": new},
-                  set_global_tokenizer=True)
+        kw = {
+            "max_new_tokens": new,
+            "max_seq_length": 2048,
+            "prompt_format": "alpaca",
+            "generate_kwargs": {"min_new_tokens": new},
+            "set_global_tokenizer": True,
+        }
         if fast:
             parts = option.split("-")
             weights = next((p for p in parts if p in ("bf16", "int8", "int4")), "bf16")
@@ -142,8 +167,12 @@ def main() -> None:
                 t = time.perf_counter()
                 llm.complete(prompt, formatted=True, max_new_tokens=24, min_new_tokens=24)
                 seconds.append(time.perf_counter() - t)
-            result.update(queries=100, total_s=round(time.perf_counter() - warm, 1), median_query_s=round(statistics.median(seconds), 4),
-                          fast=llm.fast_decode_stats())
+            result.update(
+                queries=100,
+                total_s=round(time.perf_counter() - warm, 1),
+                median_query_s=round(statistics.median(seconds), 4),
+                fast=llm.fast_decode_stats(),
+            )
         elif option.startswith("batch8"):
             prompts = [PROMPT[: len(PROMPT) - 40 * i] for i in range(8)]
             if fast:
@@ -166,11 +195,20 @@ def main() -> None:
                 result["fast"] = llm.fast_decode_stats()
                 ids = llm._encode(PROMPT)
                 # The first 64 greedy tokens of the fast path against eager generate() on the same weights.
-                fast_ids = llm._run_generate([ids], {**llm._generation_kwargs({"max_new_tokens": 64})})[0][0, len(ids):].tolist()
+                fast_ids = llm._run_generate([ids], {**llm._generation_kwargs({"max_new_tokens": 64})})[0][
+                    0, len(ids) :
+                ].tolist()
                 with torch.inference_mode():
-                    eager = llm.model.generate(input_ids=torch.tensor([ids], device="cuda"), max_new_tokens=64, min_new_tokens=64,
-                                               do_sample=False, pad_token_id=llm.tokenizer.pad_token_id)[0, len(ids):].tolist()
-                same = next((i for i, (a, b) in enumerate(zip(fast_ids, eager)) if a != b), min(len(fast_ids), len(eager)))
+                    eager = llm.model.generate(
+                        input_ids=torch.tensor([ids], device="cuda"),
+                        max_new_tokens=64,
+                        min_new_tokens=64,
+                        do_sample=False,
+                        pad_token_id=llm.tokenizer.pad_token_id,
+                    )[0, len(ids) :].tolist()
+                same = next(
+                    (i for i, (a, b) in enumerate(zip(fast_ids, eager)) if a != b), min(len(fast_ids), len(eager))
+                )
                 result["greedy_tokens_equal_to_eager"] = same
                 if unsloth_first:
                     from llama_unsloth.fast_decode import foreign_forwards

@@ -19,8 +19,13 @@ from llama_unsloth import fast_decode as fd
 @pytest.fixture
 def fast_llm(tiny_llama_path: Path) -> UnslothLLM:
     return UnslothLLM(
-        model_name=str(tiny_llama_path), load_in_4bit=False, max_new_tokens=12, max_seq_length=2048,
-        fast_decode=True, fast_decode_mode="eager", set_global_tokenizer=False,
+        model_name=str(tiny_llama_path),
+        load_in_4bit=False,
+        max_new_tokens=12,
+        max_seq_length=2048,
+        fast_decode=True,
+        fast_decode_mode="eager",
+        set_global_tokenizer=False,
     )
 
 
@@ -38,15 +43,19 @@ def test_static_cache_path_gives_the_dynamic_cache_tokens_across_buckets(tiny_ll
 
     model, pad = tiny_llm.model, tiny_llm.tokenizer.pad_token_id
     decoder = fd.FastDecoder(model, max_seq_length=512, mode="eager", min_bucket=32)
-    gen = dict(max_new_tokens=10, do_sample=False, pad_token_id=pad, eos_token_id=None)
+    gen = {"max_new_tokens": 10, "do_sample": False, "pad_token_id": pad, "eos_token_id": None}
     torch.manual_seed(1)
     for n in (3, 21, 22, 23, 40, 150):  # 22 + 10 fills bucket 32 exactly; 23 crosses into 64
         ids = torch.randint(5, 4000, (1, n))
         expected = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **gen)
         assert torch.equal(decoder.generate(ids, torch.ones_like(ids), gen), expected), n
-    batch = tiny_llm.tokenizer.pad({"input_ids": [[7, 8, 9, 10, 11, 12], [13, 14]]}, padding=True, padding_side="left", return_tensors="pt")
+    batch = tiny_llm.tokenizer.pad(
+        {"input_ids": [[7, 8, 9, 10, 11, 12], [13, 14]]}, padding=True, padding_side="left", return_tensors="pt"
+    )
     expected = model.generate(**batch, **gen)
-    assert torch.equal(decoder.generate(batch["input_ids"], batch["attention_mask"], gen), expected)  # batch 2, left padding
+    assert torch.equal(
+        decoder.generate(batch["input_ids"], batch["attention_mask"], gen), expected
+    )  # batch 2, left padding
     assert sorted(decoder.stats.slots) == [(1, 32), (1, 64), (1, 256), (2, 32)]
 
 
@@ -54,7 +63,9 @@ def test_fast_answers_equal_todays_answers(tiny_llm: UnslothLLM, fast_llm: Unslo
     assert fast_llm.backend_name == "fast-decode" and fast_llm.fast_decoder is not None
     questions = ["What is a customs union?", "Name a trade bloc. " * 30]
     assert [fast_llm.complete(q).text for q in questions] == [tiny_llm.complete(q).text for q in questions]
-    assert [r.text for r in fast_llm.complete_batch(questions, batch_size=2)] == [r.text for r in tiny_llm.complete_batch(questions, batch_size=2)]
+    assert [r.text for r in fast_llm.complete_batch(questions, batch_size=2)] == [
+        r.text for r in tiny_llm.complete_batch(questions, batch_size=2)
+    ]
     streamed = list(fast_llm.stream_complete(questions[0]))
     assert streamed[-1].text == tiny_llm.complete(questions[0]).text
     assert fast_llm.fast_decode_stats()["fast_calls"] == 4  # 2 complete, 1 batch of 2, 1 stream
@@ -78,21 +89,29 @@ def test_stop_strings_and_eos_end_generation_on_the_fast_path(tiny_llm: UnslothL
 
 
 def test_bad_weights_value_names_the_field_and_the_fix(tiny_llama_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"weights='int3' \(UnslothLLM field 'weights'\): choose 'bf16'.*'int8' or 'int4'"):
+    with pytest.raises(
+        ValueError, match=r"weights='int3' \(UnslothLLM field 'weights'\): choose 'bf16'.*'int8' or 'int4'"
+    ):
         UnslothLLM(model_name=str(tiny_llama_path), fast_decode=True, weights="int3")
     with pytest.raises(ValueError, match="pass fast_decode=True too"):
         UnslothLLM(model_name=str(tiny_llama_path), weights="int4")
 
 
-def test_without_cuda_fast_decode_warns_once_and_answers(tiny_llama_path: Path, tiny_llm: UnslothLLM, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_cuda_fast_decode_warns_once_and_answers(
+    tiny_llama_path: Path, tiny_llm: UnslothLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(fd, "_WARNED", set())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        llms = [UnslothLLM(model_name=str(tiny_llama_path), load_in_4bit=False, max_new_tokens=12, fast_decode=True, weights=w)
-                for w in (None, None, "int4")]
+        llms = [
+            UnslothLLM(
+                model_name=str(tiny_llama_path), load_in_4bit=False, max_new_tokens=12, fast_decode=True, weights=w
+            )
+            for w in (None, None, "int4")
+        ]
         answers = [llm.complete("What is a customs union?").text for llm in llms]
     messages = [str(w.message) for w in caught if "fast_decode" in str(w.message)]
     assert len(messages) == 1, messages  # once per reason (int4 without CUDA has the same one)
@@ -102,7 +121,9 @@ def test_without_cuda_fast_decode_warns_once_and_answers(tiny_llama_path: Path, 
     assert llms[0].warm_up() == {}
 
 
-def test_unsupported_generate_option_falls_back_for_that_call(fast_llm: UnslothLLM, tiny_llm: UnslothLLM, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unsupported_generate_option_falls_back_for_that_call(
+    fast_llm: UnslothLLM, tiny_llm: UnslothLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(fd, "_WARNED", set())
     with pytest.warns(RuntimeWarning, match="repetition_penalty"):
         fast = fast_llm.complete("What is a customs union?", repetition_penalty=1.3)
@@ -110,7 +131,9 @@ def test_unsupported_generate_option_falls_back_for_that_call(fast_llm: UnslothL
     assert fast_llm.fast_decode_stats()["fallback_calls"] == 1 and fast_llm.fast_decoder is not None
 
 
-def test_a_failing_decode_step_falls_back_once_and_answers(fast_llm: UnslothLLM, tiny_llm: UnslothLLM, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_decode_step_falls_back_once_and_answers(
+    fast_llm: UnslothLLM, tiny_llm: UnslothLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(self, *args, **kwargs):
         raise RuntimeError("inductor exploded")
 
@@ -119,7 +142,11 @@ def test_a_failing_decode_step_falls_back_once_and_answers(fast_llm: UnslothLLM,
     with pytest.warns(RuntimeWarning, match="inductor exploded"):
         first = fast_llm.complete("What is a customs union?")
     assert fast_llm.fast_decoder is None
-    assert first.text == fast_llm.complete("What is a customs union?").text == tiny_llm.complete("What is a customs union?").text
+    assert (
+        first.text
+        == fast_llm.complete("What is a customs union?").text
+        == tiny_llm.complete("What is a customs union?").text
+    )
 
 
 def test_warm_up_builds_every_bucket_before_the_first_question(fast_llm: UnslothLLM) -> None:
@@ -129,7 +156,9 @@ def test_warm_up_builds_every_bucket_before_the_first_question(fast_llm: Unsloth
     assert len(fast_llm.fast_decode_stats()["slots"]) == 4
 
 
-def test_patched_transformers_classes_are_not_run_by_the_fast_path(tiny_llama_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_patched_transformers_classes_are_not_run_by_the_fast_path(
+    tiny_llama_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What Unsloth does to transformers' Llama classes, done here by hand: the fast path loads a fresh copy."""
     from transformers.models.llama import modeling_llama
 
@@ -147,12 +176,16 @@ def test_patched_transformers_classes_are_not_run_by_the_fast_path(tiny_llama_pa
 
 
 @pytest.mark.slow
-def test_query_engine_answer_is_the_same_with_fast_decode_on_and_off(tiny_llm: UnslothLLM, fast_llm: UnslothLLM, recorded_prompts: list) -> None:
+def test_query_engine_answer_is_the_same_with_fast_decode_on_and_off(
+    tiny_llm: UnslothLLM, fast_llm: UnslothLLM, recorded_prompts: list
+) -> None:
     from llama_index.core import Document, VectorStoreIndex
     from llama_index.core.embeddings import MockEmbedding
 
-    documents = [Document(text="Mercosur was created in 1991 by the Treaty of Asuncion."),
-                 Document(text="ASEAN's economic community aims at a single market and production base.")]
+    documents = [
+        Document(text="Mercosur was created in 1991 by the Treaty of Asuncion."),
+        Document(text="ASEAN's economic community aims at a single market and production base."),
+    ]
     index = VectorStoreIndex.from_documents(documents, embed_model=MockEmbedding(embed_dim=8))
     answers = []
     for llm in (tiny_llm, fast_llm):
@@ -172,10 +205,20 @@ def _peaked_llama(folder: Path, tokenizer_path: Path) -> Path:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=256, intermediate_size=512, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, initializer_range=0.3,
-                         tie_word_embeddings=False, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        initializer_range=0.3,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -198,7 +241,9 @@ def _assert_equal_but_for_ties(llm: UnslothLLM, ids: list, fast: list, eager: li
         logits = llm.model(input_ids=torch.tensor([ids + eager[:first]], device="cuda")).logits[0, -1].float()
     top = torch.topk(logits, 2).values
     gap, scale = float(top[0] - top[1]), float(top[0].abs())
-    assert gap <= 0.02 * scale + 1e-3, f"fast and eager differ at token {first} where eager's choice was clear (gap {gap:.4f}, logit {scale:.2f})"
+    assert gap <= 0.02 * scale + 1e-3, (
+        f"fast and eager differ at token {first} where eager's choice was clear (gap {gap:.4f}, logit {scale:.2f})"
+    )
     print(f"fast == eager for {first} tokens, then a near-tie (gap {gap:.4f} at logit {scale:.2f})")
 
 
@@ -220,22 +265,37 @@ def peaked_path(tmp_path_factory: pytest.TempPathFactory, gpu_model_name: str) -
 def test_gpu_greedy_bf16_fast_path_equals_eager_bf16(peaked_path: Path, mode: str) -> None:
     import torch
 
-    llm = UnslothLLM(model_name=str(peaked_path), fast_decode=True, weights="bf16", fast_decode_mode=mode, max_new_tokens=48,
-                     max_seq_length=1024, generate_kwargs={"min_new_tokens": 48}, set_global_tokenizer=True)
+    llm = UnslothLLM(
+        model_name=str(peaked_path),
+        fast_decode=True,
+        weights="bf16",
+        fast_decode_mode=mode,
+        max_new_tokens=48,
+        max_seq_length=1024,
+        generate_kwargs={"min_new_tokens": 48},
+        set_global_tokenizer=True,
+    )
     assert llm.fast_decoder is not None and next(llm.model.parameters()).dtype == torch.bfloat16
     for question in ["What is a customs union?", "Name a trade bloc in South America. " * 20]:
         ids = llm._encode(llm.completion_to_prompt_text(question))
-        fast = llm._run_generate([ids], llm._generation_kwargs({}))[0][0, len(ids):].tolist()
+        fast = llm._run_generate([ids], llm._generation_kwargs({}))[0][0, len(ids) :].tolist()
         with torch.inference_mode():
-            eager = llm.model.generate(input_ids=torch.tensor([ids], device="cuda"), max_new_tokens=48, min_new_tokens=48,
-                                       do_sample=False, pad_token_id=llm.tokenizer.pad_token_id)[0, len(ids):].tolist()
+            eager = llm.model.generate(
+                input_ids=torch.tensor([ids], device="cuda"),
+                max_new_tokens=48,
+                min_new_tokens=48,
+                do_sample=False,
+                pad_token_id=llm.tokenizer.pad_token_id,
+            )[0, len(ids) :].tolist()
         _assert_equal_but_for_ties(llm, ids, fast, eager)
     assert llm.fast_decode_stats()["graphs"] >= 1
 
 
 @pytest.mark.gpu
 def test_gpu_compiled_graphs_stay_bounded_over_varied_prompt_lengths(peaked_path: Path) -> None:
-    llm = UnslothLLM(model_name=str(peaked_path), fast_decode=True, max_new_tokens=8, max_seq_length=1024, set_global_tokenizer=True)
+    llm = UnslothLLM(
+        model_name=str(peaked_path), fast_decode=True, max_new_tokens=8, max_seq_length=1024, set_global_tokenizer=True
+    )
     for n in range(1, 60, 3):
         assert llm.complete("trade " * (n * 15)).raw["completion_tokens"] >= 1
     stats = llm.fast_decode_stats()
@@ -245,13 +305,25 @@ def test_gpu_compiled_graphs_stay_bounded_over_varied_prompt_lengths(peaked_path
 
 @pytest.mark.gpu
 def test_gpu_int4_runs_and_answers(gpu_model_name: str) -> None:
-    llm = UnslothLLM(model_name=gpu_model_name, fast_decode=True, weights="int4", fast_decode_mode="graphs", max_new_tokens=16,
-                     generate_kwargs={"min_new_tokens": 16}, prompt_format="alpaca-context", set_global_tokenizer=True)
+    llm = UnslothLLM(
+        model_name=gpu_model_name,
+        fast_decode=True,
+        weights="int4",
+        fast_decode_mode="graphs",
+        max_new_tokens=16,
+        generate_kwargs={"min_new_tokens": 16},
+        prompt_format="alpaca-context",
+        set_global_tokenizer=True,
+    )
     assert llm.fast_decoder is not None, "int4 fell back"
     assert "Int4" in type(llm.model.model.layers[0].mlp.down_proj.weight).__name__
     response = llm.complete("Which treaty created Mercosur?")
     assert response.raw["completion_tokens"] == 16
-    assert [r.raw["completion_tokens"] for r in llm.complete_batch(["a?", "b b b?", "c?"], batch_size=3)] == [16, 16, 16]
+    assert [r.raw["completion_tokens"] for r in llm.complete_batch(["a?", "b b b?", "c?"], batch_size=3)] == [
+        16,
+        16,
+        16,
+    ]
 
 
 @pytest.mark.gpu
@@ -261,18 +333,31 @@ def test_gpu_fast_path_after_unsloth_patched_transformers(peaked_path: Path) -> 
     import unsloth  # noqa: F401
     from unsloth import FastLanguageModel
 
-    unsloth_model, _ = FastLanguageModel.from_pretrained(str(peaked_path), max_seq_length=1024, load_in_4bit=True, dtype=None)
+    unsloth_model, _ = FastLanguageModel.from_pretrained(
+        str(peaked_path), max_seq_length=1024, load_in_4bit=True, dtype=None
+    )
     del unsloth_model
     from transformers.models.llama import modeling_llama
 
     print("patched by Unsloth:", fd._module_is_patched(modeling_llama))
-    llm = UnslothLLM(model_name=str(peaked_path), fast_decode=True, max_new_tokens=40, max_seq_length=1024,
-                     generate_kwargs={"min_new_tokens": 40}, set_global_tokenizer=True)
+    llm = UnslothLLM(
+        model_name=str(peaked_path),
+        fast_decode=True,
+        max_new_tokens=40,
+        max_seq_length=1024,
+        generate_kwargs={"min_new_tokens": 40},
+        set_global_tokenizer=True,
+    )
     assert llm.fast_decoder is not None
     assert fd.foreign_forwards(llm.model) == [] and "_llama_unsloth_pristine_" in type(llm.model).__module__
     ids = llm._encode(llm.completion_to_prompt_text("What is a customs union?"))
-    fast = llm._run_generate([ids], llm._generation_kwargs({}))[0][0, len(ids):].tolist()
+    fast = llm._run_generate([ids], llm._generation_kwargs({}))[0][0, len(ids) :].tolist()
     with torch.inference_mode():
-        eager = llm.model.generate(input_ids=torch.tensor([ids], device="cuda"), max_new_tokens=40, min_new_tokens=40,
-                                   do_sample=False, pad_token_id=llm.tokenizer.pad_token_id)[0, len(ids):].tolist()
+        eager = llm.model.generate(
+            input_ids=torch.tensor([ids], device="cuda"),
+            max_new_tokens=40,
+            min_new_tokens=40,
+            do_sample=False,
+            pad_token_id=llm.tokenizer.pad_token_id,
+        )[0, len(ids) :].tolist()
     _assert_equal_but_for_ties(llm, ids, fast, eager)
