@@ -199,7 +199,8 @@ def _module_is_patched(module: Any) -> bool:
             continue
         if inspect.isclass(value):
             defined_here = getattr(value, "__module__", "") == module.__name__
-            outside = _code_file(value.forward) if inspect.isfunction(getattr(value, "forward", None)) else ""
+            forward_fn = getattr(value, "forward", None)
+            outside = _code_file(forward_fn) if inspect.isfunction(forward_fn) else ""
             if not defined_here and outside and not outside.startswith(roots):
                 return True  # a class replaced by one from elsewhere (Unsloth's rotary embedding)
             forward = value.__dict__.get("forward")
@@ -227,6 +228,8 @@ def pristine_modeling_module(config: Any) -> Any:
     package, _, leaf = name.rpartition(".")
     fresh_name = f"{package}._llama_unsloth_pristine_{leaf}"
     fresh_spec = importlib.util.spec_from_file_location(fresh_name, spec.origin)
+    if fresh_spec is None or fresh_spec.loader is None:
+        raise FastDecodeUnavailable(f"cannot load a fresh copy of {spec.origin}")
     module = importlib.util.module_from_spec(fresh_spec)
     sys.modules[fresh_name] = module
     fresh_spec.loader.exec_module(module)
@@ -607,7 +610,7 @@ class FastDecoder:
         eos_dev = torch.tensor(eos_ids, dtype=torch.long, device=dev) if eos_ids else None
         on_cuda = dev.type == "cuda"
         host = torch.empty((rows,), dtype=torch.long, pin_memory=on_cuda)
-        copied = torch.cuda.Event() if on_cuda else None
+        copied: Any = torch.cuda.Event() if on_cuda else None
         self.stats.fast_calls += 1
         if streamer is not None:
             streamer.put(input_ids.cpu())
