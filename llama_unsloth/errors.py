@@ -143,6 +143,10 @@ class OptionError(ValueError):
     """A command-line option has a value outside what it allows; the message says what is allowed."""
 
 
+class FastDecodeUnavailable(RuntimeError):
+    """The fast decode path cannot run here; the message says why (``UnslothLLM`` falls back to ``generate``)."""
+
+
 # Exception types whose message alone tells a command-line user what to fix (printed as one line, exit 2).
 USER_ERRORS: Tuple[Type[BaseException], ...] = (
     RagError,
@@ -170,6 +174,7 @@ __all__ = [
     "EmbeddingMismatchError",
     "EmbeddingServiceError",
     "EmptyFileError",
+    "FastDecodeUnavailable",
     "GenerationOutOfMemoryError",
     "HubTokenError",
     "IndexInterrupted",

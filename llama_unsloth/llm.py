@@ -8,7 +8,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Literal, Optional, Sequence, Tuple, Union
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -140,6 +140,22 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
     stream_timeout: float = Field(
         default=600.0, gt=0, description="Seconds a streaming consumer waits for the next token before giving up."
     )
+    fast_decode: bool = Field(
+        default=False,
+        description="Decode with a static KV cache in length buckets and CUDA graphs (llama_unsloth.fast_decode): "
+        "the model loads as plain 16-bit transformers weights (an adapter is merged in), not Unsloth 4-bit. Where it "
+        "cannot run (no CUDA, unsupported GPU, compile failure) one warning says why and generate() answers as before.",
+    )
+    weights: Optional[Literal["bf16", "int8", "int4"]] = Field(
+        default=None,
+        description="Weights on the fast path: 'bf16' (merged 16-bit; the default), 'int8' or 'int4' (torchao "
+        "weight-only; int4 tile-packed, group 128). Needs fast_decode=True.",
+    )
+    fast_decode_mode: Literal["auto", "compile", "graphs", "eager"] = Field(
+        default="auto",
+        description="How the fast path runs each token: 'compile' (torch.compile + CUDA graphs), 'graphs' (CUDA "
+        "graphs of the eager step: no compile wait), 'eager' (static cache only; runs on CPU too), 'auto' (compile).",
+    )
 
     _model: Any = PrivateAttr(default=None)
     _tokenizer: Any = PrivateAttr(default=None)
@@ -150,6 +166,17 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
     # Derived once from the tokenizer: _postprocess runs on every streamed token.
     _end_token_texts: List[str] = PrivateAttr(default_factory=list)
     _special_texts: List[str] = PrivateAttr(default_factory=list)
+    _fast: Any = PrivateAttr(default=None)
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _known_weights(cls, value: Any) -> Any:
+        from llama_unsloth.fast_decode import weights_error
+
+        message = weights_error(value)
+        if message:
+            raise ValueError(message)
+        return value
 
     @field_validator("backend")
     @classmethod
@@ -175,6 +202,11 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
         super().__init__(**kwargs)
         if (model is None) != (tokenizer is None):
             raise ValueError("Pass both model= and tokenizer= (or neither, and a model_name).")
+        if self.weights is not None and not self.fast_decode:
+            raise ValueError(
+                f"weights={self.weights!r} applies to the fast decode path only: pass fast_decode=True too "
+                "(or leave weights unset)."
+            )
         self._format = PromptFormat.get(self.prompt_format)
         if model is not None:
             self._model, self._tokenizer = model, tokenizer
@@ -186,11 +218,15 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
             self._resolved_name = (
                 self.model_name or getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
             )
+            if self.fast_decode:
+                self._start_fast_decode(given=model)
         else:
             from llama_unsloth.defaults import default_model_name
-            from llama_unsloth.loading import load_model
 
             self._resolved_name = self.model_name or default_model_name()
+        if model is None and not (self.fast_decode and self._start_fast_decode()):
+            from llama_unsloth.loading import load_model
+
             self._model, self._tokenizer, self._backend = load_model(
                 self._resolved_name,
                 backend=self.backend,
@@ -225,6 +261,92 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
         check_model_path(str(folder))
         kwargs.setdefault("prompt_format", PromptFormat.load(folder))
         return cls(model_name=str(folder), **kwargs)
+
+    # ------------------------------------------------------------------ fast decode (issue 13)
+    def _start_fast_decode(self, given: Any = None) -> bool:
+        """Sets up the fast path (loading the model unless ``given``); False, with one warning, where it cannot run."""
+        from llama_unsloth import fast_decode as fd
+
+        mode = "compile" if self.fast_decode_mode == "auto" else self.fast_decode_mode
+        reason = None if mode == "eager" and self.weights in (None, "bf16") else fd.cuda_reason(self.weights)
+        model = tokenizer = None
+        if reason is None:
+            try:
+                if given is None:
+                    dtype = None
+                    if self.dtype not in (None, "auto") or mode == "eager":
+                        from llama_unsloth.loading import _torch_dtype
+
+                        dtype = _torch_dtype(
+                            "bfloat16" if self.weights == "bf16" else self.dtype, on_gpu=mode != "eager"
+                        )
+                    model, tokenizer = fd.load_fast_model(
+                        self._resolved_name, dtype=dtype, trust_remote_code=self.trust_remote_code
+                    )
+                else:
+                    model = given
+                fd.quantize_weights(model, self.weights)
+                decoder = fd.FastDecoder(model, self.max_seq_length, mode=mode, weights=self.weights or "bf16")
+            except Exception as err:  # noqa: BLE001 - any reason the path cannot run means the standard path
+                reason = f"{type(err).__name__}: {err}" if not isinstance(err, fd.FastDecodeUnavailable) else str(err)
+                model = tokenizer = None
+                _free_cuda_cache()
+        if reason is not None:
+            fd.warn_once(
+                ("fast_decode", reason),
+                f"fast_decode=True cannot run here ({reason}); answering through the standard generate path instead.",
+            )
+            return False
+        self._fast = decoder
+        if given is None:
+            self._model, self._tokenizer, self._backend = model, tokenizer, "fast-decode"
+        else:
+            self._backend = "fast-decode"
+        return True
+
+    @property
+    def fast_decoder(self) -> Any:
+        """The :class:`~llama_unsloth.fast_decode.FastDecoder` in use, or None (fast_decode off or fallen back)."""
+        return self._fast
+
+    def fast_decode_stats(self) -> Dict[str, Any]:
+        """Graphs captured, compilations, capture seconds and calls of the fast path (``{}`` when it is off)."""
+        return self._fast.stats.as_dict() if self._fast is not None else {}
+
+    def warm_up(
+        self, prompt_tokens: Optional[Sequence[int]] = None, batch_sizes: Sequence[int] = (1,)
+    ) -> Dict[str, Any]:
+        """Compiles and captures the fast path's graphs now instead of on the first question.
+
+        Args:
+            prompt_tokens: Prompt lengths to prepare for (with ``max_new_tokens`` added); None: every length
+                bucket up to ``max_seq_length``.
+            batch_sizes: Batch sizes to prepare for (``complete_batch``'s ``batch_size``; 1 for ``complete``).
+
+        Returns:
+            The fast path's stats with ``warm_up_seconds``; ``{}`` when the fast path is not in use.
+        """
+        if self._fast is None:
+            return {}
+        from llama_unsloth import fast_decode as fd
+
+        with _lock_for(self._model):
+            try:
+                return self._fast.warm_up(prompt_tokens, batch_sizes, max_new_tokens=self.max_new_tokens)
+            except fd.FastDecodeUnavailable as err:
+                self._fall_back(str(err))
+                return {}
+
+    def _fall_back(self, reason: str) -> None:
+        from llama_unsloth import fast_decode as fd
+
+        if self._fast is not None:
+            self._fast.stats.disabled = reason
+        self._fast = None
+        fd.warn_once(
+            ("fast_decode", reason),
+            f"fast_decode stopped ({reason}); answering through the standard generate path instead.",
+        )
 
     @classmethod
     def class_name(cls) -> str:
@@ -385,6 +507,10 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
             criteria.append(StopOnStrings(self._tokenizer, stops, batch["input_ids"].shape[1]))
             kwargs["stopping_criteria"] = criteria
         try:
+            if self._fast is not None:
+                output = self._fast_generate(batch, kwargs)
+                if output is not None:
+                    return output, batch["input_ids"].shape[1]
             with torch.inference_mode():
                 return self._model.generate(**batch, **kwargs), batch["input_ids"].shape[1]
         except torch.cuda.OutOfMemoryError as err:
@@ -395,6 +521,23 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
                 f"The GPU ran out of memory while generating ({err}). The cache was freed; retry with a lower "
                 "max_new_tokens, a smaller batch_size, or less context (lower similarity_top_k)."
             ) from err
+
+    def _fast_generate(self, batch: Dict[str, Any], kwargs: Dict[str, Any]) -> Any:
+        """The fast path's output, or None where this call (or from now on, every call) takes ``generate``."""
+        from llama_unsloth import fast_decode as fd
+
+        reason = self._fast.unsupported(kwargs)
+        if reason is not None:
+            self._fast.stats.fallback_calls += 1
+            fd.warn_once(
+                ("fast_decode-call", reason), f"fast_decode: {reason}; those calls use the standard generate path."
+            )
+            return None
+        try:
+            return self._fast.generate(batch["input_ids"], batch.get("attention_mask"), kwargs)
+        except fd.FastDecodeUnavailable as err:  # raised before any token was produced
+            self._fall_back(str(err))
+            return None
 
     def _response(self, prompt: str, generated: str, n_prompt: int, n_new: int, seconds: float) -> CompletionResponse:
         answer, reasoning = self._postprocess(generated)
@@ -638,6 +781,16 @@ async def _to_async(iterator: Iterator[Any]) -> AsyncIterator[Any]:
         if item is done:
             return
         yield item
+
+
+def _free_cuda_cache() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _count_until_end(new_ids: List[int], end_ids: List[int], pad_id: Optional[int]) -> int:

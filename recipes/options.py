@@ -139,12 +139,42 @@ class ModelOptions:
         metadata={"help": "bitsandbytes 4-bit weights where CUDA can run them (full precision without a GPU)."},
     )
 
+    fast_decode: bool = field(
+        default=False,
+        metadata={
+            "help": "Decode with a static KV cache and CUDA graphs (GPU; the model loads as 16-bit transformers "
+            "weights, an adapter merged in); where it cannot run, one warning and the standard path."
+        },
+    )
+    weights: Optional[Literal["bf16", "int8", "int4"]] = field(
+        default=None,
+        metadata={
+            "help": "Weights on the fast path: bf16 (default), int8 or int4 (torchao weight-only). Needs --fast-decode."
+        },
+    )
+    fast_decode_mode: Literal["auto", "compile", "graphs", "eager"] = field(
+        default="auto",
+        metadata={
+            "help": "compile (torch.compile + CUDA graphs; slowest start, fastest), graphs (no compile wait), eager; auto = compile."
+        },
+    )
+    warm_up: bool = field(
+        default=False, metadata={"help": "Compile the fast path before the first question instead of during it."}
+    )
+
     def __post_init__(self) -> None:
         check_range("max_new_tokens", self.max_new_tokens, min=1)
         check_range("max_seq_length", self.max_seq_length, min=2)
         if self.max_new_tokens >= self.max_seq_length:
             raise OptionError(
                 f"--max-new-tokens ({self.max_new_tokens}) must be below --max-seq-length ({self.max_seq_length}): the prompt needs room too."
+            )
+        if (self.weights or self.warm_up or self.fast_decode_mode != "auto") and not self.fast_decode:
+            given = "--weights" if self.weights else "--warm-up" if self.warm_up else "--fast-decode-mode"
+            raise OptionError(f"{given} applies to the fast decode path only: add --fast-decode (or drop {given}).")
+        if self.fast_decode and self.llm_url:
+            raise OptionError(
+                "--fast-decode runs the model in this process; with --llm-url the server decodes: drop one of them."
             )
         self.layout = self._layout()
 
@@ -171,7 +201,9 @@ class ModelOptions:
         """Loads the LLM these options name (:func:`llama_unsloth.loading.load_llm`); ``extra`` adds LLM fields."""
         from llama_unsloth.loading import load_llm
 
-        return load_llm(
+        if self.fast_decode:
+            extra.update(fast_decode=True, weights=self.weights, fast_decode_mode=self.fast_decode_mode)
+        llm = load_llm(
             # None lets load_llm choose: 4-bit exactly where CUDA is available.
             self.model,
             self.model_dir,
@@ -183,6 +215,9 @@ class ModelOptions:
             served_model=self.served_model,
             **extra,
         )
+        if self.warm_up:
+            llm.warm_up()
+        return llm
 
 
 @dataclass

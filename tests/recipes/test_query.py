@@ -243,3 +243,39 @@ def test_query_with_a_users_python_format_layout_and_prompt_fields(
         USERS_RAG_HEAD + "Which countries founded Mercosur?\n\n### Input:\n\n\n### Context:\n"
     )
     assert prompts[0].endswith(USERS_RAG_TAIL)
+
+
+def test_fast_decode_flags_answer_the_same_through_the_query_recipe(
+    persist: Path, tiny_llama_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """--fast-decode (the static-cache loop; eager on CPU) prints the answer the standard path prints."""
+    question = ["--question", "Which countries founded Mercosur?"]
+    rc, standard, _ = _query(question, persist, tiny_llama_path, capsys)
+    rc_fast, fast, _ = _query(
+        [*question, "--fast-decode", "--fast-decode-mode", "eager", "--warm-up"], persist, tiny_llama_path, capsys
+    )
+    assert rc == rc_fast == 0
+    assert fast.split("Sources:")[0] == standard.split("Sources:")[0] and "Answer: " in fast
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--weights", "int4"],
+            "--weights applies to the fast decode path only: add --fast-decode (or drop --weights).",
+        ),
+        (["--fast-decode", "--weights", "int3"], "--weights must be one of bf16, int8, int4; got 'int3'."),
+        (
+            ["--fast-decode", "--llm-url", "http://127.0.0.1:1/v1"],
+            "--fast-decode runs the model in this process; with --llm-url the server decodes: drop one of them.",
+        ),
+    ],
+)
+def test_bad_fast_decode_options_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, args: list, message: str
+) -> None:
+    from recipes.query import main
+
+    assert exit_code(main, ["--question", "q", "--persist-dir", str(tmp_path / "db"), *args]) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
