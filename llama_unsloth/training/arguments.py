@@ -35,6 +35,10 @@ TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
+# TRL's SFTConfig fields, read when this module is imported (after unsloth, which patches the class, on a GPU).
+_SFT_FIELDS = {f.name for f in dataclasses.fields(SFTConfig)}
+
+
 def _parent_field(parent: type, name: str) -> Any:
     return {f.name: f for f in dataclasses.fields(parent)}[name]  # type: ignore[arg-type]
 
@@ -239,6 +243,10 @@ class FinetuneSFTConfig(SFTConfig):
     fp16: bool = _hidden(SFTConfig, "fp16", False)
     gradient_checkpointing: bool = _hidden(SFTConfig, "gradient_checkpointing", False)
     push_to_hub: bool = _hidden(SFTConfig, "push_to_hub", False)
+    if "max_seq_length" in _SFT_FIELDS:
+        # Unsloth's SFTConfig (trl.SFTConfig once unsloth is imported) adds max_seq_length beside TRL's
+        # max_length: one setting here (--max-seq-length is max_length's alias), copied there in __post_init__.
+        max_seq_length: Optional[int] = _hidden(SFTConfig, "max_seq_length", None)
 
     def __post_init__(self) -> None:
         check_range("--max-seq-length", self.max_length, min=8)
@@ -258,6 +266,8 @@ class FinetuneSFTConfig(SFTConfig):
         self.bf16, self.fp16 = self.precision == "bf16", self.precision == "fp16"
         from llama_unsloth.import_utils import cuda_available
 
+        if "max_seq_length" in _SFT_FIELDS:
+            self.max_seq_length = self.max_length
         self.dataloader_pin_memory = bool(getattr(self, "dataloader_pin_memory", True)) and cuda_available()
         super().__post_init__()
 
