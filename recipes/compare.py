@@ -49,12 +49,9 @@ def make_parser():  # noqa: ANN201 - RecipeParser, imported lazily
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from llama_unsloth.import_utils import import_unsloth_first
+    from recipes.config import exit_on_user_error, start
 
-    import_unsloth_first(argv)
-    from recipes.config import exit_on_user_error, parse
-
-    args, index_options, retrieval, model, batch = parse(make_parser(), argv)
+    args, index_options, retrieval, model, batch = start(make_parser, argv)
     from pathlib import Path
 
     from llama_unsloth import batch_answers, comparison, errors, tables

@@ -24,9 +24,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from trl import TrlParser
-
 from llama_unsloth.errors import OptionError  # noqa: F401 (recipes raise it from their checks)
+from llama_unsloth.import_utils import import_unsloth_first
+
+# TRL imports transformers: in a recipe's process unsloth must be imported before them (it patches them, and
+# warns that code may run slower otherwise). Only recipes import this module; --backend transformers skips it.
+import_unsloth_first()
+from trl import TrlParser  # noqa: E402
 
 
 def fail(message: str, code: int = 2) -> typing.NoReturn:
@@ -124,6 +128,14 @@ def make_parser(dataclass_types: Sequence[type], description: Optional[str] = No
     return RecipeParser(list(dataclass_types), description=description, formatter_class=_HelpFormatter)
 
 
+def start(make_recipe_parser: Any, argv: Optional[Sequence[str]] = None) -> Tuple[Any, ...]:
+    """How every recipe begins: unsloth imported first where it runs, then its options parsed and checked."""
+    from llama_unsloth.import_utils import import_unsloth_first
+
+    import_unsloth_first(argv)
+    return parse(make_recipe_parser(), argv)
+
+
 def parse(parser: RecipeParser, argv: Optional[Sequence[str]] = None) -> Tuple[Any, ...]:
     """Parses ``argv`` (default ``sys.argv[1:]``) into one instance per dataclass, checked; exits 2 on a user error."""
     return tuple(parser.parse_args_and_config(list(argv) if argv is not None else None))
@@ -156,4 +168,13 @@ def flag_value(argv: Optional[Sequence[str]], flag: str) -> Optional[str]:
     return None
 
 
-__all__ = ["RecipeParser", "check_model_option", "exit_on_user_error", "fail", "flag_value", "make_parser", "parse"]
+__all__ = [
+    "RecipeParser",
+    "check_model_option",
+    "exit_on_user_error",
+    "fail",
+    "flag_value",
+    "make_parser",
+    "parse",
+    "start",
+]

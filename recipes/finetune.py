@@ -235,13 +235,10 @@ def run(script_args: Any, model_args: Any, training_args: Any, callbacks: Option
 
 def main(argv: Optional[Sequence[str]] = None, callbacks: Optional[Sequence[Any]] = None) -> int:
     """``python -m recipes.finetune [options]``; ``callbacks`` are extra ``TrainerCallback`` objects."""
-    from llama_unsloth.import_utils import import_unsloth_first
+    from recipes.config import check_model_option, exit_on_user_error, start
 
-    # Before trl/transformers/peft are imported (the parser imports TRL's config classes).
-    import_unsloth_first(argv)
-    from recipes.config import check_model_option, exit_on_user_error, parse
-
-    script_args, model_args, training_args = parse(make_parser(), argv)
+    # unsloth is imported before trl/transformers/peft (make_parser imports TRL's config classes).
+    script_args, model_args, training_args = start(make_parser, argv)
     _setup_logging()
     with exit_on_user_error():
         check_model_option(model_args.model_name_or_path)

@@ -60,12 +60,9 @@ def format_context(nodes: list) -> List[str]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from llama_unsloth.import_utils import import_unsloth_first
+    from recipes.config import exit_on_user_error, start
 
-    import_unsloth_first(argv)
-    from recipes.config import exit_on_user_error, parse
-
-    args, index_options, retrieval, model = parse(make_parser(), argv)
+    args, index_options, retrieval, model = start(make_parser, argv)
     from llama_unsloth import batch_answers, index_store, rag
 
     with exit_on_user_error():
