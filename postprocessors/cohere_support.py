@@ -209,11 +209,13 @@ def _translate_cohere_error(
     embed_model: BaseEmbedding, exc: BaseException, input_type: Optional[str], n_texts: int
 ) -> Optional[EmbeddingServiceError]:
     """An EmbeddingServiceError for a failed Cohere call, or ``None`` (re-raise as is)."""
-    try:
-        import httpx
-        from cohere.core.api_error import ApiError
-    except ImportError:  # pragma: no cover - cohere extras missing
+    from llama_unsloth.import_utils import is_cohere_available
+
+    if not is_cohere_available():  # pragma: no cover - cohere extras missing
         return None
+    import httpx
+    from cohere.core.api_error import ApiError
+
     secrets = _secrets(embed_model)
     url = _public_url(embed_model)
     sent_type = _effective_input_type(embed_model, input_type)

@@ -12,11 +12,13 @@ few questions. A few minutes on a 2-core CPU; no network.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
+
+from llama_unsloth.validation import check_range
 
 DATA = Path(__file__).resolve().parents[1] / "llama_unsloth" / "data" / "finetune_alpaca.json"
 
@@ -30,16 +32,25 @@ QUESTIONS = [
 ]
 
 
+@dataclass
+class DemoFinetuneArguments:
+    """The demo's options (everything else is the finetune recipe's, fixed for a short CPU run)."""
+
+    output_dir: str = field(default="demo_output/finetune", metadata={"help": "Where the adapter goes."})
+    max_steps: int = field(default=24, metadata={"help": "Training steps."})
+    model: Optional[str] = field(
+        default=None, metadata={"help": "Base model (default: the offline SmolLM2-135M-Instruct)."}
+    )
+
+    def __post_init__(self) -> None:
+        check_range("max_steps", self.max_steps, min=1)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Fine-tunes, reloads and answers; returns the exit code."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--output-dir", default="demo_output/finetune", help="Where the adapter goes (default: %(default)s)."
-    )
-    parser.add_argument("--max-steps", type=int, default=24, help="Training steps (default: %(default)s).")
-    parser.add_argument("--model", default=None, help="Base model (default: the offline SmolLM2-135M-Instruct).")
-    args = parser.parse_args(argv)
+    from recipes.config import make_parser, start
 
+    (args,) = start(lambda: make_parser((DemoFinetuneArguments,), description=__doc__), argv)
     from recipes import finetune
 
     began = time.perf_counter()
