@@ -22,7 +22,7 @@ import sys
 import typing
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Iterable, Iterator, Optional, Sequence, Tuple
 
 from llama_unsloth.errors import OptionError  # noqa: F401 (recipes raise it from their checks)
 from llama_unsloth.import_utils import import_unsloth_first
@@ -106,9 +106,7 @@ class RecipeParser(TrlParser):
             if remaining and not return_remaining_strings:
                 fail(f"unknown option(s) {' '.join(remaining)} (see --help)")
             return (*parsed, remaining) if return_remaining_strings else tuple(parsed)
-        except OptionError as err:
-            fail(str(err))
-        except ValueError as err:  # a dataclass's own check (TRL's, transformers') on a value
+        except ValueError as err:  # OptionError from our checks, or TRL's/transformers' own on a value
             fail(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
 
 
@@ -130,9 +128,7 @@ def make_parser(dataclass_types: Sequence[type], description: Optional[str] = No
 
 def start(make_recipe_parser: Any, argv: Optional[Sequence[str]] = None) -> Tuple[Any, ...]:
     """How every recipe begins: unsloth imported first where it runs, then its options parsed and checked."""
-    from llama_unsloth.import_utils import import_unsloth_first
-
-    import_unsloth_first(argv)
+    import_unsloth_first(argv)  # argv, not sys.argv: a recipe's main(argv) may be given --backend transformers
     return parse(make_recipe_parser(), argv)
 
 
@@ -157,23 +153,11 @@ def check_model_option(name: Optional[str], flag: str = "--model") -> None:
         raise OptionError(problem)
 
 
-def flag_value(argv: Optional[Sequence[str]], flag: str) -> Optional[str]:
-    """The value given to ``flag`` on the command line (``--flag v`` or ``--flag=v``), without parsing the rest."""
-    args: List[str] = list(sys.argv[1:] if argv is None else argv)
-    for i, arg in enumerate(args):
-        if arg == flag and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith(flag + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
 __all__ = [
     "RecipeParser",
     "check_model_option",
     "exit_on_user_error",
     "fail",
-    "flag_value",
     "make_parser",
     "parse",
     "start",

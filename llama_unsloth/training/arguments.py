@@ -25,8 +25,9 @@ from typing import Any, List, Literal, Optional
 
 from trl import ModelConfig, SFTConfig
 
+from llama_unsloth.loading import BACKENDS
 from llama_unsloth.training import SAVE_METHODS
-from llama_unsloth.training.trainer import resolve_optimizer, resolve_precision
+from llama_unsloth.training.trainer import GRADIENT_CHECKPOINTING, PRECISIONS, resolve_optimizer, resolve_precision
 from llama_unsloth.validation import check_choice, check_range
 
 SaveMethod = Literal["lora", "merged_16bit", "merged_4bit"]
@@ -167,9 +168,9 @@ class LoraModelConfig(ModelConfig):
         check_range("lora_alpha", self.lora_alpha, min=1)
         check_range("lora_dropout", self.lora_dropout, min=0, lt=1)
         check_range("random_state", self.random_state, min=0)
-        check_choice("backend", self.backend, ("auto", "unsloth", "transformers"))
+        check_choice("backend", self.backend, BACKENDS)
         check_choice(
-            "use_gradient_checkpointing", str(self.use_gradient_checkpointing).lower(), ("unsloth", "true", "false")
+            "use_gradient_checkpointing", str(self.use_gradient_checkpointing).lower(), GRADIENT_CHECKPOINTING
         )
         self.use_gradient_checkpointing = str(self.use_gradient_checkpointing).lower()  # type: ignore[assignment]
         check_choice("dtype", self.dtype, DTYPES)
@@ -259,7 +260,7 @@ class FinetuneSFTConfig(SFTConfig):
         check_range("weight_decay", self.weight_decay, min=0)
         check_range("seed", self.seed, min=0)
         check_range("logging_steps", self.logging_steps, min=1)
-        check_choice("precision", self.precision, ("auto", "bf16", "fp16", "fp32"))
+        check_choice("precision", self.precision, PRECISIONS)
         optim, self.optim_note = resolve_optimizer(str(getattr(self.optim, "value", self.optim)))
         self.optim = optim
         self.precision = resolve_precision(self.precision)  # type: ignore[assignment]
