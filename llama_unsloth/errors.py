@@ -78,6 +78,11 @@ class GenerationOutOfMemoryError(RuntimeError):
     """The GPU ran out of memory while generating; the cache was freed and the model is usable."""
 
 
+class TrainingMemoryError(RuntimeError):
+    """A fine-tune does not fit the GPU's memory (estimated before loading, or out of memory while training);
+    the message names a setting that fits."""
+
+
 class MissingDefaultModelError(ImportError):
     """An offline default model's package is not installed."""
 
@@ -158,6 +163,7 @@ USER_ERRORS: Tuple[Type[BaseException], ...] = (
     HubTokenError,
     OptionError,
     EmbeddingServiceError,
+    TrainingMemoryError,
     ImportError,
 )
 
@@ -176,6 +182,7 @@ __all__ = [
     "EmptyFileError",
     "FastDecodeUnavailable",
     "GenerationOutOfMemoryError",
+    "TrainingMemoryError",
     "HubTokenError",
     "IndexInterrupted",
     "IndexNotFoundError",

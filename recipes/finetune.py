@@ -85,6 +85,21 @@ def run(script_args: Any, model_args: Any, training_args: Any, callbacks: Option
 
     model_name = model_args.model_name_or_path or default_model_name()
     max_seq_length = training_args.max_length
+    # The memory plan, from config.json alone: a run that cannot fit stops here, not out of memory mid-run.
+    memory_settings = {
+        "batch_size": training_args.per_device_train_batch_size,
+        "seq_length": max_seq_length,
+        "lora_r": model_args.lora_r,
+        "target_modules": model_args.lora_target_modules,
+        "load_in_4bit": model_args.load_in_4bit,
+        "optim": str(getattr(training_args.optim, "value", training_args.optim)),
+        "gradient_checkpointing": model_args.use_gradient_checkpointing,
+    }
+    plan = T.check_finetune_memory(
+        model_name, gpu_memory_gib=script_args.gpu_memory_gib, enforce=script_args.memory_check, **memory_settings
+    )
+    if plan:
+        logger.info(plan)
     logger.info("Loading %s ...", model_name)
     model, tokenizer, backend = loading.load_model(
         model_name,
@@ -101,6 +116,7 @@ def run(script_args: Any, model_args: Any, training_args: Any, callbacks: Option
     model = T.add_lora(model, backend, model_args, max_seq_length)
     dataset = T.to_text_dataset(script_args.data, prompt_format, tokenizer, max_seq_length)
     output_dir = Path(training_args.output_dir)
+    created_output_dir = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)
     trainer = T.build_trainer(
         model, tokenizer, dataset, training_args, backend, model_args.use_gradient_checkpointing, callbacks
@@ -121,8 +137,16 @@ def run(script_args: Any, model_args: Any, training_args: Any, callbacks: Option
 
     interrupted = False
     began = time.time()
+    import torch
+
     try:
         trainer.train()
+    except torch.OutOfMemoryError:
+        step, steps = trainer.state.global_step, trainer.state.max_steps
+        del trainer, model
+        if created_output_dir and not any(output_dir.iterdir()):
+            output_dir.rmdir()  # nothing half-written: the run saved nothing
+        raise T.out_of_memory_error(model_name, step, steps, **memory_settings) from None
     except KeyboardInterrupt:
         interrupted = True
         print(file=sys.stderr)

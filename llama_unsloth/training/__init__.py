@@ -43,6 +43,7 @@ from llama_unsloth.training.export import (
     save_merged,
     write_train_log,
 )
+from llama_unsloth.training.memory import check_finetune_memory, estimate_finetune_memory, out_of_memory_error
 from llama_unsloth.training.trainer import (
     TrainingSummary,
     add_lora,
@@ -66,11 +67,14 @@ __all__ = [
     "TrainingSummary",
     "add_lora",
     "build_trainer",
+    "check_finetune_memory",
     "check_records",
     "environment_summary",
+    "estimate_finetune_memory",
     "file_sha256",
     "hub_token_from_env",
     "model_card",
+    "out_of_memory_error",
     "peak_gpu_memory_gib",
     "plot_loss",
     "push_folder_to_hub",

@@ -97,9 +97,22 @@ class FinetuneScriptArguments:
         metadata={"help": "Hub repository (user/name) to upload the result to; the token comes from $HF_TOKEN only."},
     )
     hub_private: bool = field(default=True, metadata={"help": "Create the Hub repository as private."})
+    gpu_memory_gib: Optional[float] = field(
+        default=None,
+        metadata={
+            "help": "Plan for a GPU with this much memory (e.g. 22 for an L4): the run stops before loading if its "
+            "memory estimate does not fit. Default: the free memory of the GPU here."
+        },
+    )
+    memory_check: bool = field(
+        default=True,
+        metadata={"help": "Stop before loading when the memory estimate exceeds the GPU (--no-memory-check: go on)."},
+    )
 
     def __post_init__(self) -> None:
         check_choice("save", self.save, SAVE_METHODS)
+        if self.gpu_memory_gib is not None:
+            check_range("--gpu-memory-gib", self.gpu_memory_gib, gt=0)
         if self.push_to_hub is not None and self.push_to_hub.count("/") != 1:
             from llama_unsloth.errors import OptionError
 

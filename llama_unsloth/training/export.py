@@ -125,6 +125,7 @@ def write_train_log(path: str | Path, summary: TrainingSummary, settings: Mappin
         "mean_step_seconds": summary.mean_step_seconds(),
         "median_step_seconds": summary.median_step_seconds(),
         "peak_gpu_memory_gib": peak_gpu_memory_gib(),
+        "peak_gpu_memory_reserved_gib": peak_gpu_memory_gib(reserved=True),
         **extra,
         "settings": dict(settings),
         "steps": summary.steps,
@@ -250,13 +251,14 @@ llm = ServedLLM.from_finetuned("{folder}", api_base="http://127.0.0.1:8001/v1", 
 """
 
 
-def peak_gpu_memory_gib() -> Optional[float]:
-    """Peak GPU memory allocated by torch in this process (GiB), or ``None`` without CUDA."""
+def peak_gpu_memory_gib(reserved: bool = False) -> Optional[float]:
+    """Peak GPU memory torch allocated in this process (GiB), or reserved with ``reserved``; ``None`` without CUDA."""
     import torch
 
     if not torch.cuda.is_available():
         return None
-    return round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    peak = torch.cuda.max_memory_reserved() if reserved else torch.cuda.max_memory_allocated()
+    return round(peak / 2**30, 3)
 
 
 def environment_summary() -> Dict[str, str]:
