@@ -53,6 +53,9 @@ _KNOWN_SPECIAL_TOKENS = (
     "<eos>",
 )
 
+# (model, pad id, rows) whose unusable pad id was already reported: once is enough.
+_PAD_WARNED: set = set()
+
 # One generation at a time per model object, however many UnslothLLM wrappers share it.
 _MODEL_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
 _MODEL_LOCKS_GUARD = threading.Lock()
@@ -163,6 +166,8 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
     _format: PromptFormat = PrivateAttr()
     _resolved_name: str = PrivateAttr(default="")
     _stop_token_ids: List[int] = PrivateAttr(default_factory=list)
+    # The id prompts are left-padded with: the tokenizer's pad, or EOS where that is no row of the embeddings.
+    _pad_id: Optional[int] = PrivateAttr(default=None)
     # Derived once from the tokenizer: _postprocess runs on every streamed token.
     _end_token_texts: List[str] = PrivateAttr(default_factory=list)
     _special_texts: List[str] = PrivateAttr(default_factory=list)
@@ -238,6 +243,7 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
         if self._tokenizer.pad_token_id is None:
             self._tokenizer.pad_token = self._tokenizer.eos_token
         self._stop_token_ids = self._end_token_ids()
+        self._pad_id = self._generation_pad_id()
         self._end_token_texts = [t for t in self._tokenizer.convert_ids_to_tokens(self._stop_token_ids) if t]
         self._special_texts = self._special_token_texts()
         # LlamaIndex's own hooks (CustomLLM.chat, ChatPromptTemplate.format, ...) render in the layout too.
@@ -415,11 +421,37 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
                 ids.append(value)
             elif isinstance(value, (list, tuple)):
                 ids.extend(v for v in value if isinstance(v, int))
-        specials = set(tokenizer.all_special_tokens)
-        for text in self._format.stop:
-            if text in specials:
-                ids.append(tokenizer.convert_tokens_to_ids(text))
+        # The layout's turn end (Gemma's <end_of_turn>, Llama-3's <|eot_id|>, Phi-3's <|end|> in the chat layout)
+        # is what a fine-tune learnt to write after its answer; the tokenizer's EOS often is another token.
+        ids.extend(tokenizer.convert_tokens_to_ids(self._format.turn_end_tokens(tokenizer)))
         return sorted(set(ids))
+
+    def _generation_pad_id(self) -> Optional[int]:
+        """The tokenizer's pad id where the model has an embedding row for it, else EOS (masked out anyway).
+
+        Unsloth replaces a pad token equal to EOS (or missing) on load, sometimes with a newly added token the
+        model's embeddings have no row for: padding with it would index past the embedding matrix.
+        """
+        pad, eos = self._tokenizer.pad_token_id, self._tokenizer.eos_token_id
+        if eos is None and self._stop_token_ids:
+            eos = self._stop_token_ids[0]
+        try:
+            rows = int(self._model.get_input_embeddings().num_embeddings)
+        except Exception:  # noqa: BLE001 - a model without the accessor: trust the tokenizer
+            rows = None
+        if isinstance(pad, int) and (rows is None or 0 <= pad < rows):
+            return pad
+        key = (self._resolved_name, pad, rows)
+        if key not in _PAD_WARNED:
+            _PAD_WARNED.add(key)
+            logger.warning(
+                "The tokenizer's pad id %s is not a token of the model (%s embedding rows); padding batched "
+                "prompts with EOS (%s) instead, masked out by the attention mask.",
+                pad,
+                rows,
+                eos,
+            )
+        return eos
 
     def _stop_strings(self) -> List[str]:
         return [s for s in [*self.stop, *self._format.stop] if s]
@@ -449,7 +481,7 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
         top_p = float(overrides.pop("top_p", self.top_p))
         kwargs: Dict[str, Any] = {
             "max_new_tokens": max_new_tokens,
-            "pad_token_id": self._tokenizer.pad_token_id,
+            "pad_token_id": self._pad_id,
             "eos_token_id": self._stop_token_ids or None,
         }
         if temperature > 0:
@@ -492,7 +524,13 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
     def _run_generate(self, input_ids: List[List[int]], kwargs: Dict[str, Any]) -> Any:
         import torch
 
-        batch = self._tokenizer.pad({"input_ids": input_ids}, padding=True, padding_side="left", return_tensors="pt")
+        # Padded here, not by tokenizer.pad: the pad id may have been replaced (see _generation_pad_id).
+        width = max(len(ids) for ids in input_ids)
+        pad = self._pad_id if self._pad_id is not None else 0
+        batch = {
+            "input_ids": torch.tensor([[pad] * (width - len(ids)) + list(ids) for ids in input_ids]),
+            "attention_mask": torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in input_ids]),
+        }
         device = getattr(self._model, "device", None) or next(self._model.parameters()).device
         batch = {k: v.to(device) for k, v in batch.items()}
         kwargs = dict(kwargs)
@@ -588,7 +626,7 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
                 seconds = (time.perf_counter() - began) / len(chunk)
                 for offset, ids in enumerate(chunk):
                     new_ids = output[offset, width:].tolist()
-                    n_new = _count_until_end(new_ids, self._stop_token_ids, self._tokenizer.pad_token_id)
+                    n_new = _count_until_end(new_ids, self._stop_token_ids, self._pad_id)
                     generated = self._tokenizer.decode(
                         new_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False
                     )

@@ -257,6 +257,24 @@ def _markers(static: str) -> List[str]:
     return list(dict.fromkeys(found))
 
 
+def _chat_turn_end(tokenizer: Any, specials: Tuple[str, ...]) -> Tuple[str, ...]:
+    """The special tokens a chat template writes directly after the assistant's answer."""
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": _ANSWER_SENTINEL}]
+    try:
+        text = PromptFormat(name="chat")._render_chat(messages, tokenizer, False)
+    except Exception:  # noqa: BLE001 - a template that cannot render an answer has no turn end to read
+        return ()
+    after = text.split(_ANSWER_SENTINEL, 1)[1] if _ANSWER_SENTINEL in text else ""
+    found: List[str] = []
+    while after:
+        token = next((t for t in sorted(specials, key=len, reverse=True) if t and after.startswith(t)), None)
+        if token is None:
+            break
+        found.append(token)
+        after = after[len(token) :]
+    return tuple(found)
+
+
 def _static_text(jinja_text: str) -> str:
     """The literal text of a Jinja2 template (expressions and statements removed)."""
     return re.sub(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", "\n", jinja_text, flags=re.S)
@@ -549,15 +567,49 @@ class PromptFormat:
                 "pass tokenizer=... or choose another format."
             )
         try:
-            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
-        except Exception as err:  # jinja2.TemplateError: e.g. Gemma's template rejects a system role
-            if messages and messages[0]["role"] == "system" and "system" in str(err).lower():
-                merged = [dict(m) for m in messages[1:]]
-                first_user = next((m for m in merged if m["role"] == "user"), None)
-                if first_user is not None and messages[0]["content"]:
-                    first_user["content"] = f"{messages[0]['content']}\n\n{first_user['content']}"
-                return tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=generation_prompt)
-            raise
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+        except Exception:  # jinja2.TemplateError: Gemma's rejects a system role, Gemma's and Nemo's unalternated turns
+            return self._render_alternating(messages, tokenizer, generation_prompt)
+        system = messages[0]["content"].strip() if messages and messages[0]["role"] == "system" else ""
+        if system and system not in text:
+            # Phi-3-medium's template drops system messages silently (Nemo's, when the last turn is the answer).
+            return self._render_alternating(messages, tokenizer, generation_prompt)
+        return text
+
+    @staticmethod
+    def _render_alternating(messages: List[Dict[str, str]], tokenizer: Any, generation_prompt: bool) -> str:
+        """The conversation as the strictest templates take it: the system text at the head of the first user
+        turn, consecutive turns of one role joined, nothing before the first user turn."""
+        merged: List[Dict[str, str]] = []
+        pending = [m["content"] for m in messages if m["role"] == "system" and m["content"]]
+        for message in messages:
+            if message["role"] == "system":
+                continue
+            if not merged and message["role"] != "user":
+                pending.append(message["content"])  # an assistant's greeting before any question
+                continue
+            if merged and merged[-1]["role"] == message["role"]:
+                merged[-1]["content"] += "\n\n" + message["content"]
+            else:
+                merged.append({"role": message["role"], "content": message["content"]})
+        if merged and pending:
+            merged[0]["content"] = "\n\n".join([*pending, merged[0]["content"]])
+        return tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=generation_prompt)
+
+    def turn_end_tokens(self, tokenizer: Any) -> List[str]:
+        """The special token(s) that end the assistant's turn in this layout (what generation must stop at).
+
+        For ``chat``, read from the tokenizer's template: the special tokens it writes right after an answer
+        (``<|eot_id|>``, ``<end_of_turn>``, ``<|end|>``, ``<|im_end|>``, Mistral's ``</s>``), which need not be
+        the tokenizer's EOS. Template layouts: their stop strings that are special tokens.
+        """
+        specials = set(getattr(tokenizer, "all_special_tokens", ()) or ())
+        # Added tokens marked special count too: the real Phi-3's <|end|> is one, yet in no named role.
+        decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
+        specials |= {t.content for t in decoder.values() if getattr(t, "special", False)}
+        if not self.is_chat:
+            return [s for s in self.stop if s in specials]
+        return list(_chat_turn_end(tokenizer, tuple(sorted(specials))))
 
     def render_prompt(
         self,

@@ -9,6 +9,7 @@ machine unsloth must be imported before them, which happens when the model is lo
 
 from __future__ import annotations
 
+import copy
 import logging
 import statistics
 import time
@@ -37,6 +38,11 @@ def add_lora(model: Any, backend: str, model_args: Any, max_seq_length: int = 20
     """
     checkpointing = str(model_args.use_gradient_checkpointing).lower()
     targets = model_args.lora_target_modules  # a list of names, or PEFT's "all-linear"
+    if not isinstance(targets, str):
+        targets = map_target_modules(model, list(targets))
+        if targets != list(model_args.lora_target_modules):
+            model_args = copy.copy(model_args)
+            model_args.lora_target_modules = targets
     if backend == "unsloth":
         from unsloth import FastLanguageModel
 
@@ -62,6 +68,50 @@ def add_lora(model: Any, backend: str, model_args: Any, max_seq_length: int = 20
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing != "false")
     torch.manual_seed(model_args.random_state)
     return get_peft_model(model, get_peft_config(model_args))
+
+
+# Fused projections some architectures have instead of the separate ones (Phi-3: qkv_proj, gate_up_proj).
+FUSED_MODULES = {
+    "q_proj": "qkv_proj",
+    "k_proj": "qkv_proj",
+    "v_proj": "qkv_proj",
+    "gate_proj": "gate_up_proj",
+    "up_proj": "gate_up_proj",
+}
+
+
+def linear_module_names(model: Any) -> List[str]:
+    """The distinct last names of the model's linear layers (``q_proj``, ``qkv_proj``, ``lm_head`` ...)."""
+    import torch
+
+    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+
+
+def map_target_modules(model: Any, requested: List[str]) -> List[str]:
+    """LoRA target names mapped onto the layers the model has: q/k/v -> ``qkv_proj``, gate/up -> ``gate_up_proj``.
+
+    PEFT adapts whatever matches and ignores the rest, so on Phi-3 the default seven names would adapt only
+    ``o_proj`` and ``down_proj`` without a word.
+
+    Raises:
+        OptionError: A requested name matches no linear layer of the model (nor its fused counterpart).
+    """
+    from llama_unsloth.errors import OptionError
+
+    present = linear_module_names(model)
+    mapped: List[str] = []
+    for name in requested:
+        target = name if name in present else FUSED_MODULES.get(name)
+        if target not in present:
+            raise OptionError(
+                f"--target-modules {name} matches no linear layer of this model; its linear layers are "
+                f"{', '.join(present)}."
+            )
+        if target not in mapped:
+            mapped.append(target)
+    if mapped != list(dict.fromkeys(requested)):
+        logger.info("LoRA targets %s -> %s (the layers this model has).", " ".join(requested), " ".join(mapped))
+    return mapped
 
 
 # ---------------------------------------------------------------------------------------------- resolution
@@ -237,11 +287,14 @@ class TrainingSummary:
 
 
 __all__ = [
+    "FUSED_MODULES",
     "GRADIENT_CHECKPOINTING",
     "PRECISIONS",
     "TrainingSummary",
     "add_lora",
     "build_trainer",
+    "linear_module_names",
+    "map_target_modules",
     "resolve_optimizer",
     "resolve_precision",
 ]

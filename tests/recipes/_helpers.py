@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
-from typing import Any, List
+from typing import Any, Dict, List
 
 DATA = Path(__file__).resolve().parents[2] / "llama_unsloth" / "data"
 SMALL_CORPUS = [
@@ -66,3 +67,38 @@ def exit_code(main: Any, argv: List[str]) -> int:
         return int(main(argv) or 0)
     except SystemExit as exit_:
         return int(exit_.code or 0)
+
+
+# The finetune recipe's options for the marker tests: a tiny model on CPU learns a fixed answer in seconds.
+TRAIN = [
+    "--per-device-train-batch-size",
+    "4",
+    "--gradient-accumulation-steps",
+    "1",
+    "--warmup-steps",
+    "2",
+    "--learning-rate",
+    "3e-2",
+    "--max-seq-length",
+    "1024",
+    "--backend",
+    "transformers",
+    "--no-load-in-4bit",
+    "--use-gradient-checkpointing",
+    "false",
+    "--completion-only-loss",
+]
+
+
+def finetune_recipe(
+    tmp_path: Path, model: Path, template: str, steps: int, extra: List[str], records: List[Dict[str, Any]]
+) -> Path:
+    """Runs ``recipes.finetune.main`` on ``records`` (written to ``tmp_path/train.json``); returns the output folder."""
+    from recipes.finetune import main
+
+    data = tmp_path / "train.json"
+    data.write_text(json.dumps(records), encoding="utf-8")
+    out = tmp_path / "out"
+    argv = ["--model", str(model), "--data", str(data), "--prompt-format", template, "--output-dir", str(out)]
+    assert main([*argv, "--max-steps", str(steps), *TRAIN, *extra]) == 0
+    return out

@@ -14,7 +14,7 @@ from typing import Any, Dict, List
 
 import pytest
 
-from tests.recipes._helpers import DATA, embed_model, reuse_embed_model
+from tests.recipes._helpers import DATA, embed_model, finetune_recipe, reuse_embed_model
 
 pytestmark = pytest.mark.slow
 
@@ -27,24 +27,6 @@ QUESTIONS = [
     "Who are the members?",
     "What does the customs union do?",
     "How are disputes settled?",
-]
-TRAIN = [
-    "--per-device-train-batch-size",
-    "4",
-    "--gradient-accumulation-steps",
-    "1",
-    "--warmup-steps",
-    "2",
-    "--learning-rate",
-    "3e-2",
-    "--max-seq-length",
-    "1024",
-    "--backend",
-    "transformers",
-    "--no-load-in-4bit",
-    "--use-gradient-checkpointing",
-    "false",
-    "--completion-only-loss",
 ]
 
 
@@ -94,29 +76,7 @@ def _records() -> List[Dict[str, Any]]:
 
 
 def _finetune(tmp_path: Path, model: Path, template: str, steps: int, extra: List[str]) -> Path:
-    from recipes.finetune import main
-
-    data = tmp_path / "train.json"
-    data.write_text(json.dumps(_records()), encoding="utf-8")
-    out = tmp_path / "out"
-    code = main(
-        [
-            "--model",
-            str(model),
-            "--data",
-            str(data),
-            "--prompt-format",
-            template,
-            "--output-dir",
-            str(out),
-            "--max-steps",
-            str(steps),
-            *TRAIN,
-            *extra,
-        ]
-    )
-    assert code == 0
-    return out
+    return finetune_recipe(tmp_path, model, template, steps, extra, _records())
 
 
 def _ask_everywhere(folder: Path, index: Any, generated: List[str]) -> Dict[str, str]:
