@@ -803,11 +803,19 @@ def _weak_tokenizer_fn(tokenizer: Any) -> Callable[[str], List[int]]:
 
     def count(text: str) -> List[int]:
         live = ref()
-        if live is None:
-            raise RuntimeError(
-                "The UnslothLLM whose tokenizer Settings.tokenizer uses was deleted; set Settings.tokenizer again."
-            )
-        return live.encode(text, add_special_tokens=False)
+        if live is not None:
+            return live.encode(text, add_special_tokens=False)
+        # LlamaIndex objects built meanwhile (Settings.node_parser, a PromptHelper) kept this function: once
+        # another tokenizer is the global one (a new UnslothLLM set it), count with that one.
+        import llama_index.core
+        from llama_index.core import Settings
+
+        for current in (Settings._tokenizer, llama_index.core.global_tokenizer):
+            if current is not None and current is not count:
+                return current(text)
+        raise RuntimeError(
+            "The UnslothLLM whose tokenizer Settings.tokenizer uses was deleted; set Settings.tokenizer again."
+        )
 
     return count
 

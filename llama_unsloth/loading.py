@@ -97,7 +97,8 @@ def _torch_dtype(dtype: Optional[str], on_gpu: bool) -> Any:
         raise ValueError(f"Unknown dtype {dtype!r}: use float32, bfloat16, float16 or None.") from None
 
 
-def _already_quantized(model_name: str) -> bool:
+def is_prequantized(model_name: str) -> bool:
+    """True for a model folder whose config.json holds a quantization_config (a pre-quantized checkpoint)."""
     config = Path(model_name) / "config.json"
     if not config.is_file():
         return False
@@ -170,7 +171,7 @@ def _load_transformers(
     on_gpu = cuda_available()
     kwargs: dict = {"dtype": _torch_dtype(dtype, on_gpu), "trust_remote_code": trust_remote_code}
     adapter = is_adapter_folder(model_name)
-    if load_in_4bit and not _already_quantized(model_name):
+    if load_in_4bit and not is_prequantized(model_name):
         if is_bitsandbytes_available():
             from transformers import BitsAndBytesConfig
 

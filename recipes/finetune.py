@@ -56,8 +56,15 @@ def make_parser():  # noqa: ANN201 - RecipeParser, imported lazily (it imports t
 
 
 def _setup_logging() -> None:
-    if not logging.getLogger().handlers:
+    root = logging.getLogger()
+    if not root.handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # unsloth's import calls logging.basicConfig(level=WARNING, format="[%(name)s|%(levelname)s]%(message)s"):
+    # our lines keep their plain form, and the library's notes (its loggers inherit the root's WARNING) show.
+    for handler in root.handlers:
+        if handler.formatter is not None and str(handler.formatter._fmt).startswith("[%(name)s|%(levelname)s]"):
+            handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger("llama_unsloth").setLevel(logging.INFO)
     logger.setLevel(logging.INFO)
 
 

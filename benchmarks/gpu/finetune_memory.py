@@ -34,6 +34,13 @@ from benchmarks.common import machine, write_json
 from benchmarks.finetune_speed import make_dataset
 
 RUN_SPEC = re.compile(r"^(?P<arch>[\w.-]+):(?P<batch>\d+)x(?P<accum>\d+)@(?P<seq>\d+)(?::cap(?P<cap>[\d.]+))?$")
+# Switches tried in turn when Unsloth's compiled training step fails in torch inductor (seen with Gemma-2 on
+# torch 2.11): its per-block compile off, then every torch.compile off.
+COMPILE_WORKAROUNDS: List[Dict[str, str]] = [
+    {},
+    {"UNSLOTH_BLOCK_COMPILE": "0"},
+    {"UNSLOTH_COMPILE_DISABLE": "1", "TORCHDYNAMO_DISABLE": "1"},
+]
 GB = 1e9
 GIB = 2**30
 
@@ -101,21 +108,46 @@ def recipe_command(
 
 
 def run_recipe(
-    run: Dict[str, Any], model: Path, data: Path, work: Path, steps: int, timeout: float, backend: str = "unsloth"
+    run: Dict[str, Any],
+    model: Path,
+    data: Path,
+    work: Path,
+    steps: int,
+    timeout: float,
+    backend: str = "unsloth",
+    first_workaround: int = 0,
 ) -> Dict[str, Any]:
     out = work / f"out-{run['spec'].replace(':', '_').replace('@', '_')}"
     shutil.rmtree(out, ignore_errors=True)
     command = recipe_command(run, model, data, out, steps, backend)
     began = time.time()
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
-        output, code = done.stdout + done.stderr, done.returncode
-    except subprocess.TimeoutExpired as err:
-        output, code = str(err.stdout or "") + str(err.stderr or ""), "timeout"
-    result: Dict[str, Any] = {**run, "exit_code": code, "wall_seconds": round(time.time() - began, 1)}
-    plan = next((line for line in output.splitlines() if line.startswith("Memory plan:")), None)
+    attempts: List[Dict[str, Any]] = []
+    for switches in COMPILE_WORKAROUNDS[first_workaround:]:
+        try:
+            done = subprocess.run(
+                command,
+                capture_output=True,
+                text=True,
+                timeout=timeout - (time.time() - began),
+                env={**os.environ, **switches},
+                check=False,
+            )
+            output, code = done.stdout + done.stderr, done.returncode
+        except subprocess.TimeoutExpired as err:
+            output, code = str(err.stdout or "") + str(err.stderr or ""), "timeout"
+        attempts.append({"switches": switches, "exit_code": code})
+        if code == 0 or "InductorError" not in output:
+            break
+    result: Dict[str, Any] = {
+        **run,
+        "exit_code": code,
+        "attempts": attempts,
+        "wall_seconds": round(time.time() - began, 1),
+    }
+    plan = next((line[line.index("Memory plan:") :] for line in output.splitlines() if "Memory plan:" in line), None)
     result["memory_plan"] = plan
-    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    (work / f"{out.name}.log").write_text(output, encoding="utf-8")  # the whole output, kept with the results
+    errors = [line for line in output.splitlines() if line.startswith("error:") or "Error:" in line]
     if errors:
         result["error"] = errors[-1]
     log_path = out / "train_log.json"
@@ -147,6 +179,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--tokenizer-dir", default=None)
     parser.add_argument("--budget-s", type=float, default=540, help="stop starting runs after this many seconds")
     parser.add_argument("--out", required=True)
+    parser.add_argument(
+        "--workaround-from",
+        action="append",
+        default=[],
+        help="ARCH=N: start that architecture's runs at COMPILE_WORKAROUNDS[N] (one known to be needed)",
+    )
     args = parser.parse_args(argv)
     runs = [parse_run(spec) for spec in args.run]
     work = Path(args.work)
@@ -177,7 +215,16 @@ def main(argv: Optional[List[str]] = None) -> None:
         if "error" in checkpoints[arch]:
             results["runs"].append({**run, "skipped": "checkpoint build failed"})
         else:
-            result = run_recipe(run, folder, data, work, args.steps, timeout=args.budget_s - (time.time() - began))
+            first = int(dict(item.split("=", 1) for item in args.workaround_from).get(arch, 0))
+            result = run_recipe(
+                run,
+                folder,
+                data,
+                work,
+                args.steps,
+                timeout=args.budget_s - (time.time() - began),
+                first_workaround=first,
+            )
             print(json.dumps(result), flush=True)
             results["runs"].append(result)
         results["checkpoints"] = checkpoints

@@ -56,13 +56,32 @@ def save_merged(
         raise ValueError(f"save method must be merged_16bit or merged_4bit, got {method!r}.")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    if backend == "unsloth":
+    if backend == "unsloth" and method == "merged_16bit" and _base_is_prequantized(model):
+        # Unsloth's merged_16bit re-reads the 16-bit base from disk (or the hub), and refuses a base that is
+        # only on disk in 4 bits (a downloaded unsloth/*-bnb-4bit folder, offline): merge the weights in memory.
+        warnings.warn(
+            "The base model is a pre-quantized 4-bit checkpoint, so its 16-bit weights are not on disk: "
+            "merged_16bit holds the 4-bit base weights (dequantized) with the adapter merged in.",
+            stacklevel=2,
+        )
+        _save_merged_transformers(model, tokenizer, folder, method)
+    elif backend == "unsloth":
         save_method = "merged_4bit_forced" if method == "merged_4bit" else "merged_16bit"
         model.save_pretrained_merged(str(folder), tokenizer, save_method=save_method)
     else:
         _save_merged_transformers(model, tokenizer, folder, method)
     prompt_format.save(folder)
     return folder
+
+
+def _base_is_prequantized(model: Any) -> bool:
+    """True when the adapter's base model folder is a bitsandbytes-quantized checkpoint."""
+    from llama_unsloth.loading import is_prequantized
+
+    configs = getattr(model, "peft_config", None) or {}
+    bases = [getattr(c, "base_model_name_or_path", None) for c in configs.values()]
+    bases.append(getattr(getattr(model, "config", None), "_name_or_path", None))
+    return any(base and is_prequantized(str(base)) for base in bases)
 
 
 def _save_merged_transformers(model: Any, tokenizer: Any, folder: Path, method: str) -> None:
