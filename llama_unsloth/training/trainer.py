@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ def add_lora(model: Any, backend: str, model_args: Any, max_seq_length: int = 20
     if backend == "unsloth":
         from unsloth import FastLanguageModel
 
+        _avoid_gemma2_block_compile(model)
         return FastLanguageModel.get_peft_model(
             model,
             r=model_args.lora_r,
@@ -112,6 +114,27 @@ def map_target_modules(model: Any, requested: List[str]) -> List[str]:
     if mapped != list(dict.fromkeys(requested)):
         logger.info("LoRA targets %s -> %s (the layers this model has).", " ".join(requested), " ".join(mapped))
     return mapped
+
+
+# Unsloth compiles each decoder block for training (torch >= 2.11). For Gemma-2 that compile fails in torch
+# inductor at the first step (AssertionError in decompose_triton_kernel_wrapper_functional, pytorch/pytorch#181735)
+# at every depth we tried (2 and 46 layers, H200, unsloth 2026.10.9, torch 2.11): BENCHMARKS.md "Our users'
+# architectures". Unsloth's own switch turns that compile off; the rest of its kernels still run.
+BLOCK_COMPILE_ENV = "UNSLOTH_BLOCK_COMPILE"
+_NO_BLOCK_COMPILE = ("gemma2",)
+
+
+def _avoid_gemma2_block_compile(model: Any) -> None:
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type in _NO_BLOCK_COMPILE and BLOCK_COMPILE_ENV not in os.environ:
+        os.environ[BLOCK_COMPILE_ENV] = "0"
+        logger.info(
+            "Note: %s=0 for %s (Unsloth's per-block compile crashes torch inductor on this architecture); "
+            "set %s=1 to try it anyway.",
+            BLOCK_COMPILE_ENV,
+            model_type,
+            BLOCK_COMPILE_ENV,
+        )
 
 
 # ---------------------------------------------------------------------------------------------- resolution
