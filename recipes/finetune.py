@@ -95,11 +95,13 @@ def run(script_args: Any, model_args: Any, training_args: Any, callbacks: Option
     # The memory plan, from config.json alone: a run that cannot fit stops here, not out of memory mid-run.
     memory_settings = {
         "batch_size": training_args.per_device_train_batch_size,
+        "gradient_accumulation_steps": training_args.gradient_accumulation_steps,
         "seq_length": max_seq_length,
         "lora_r": model_args.lora_r,
         "target_modules": model_args.lora_target_modules,
         "load_in_4bit": model_args.load_in_4bit,
-        "optim": str(getattr(training_args.optim, "value", training_args.optim)),
+        # The optimizer asked for: a plan for a GPU made on a CPU machine (--gpu-memory-gib) keeps adamw_8bit.
+        "optim": training_args.optim_requested,
         "gradient_checkpointing": model_args.use_gradient_checkpointing,
     }
     plan = T.check_finetune_memory(
@@ -150,6 +152,7 @@ def run(script_args: Any, model_args: Any, training_args: Any, callbacks: Option
         trainer.train()
     except torch.OutOfMemoryError:
         step, steps = trainer.state.global_step, trainer.state.max_steps
+        print(file=sys.stderr)  # the error line starts below the progress bar, not on it
         del trainer, model
         if created_output_dir and not any(output_dir.iterdir()):
             output_dir.rmdir()  # nothing half-written: the run saved nothing

@@ -274,7 +274,8 @@ class FinetuneSFTConfig(SFTConfig):
         check_range("seed", self.seed, min=0)
         check_range("logging_steps", self.logging_steps, min=1)
         check_choice("precision", self.precision, PRECISIONS)
-        optim, self.optim_note = resolve_optimizer(str(getattr(self.optim, "value", self.optim)))
+        self.optim_requested = str(getattr(self.optim, "value", self.optim))
+        optim, self.optim_note = resolve_optimizer(self.optim_requested)
         self.optim = optim
         self.precision = resolve_precision(self.precision)  # type: ignore[assignment]
         self.bf16, self.fp16 = self.precision == "bf16", self.precision == "fp16"

@@ -15,7 +15,8 @@ The estimate adds what a QLoRA step holds at its peak:
   checkpointing keeps only each layer's input: on the GPU for ``true``, in CPU memory for Unsloth's
   ``unsloth`` mode), plus the ``batch x seq x seq`` attention scores of architectures whose soft-capped
   attention cannot use a fused kernel (Gemma-2);
-* **logits**: ``batch x seq x vocab`` for the loss (Gemma-2's 256k vocabulary makes this large).
+* **logits**: the loss's buffers, which grow with vocabulary x hidden size: Unsloth's fused cross-entropy
+  works through the logits in chunks, so ``batch x seq x vocab`` is never held at once.
 
 The per-token factors were measured on the GPU machine (``benchmarks/gpu/finetune_memory.py``,
 BENCHMARKS.md "Fine-tune memory"); the test suite checks the estimate against those measurements.
@@ -32,13 +33,18 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 GIB = 2**30
 # NF4 with double quantization: 4 bits per weight, an 8-bit absmax per 64 weights, an fp32 scale per 256 blocks.
 NF4_BYTES_PER_WEIGHT = 0.5 + 1 / 64 + 4 / (64 * 256)
-# Bytes per token per unit of width held while one layer is recomputed and back-propagated (bf16 values
-# and their gradients), and per token per vocabulary entry for the logits and their gradient.
-ACTIVATION_BYTES = 2 * 2 * 2.0
-LOGIT_BYTES = 2 * 4.0
-# Allocator slack and the CUDA context, on top of what tensors hold.
-OVERHEAD_BYTES = 0.75 * GIB
-OVERHEAD_FRACTION = 0.05
+# Fitted to the peaks measured on the GPU machine (benchmarks/results/gpu_finetune_memory.json: Gemma-2-27B and
+# Mistral-Nemo-12B at full depth, 2048-token sequences, batch 1 and 2; the four architectures at 2 layers): bytes
+# per token per unit of layer width while one layer is recomputed and back-propagated (Unsloth keeps each
+# layer's input in CPU memory), and bytes per vocabulary x hidden entry for the chunked loss (Unsloth's fused
+# cross-entropy never holds batch x seq x vocab logits). Every measured peak is at or below the estimate.
+ACTIVATION_BYTES = 3.5
+LOSS_BYTES_PER_VOCAB_HIDDEN = 0.65
+# Soft-capped attention (Gemma-2) has no fused kernel there: fp32 scores, batch x heads x seq x seq, per layer.
+SOFTCAP_SCORE_BYTES = 4
+# Allocator slack (reserved beyond allocated) and fragmentation.
+OVERHEAD_BYTES = 0.5 * GIB
+OVERHEAD_FRACTION = 0.03
 
 _PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -136,6 +142,7 @@ def estimate_finetune_memory(
     load_in_4bit: bool = True,
     optim: str = "adamw_8bit",
     gradient_checkpointing: str = "unsloth",
+    gradient_accumulation_steps: int = 1,
 ) -> MemoryEstimate:
     """Estimates the peak GPU memory of one LoRA training step.
 
@@ -148,6 +155,8 @@ def estimate_finetune_memory(
         load_in_4bit: NF4 base weights (else 16-bit).
         optim: Optimizer name (8-bit optimizers keep 1-byte moments).
         gradient_checkpointing: ``unsloth`` (layer inputs offloaded to CPU), ``true`` or ``false``.
+        gradient_accumulation_steps: Forward passes per optimizer step; the peak does not depend on it (the
+            suggestions that keep the effective batch do).
     """
     d = _dims(config)
     shapes = _projection_shapes(d)
@@ -169,8 +178,8 @@ def estimate_finetune_memory(
     elif checkpointing == "false":
         activations *= d["layers"]
     if d["softcap"]:
-        activations += batch_size * d["heads"] * seq_length * seq_length * 4  # fp32 soft-capped scores
-    logits = tokens * d["vocab"] * LOGIT_BYTES
+        activations += batch_size * d["heads"] * seq_length * seq_length * SOFTCAP_SCORE_BYTES
+    logits = d["vocab"] * d["hidden"] * LOSS_BYTES_PER_VOCAB_HIDDEN
     subtotal = weights + lora + activations + logits
     return MemoryEstimate(weights, lora, activations, logits, OVERHEAD_BYTES + OVERHEAD_FRACTION * subtotal)
 
@@ -198,7 +207,13 @@ def read_model_config(model_name: str) -> Optional[Dict[str, Any]]:
 
 
 def settings_that_fit(
-    config: Mapping[str, Any], budget_bytes: float, *, batch_size: int, seq_length: int, **kwargs: Any
+    config: Mapping[str, Any],
+    budget_bytes: float,
+    *,
+    batch_size: int,
+    seq_length: int,
+    gradient_accumulation_steps: int = 1,
+    **kwargs: Any,
 ) -> List[Tuple[str, MemoryEstimate]]:
     """Alternatives that fit ``budget_bytes``, as option strings: a smaller batch (same effective batch
     through more accumulation), then shorter sequences. The first is the least change."""
@@ -208,9 +223,9 @@ def settings_that_fit(
         batch //= 2
         estimate = estimate_finetune_memory(config, batch_size=batch, seq_length=seq_length, **kwargs)
         if estimate.total <= budget_bytes:
-            factor = batch_size // batch
+            accumulation = gradient_accumulation_steps * (batch_size // batch)
             found.append(
-                (f"--per-device-train-batch-size {batch} (with --gradient-accumulation-steps x{factor})", estimate)
+                (f"--per-device-train-batch-size {batch} --gradient-accumulation-steps {accumulation}", estimate)
             )
             break
     seq = seq_length
@@ -218,7 +233,14 @@ def settings_that_fit(
         seq = int(2 ** math.floor(math.log2(seq - 1)))
         estimate = estimate_finetune_memory(config, batch_size=1, seq_length=seq, **kwargs)
         if estimate.total <= budget_bytes:
-            found.append((f"--per-device-train-batch-size 1 --max-seq-length {seq}", estimate))
+            accumulation = gradient_accumulation_steps * batch_size
+            found.append(
+                (
+                    f"--per-device-train-batch-size 1 --gradient-accumulation-steps {accumulation} "
+                    f"--max-seq-length {seq}",
+                    estimate,
+                )
+            )
             break
     return found
 
@@ -333,18 +355,22 @@ def out_of_memory_error(
 
     from llama_unsloth.errors import TrainingMemoryError
 
-    peak = torch.cuda.max_memory_reserved() / GIB
-    total = torch.cuda.get_device_properties(0).total_memory
+    on_gpu = torch.cuda.is_available()
+    total = torch.cuda.get_device_properties(0).total_memory if on_gpu else None
     config = read_model_config(model_name)
-    advice = (
-        fit_advice(config, total, batch_size=batch_size, seq_length=seq_length, **kwargs)
-        if config
-        else "use a smaller --per-device-train-batch-size with more --gradient-accumulation-steps, or a shorter "
+    generic = (
+        "use a smaller --per-device-train-batch-size with more --gradient-accumulation-steps, or a shorter "
         "--max-seq-length"
     )
+    advice = (
+        fit_advice(config, total, batch_size=batch_size, seq_length=seq_length, **kwargs)
+        if config and total
+        else generic
+    )
+    in_use = f" ({torch.cuda.max_memory_reserved() / GIB:.1f} of {total / GIB:.1f} GiB in use)" if total else ""
     return TrainingMemoryError(
-        f"the GPU ran out of memory at step {step} of {steps} with batch {batch_size} x {seq_length} tokens "
-        f"({peak:.1f} of {total / GIB:.1f} GiB in use); nothing was saved: {advice}."
+        f"the GPU ran out of memory at step {step} of {steps} with batch {batch_size} x {seq_length} tokens"
+        f"{in_use}; nothing was saved: {advice}."
     )
 
 

@@ -22,6 +22,20 @@ def test_unsloth_is_never_imported_without_a_gpu(tmp_path: Path, monkeypatch: py
     assert "unsloth" not in sys.modules and not os.path.exists("unsloth_compiled_cache")
 
 
+def test_the_public_api_leaves_transformers_trl_and_peft_unimported_for_unsloth_to_patch_first() -> None:
+    """unsloth must be imported before transformers/trl/peft (it patches them, and swaps trl's SFTTrainer):
+    importing our API imports none of them, so the Unsloth backend's ``from unsloth import ...`` comes first."""
+    import subprocess
+
+    code = (
+        "import sys; import llama_unsloth, postprocessors; from llama_unsloth import UnslothLLM; "
+        "from postprocessors import POVReranker; import recipes.options; "
+        "print(sorted(m for m in ('transformers', 'trl', 'peft') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 def test_missing_extras_name_the_pip_line(monkeypatch: pytest.MonkeyPatch) -> None:
     from llama_unsloth import import_utils
 

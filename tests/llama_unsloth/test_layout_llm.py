@@ -285,6 +285,42 @@ def test_no_global_keeps_a_model_alive(tiny_llama_path: Path, zero_config: Any) 
     assert model_ref() is None
 
 
+def test_objects_built_with_a_deleted_models_tokenizer_count_with_the_next_one(
+    tiny_llama_path: Path, smollm2_path: Path
+) -> None:
+    """Settings.node_parser caches the token counter it was built with: after the first model is gone and a
+    second one set the global tokenizer, indexing still works (seen on the GPU: one model per test)."""
+    from llama_index.core import Document, Settings, VectorStoreIndex
+    from llama_index.core.embeddings import MockEmbedding
+
+    saved = (Settings._node_parser, Settings._embed_model)
+    try:
+        Settings._node_parser, Settings.embed_model = None, MockEmbedding(embed_dim=8)
+        first = UnslothLLM(
+            model_name=str(tiny_llama_path), backend="transformers", load_in_4bit=False, set_global_tokenizer=True
+        )
+        VectorStoreIndex.from_documents([Document(text="Mercosur was created in 1991.")])  # builds the node parser
+        del first
+        gc.collect()
+        from transformers import AutoTokenizer
+
+        second = UnslothLLM(
+            model_name=str(tiny_llama_path),
+            backend="transformers",
+            load_in_4bit=False,
+            set_global_tokenizer=True,
+            tokenizer=AutoTokenizer.from_pretrained(smollm2_path),
+            model=__import__("transformers").AutoModelForCausalLM.from_pretrained(tiny_llama_path),
+        )
+        index = VectorStoreIndex.from_documents([Document(text="ASEAN aims at a single market.")])
+        assert len(index.docstore.docs) == 1
+        assert Settings.node_parser._tokenizer("single market") == second.tokenizer.encode(
+            "single market", add_special_tokens=False
+        )
+    finally:
+        Settings._node_parser, Settings._embed_model = saved
+
+
 def test_explicit_template_with_too_much_context_is_split_not_dropped(
     tiny_llama_path: Path, minilm: Any, prompt_texts: List[str], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -564,3 +564,56 @@ def test_offline_hub_base_model_is_one_line_before_anything_loads(
         and "'unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit' is not found locally and there is no network" in err
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_a_run_that_cannot_fit_the_gpu_stops_before_loading_and_names_a_setting_that_fits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from tests.architectures import ARCHITECTURES
+    from tests.recipes._helpers import exit_code
+
+    model = tmp_path / "gemma-2-27b"
+    ARCHITECTURES["gemma2-27b"].config().save_pretrained(model)  # config.json only: nothing can load from it
+    _forbid_model_loading(monkeypatch)
+    data = _write_json(tmp_path / "d.json", _records())
+    out = tmp_path / "out"
+    args = ["--model", str(model), "--data", str(data), "--output-dir", str(out), "--gpu-memory-gib", "20"]
+    from recipes.finetune import main
+
+    assert exit_code(main, args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: fine-tuning needs about 21.0 GiB")
+    assert "--per-device-train-batch-size 1 --gradient-accumulation-steps 8" in err and "--no-memory-check" in err
+    assert not out.exists()
+
+
+def test_out_of_memory_mid_run_is_one_line_and_leaves_nothing_half_written(
+    tmp_path: Path, tiny_llama_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import torch
+    from transformers import TrainerCallback
+
+    from recipes.finetune import main
+
+    class OutOfMemoryAtStep2(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+            if state.global_step == 1:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    data = _write_json(tmp_path / "d.json", _records())
+    out = tmp_path / "out"
+    args = ["--model", str(tiny_llama_path), "--data", str(data), "--output-dir", str(out), "--max-steps", "3"]
+    args += ["--per-device-train-batch-size", "2", "--gradient-accumulation-steps", "1", "--max-seq-length", "64"]
+    try:
+        code = main(args, callbacks=[OutOfMemoryAtStep2()])
+    except SystemExit as exit_:
+        code = exit_.code
+    assert code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1  # one line, no CUDA traceback
+    err = errors[0]
+    assert err.startswith(
+        "error: the GPU ran out of memory at step 1 of 3 with batch 2 x 64 tokens; nothing was saved"
+    )
+    assert "--gradient-accumulation-steps" in err
+    assert not out.exists()
