@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -54,3 +55,67 @@ def test_the_cohere_extras_installed_here_are_seen() -> None:
 
     # make install puts the [cohere] and [served] extras in the venv: the checks must find them.
     assert import_utils.is_cohere_available() and import_utils.is_openai_available()
+
+
+# ---------------------------------------------------------------------- pins: the GPU install is the tested one
+ROOT = Path(__file__).resolve().parents[2]
+GPU_TESTED = ROOT / "requirements" / "gpu-tested.txt"
+
+
+def _pins(path: Path) -> dict:
+    """``name -> version`` of the ``name==version`` lines of a requirements file (names normalized)."""
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, sep, version = line.partition("==")
+            assert sep, f"{path.name}: {line!r} is not an exact pin"
+            pins[canonicalize_name(name)] = version.strip()
+    return pins
+
+
+def _project() -> dict:
+    tomllib = pytest.importorskip("tomllib")
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+
+
+def _specifiers(specs: list) -> dict:
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    return {canonicalize_name(Requirement(spec).name): Requirement(spec).specifier for spec in specs}
+
+
+def test_the_unsloth_extra_pins_the_versions_the_gpu_runs_tested() -> None:
+    tested = _pins(GPU_TESTED)
+    assert set(tested) == {"unsloth", "unsloth-zoo", "trl", "bitsandbytes", "transformers"}
+    project = _project()
+    extra = {name: str(spec) for name, spec in _specifiers(project["optional-dependencies"]["unsloth"]).items()}
+    # Exact pins, each the tested version; torch is the CUDA machine's own build, so the extra leaves it alone.
+    assert extra == {name: f"=={tested[name]}" for name in ("unsloth", "unsloth-zoo", "bitsandbytes", "trl")}
+    # The base dependencies admit what the GPU runs used (else pip could not install the extra with them).
+    ranges = _specifiers(project["dependencies"])
+    assert tested["trl"] in ranges["trl"] and tested["transformers"] in ranges["transformers"]
+    # Every GPU run log that names its versions in its header names these.
+    for log in sorted((ROOT / "docs" / "gpu-runs").glob("*.log")):
+        head = log.read_text(encoding="utf-8").splitlines()[0]
+        for name in ("unsloth", "trl"):
+            if head.startswith("#") and f"{name} " in head:
+                assert f"{name} {tested[name]}" in head, f"{log.name}: {head}"
+
+
+def test_the_cpu_install_uses_the_gpu_tested_versions_or_says_why_not() -> None:
+    tested, cpu = _pins(GPU_TESTED), _pins(ROOT / "requirements" / "constraints.txt")
+    ranges = _specifiers(_project()["dependencies"])
+    assert cpu["transformers"] == tested["transformers"]
+    assert cpu["trl"] in ranges["trl"]
+    if cpu["trl"] != tested["trl"]:
+        # The difference is recorded, with its reason, where the tested versions are (and in pyproject's comment).
+        reason = re.search(r"^# cpu-trl: (\S+) because (.+)$", GPU_TESTED.read_text(encoding="utf-8"), re.M)
+        assert reason, (
+            f"constraints.txt has trl {cpu['trl']}, GPU runs used {tested['trl']}: say why in {GPU_TESTED.name}"
+        )
+        assert reason.group(1) == cpu["trl"] and len(reason.group(2)) > 20
+        assert f"{cpu['trl']} on CPU" in (ROOT / "pyproject.toml").read_text(encoding="utf-8")
