@@ -98,7 +98,34 @@ def require_openai(what: str = "ServedLLM") -> None:
         raise ImportError(f"{what} needs the openai package: {SERVED_INSTALL_HINT}")
 
 
+# trl 1.15's SFTTrainer computes every loss with a Triton kernel (trl.kernels.ChunkedLogProbFunction), which has no
+# CPU path: the CPU install pins trl 1.14.2 (requirements/gpu-tested.txt says why); a plain `pip install` on a CPU
+# machine may still bring 1.15.
+CPU_TRL = "1.14.2"
+
+
+def require_trainable_trl() -> None:
+    """Raises ``ImportError`` with the install line when the installed trl cannot train on this machine.
+
+    Checked by the finetune recipe before a model loads: without it, trl 1.15 fails at the first step on a CPU
+    machine with ``'NoneType' object has no attribute 'apply'``.
+    """
+    import importlib.metadata as metadata
+
+    try:
+        version = metadata.version("trl")
+    except metadata.PackageNotFoundError:
+        return
+    major_minor = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+    if major_minor >= (1, 15) and not (_installed("triton") and cuda_available()):
+        raise ImportError(
+            f"trl {version} fine-tunes only on a CUDA GPU (its SFTTrainer loss is a Triton kernel); on this machine "
+            f"install trl {CPU_TRL}: pip install 'trl=={CPU_TRL}' (make install pins it)."
+        )
+
+
 __all__ = [
+    "CPU_TRL",
     "COHERE_INSTALL_HINT",
     "SERVED_INSTALL_HINT",
     "UNSLOTH_INSTALL_HINT",
@@ -108,6 +135,7 @@ __all__ = [
     "is_cohere_available",
     "is_openai_available",
     "is_unsloth_available",
+    "require_trainable_trl",
     "require_cohere",
     "require_openai",
 ]

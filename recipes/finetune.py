@@ -90,6 +90,9 @@ def run(script_args: Any, model_args: Any, training_args: Any, callbacks: Option
     if getattr(training_args, "optim_note", None):
         logger.info("Note: %s", training_args.optim_note)
 
+    from llama_unsloth.import_utils import require_trainable_trl
+
+    require_trainable_trl()
     model_name = model_args.model_name_or_path or default_model_name()
     max_seq_length = training_args.max_length
     # The memory plan, from config.json alone: a run that cannot fit stops here, not out of memory mid-run.

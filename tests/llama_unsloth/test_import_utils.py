@@ -119,3 +119,37 @@ def test_the_cpu_install_uses_the_gpu_tested_versions_or_says_why_not() -> None:
         )
         assert reason.group(1) == cpu["trl"] and len(reason.group(2)) > 20
         assert f"{cpu['trl']} on CPU" in (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+
+
+def test_a_trl_that_cannot_train_here_is_one_line_before_any_model_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A plain `pip install` on a CPU machine can bring trl 1.15, whose loss is a Triton kernel: the recipe says
+    which trl to install instead of failing at the first step."""
+    import importlib.metadata as metadata
+    import json
+
+    from llama_unsloth import import_utils
+    from tests.recipes._helpers import exit_code
+
+    real_version = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: "1.15.0" if name == "trl" else real_version(name))
+    monkeypatch.setattr(import_utils, "cuda_available", lambda: False)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr("llama_unsloth.loading.load_model", refuse)
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps([{"instruction": "a", "input": "", "output": "b"}]), encoding="utf-8")
+    from recipes.finetune import main
+
+    assert exit_code(main, ["--data", str(data), "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "error: trl 1.15.0 fine-tunes only on a CUDA GPU (its SFTTrainer loss is a Triton kernel); on this machine "
+        f"install trl {import_utils.CPU_TRL}: pip install 'trl=={import_utils.CPU_TRL}' (make install pins it).\n"
+    )
+    assert not (tmp_path / "out").exists()
+    monkeypatch.setattr(metadata, "version", real_version)
+    import_utils.require_trainable_trl()  # the pinned CPU trl (1.14.2) passes
