@@ -68,6 +68,14 @@ def _setup_logging() -> None:
     logger.setLevel(logging.INFO)
 
 
+def _adapted_modules(model: Any, asked: Any) -> Any:
+    config = (getattr(model, "peft_config", None) or {}).get("default")
+    targets = getattr(config, "target_modules", None)
+    if isinstance(targets, (set, frozenset, list, tuple)):
+        return sorted(targets)
+    return targets or asked
+
+
 def run(script_args: Any, model_args: Any, training_args: Any, callbacks: Optional[Sequence[Any]] = None) -> int:
     """Runs the recipe with parsed arguments; returns the exit code (130 when interrupted by Ctrl-C).
 
@@ -196,7 +204,8 @@ def run(script_args: Any, model_args: Any, training_args: Any, callbacks: Option
         "r": model_args.lora_r,
         "lora_alpha": model_args.lora_alpha,
         "lora_dropout": model_args.lora_dropout,
-        "target_modules": model_args.lora_target_modules,
+        # What LoRA was put on (Phi-3's fused names after mapping), as PEFT recorded it; not only what was asked.
+        "target_modules": _adapted_modules(model, model_args.lora_target_modules),
         "use_rslora": model_args.use_rslora,
         "use_gradient_checkpointing": model_args.use_gradient_checkpointing,
         "random_state": model_args.random_state,

@@ -74,6 +74,10 @@ def _assert_fused_projections_trained(out: Path) -> None:
 
     config = json.loads((out / "adapter_config.json").read_text(encoding="utf-8"))
     assert {"qkv_proj", "gate_up_proj"} <= set(config["target_modules"]), config["target_modules"]
+    # The train log and the model card name what was adapted, not the seven names asked for.
+    settings = json.loads((out / "train_log.json").read_text(encoding="utf-8"))["settings"]
+    assert settings["target_modules"] == sorted(config["target_modules"])
+    assert "qkv_proj" in (out / "README.md").read_text(encoding="utf-8")
     weights = load_file(str(out / "adapter_model.safetensors"))
     for module in ("qkv_proj", "gate_up_proj"):
         lora_b = [w for key, w in weights.items() if module in key and "lora_B" in key]
