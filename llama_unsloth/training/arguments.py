@@ -27,12 +27,17 @@ from trl import ModelConfig, SFTConfig
 
 from llama_unsloth.loading import BACKENDS
 from llama_unsloth.training import SAVE_METHODS
-from llama_unsloth.training.trainer import GRADIENT_CHECKPOINTING, PRECISIONS, resolve_optimizer, resolve_precision
+from llama_unsloth.training.trainer import (
+    GRADIENT_CHECKPOINTING,
+    PRECISIONS,
+    TARGET_MODULES,
+    resolve_optimizer,
+    resolve_precision,
+)
 from llama_unsloth.validation import check_choice, check_range
 
 SaveMethod = Literal["lora", "merged_16bit", "merged_4bit"]
 
-TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 

@@ -30,6 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from llama_unsloth.loading import is_adapter_folder
+from llama_unsloth.training.trainer import FUSED_MODULES, TARGET_MODULES
+
 GIB = 2**30
 # NF4 with double quantization: 4 bits per weight, an 8-bit absmax per 64 weights, an fp32 scale per 256 blocks.
 NF4_BYTES_PER_WEIGHT = 0.5 + 1 / 64 + 4 / (64 * 256)
@@ -46,7 +49,7 @@ SOFTCAP_SCORE_BYTES = 4
 OVERHEAD_BYTES = 0.5 * GIB
 OVERHEAD_FRACTION = 0.03
 
-_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_PROJECTIONS = tuple(TARGET_MODULES)
 
 
 @dataclass
@@ -125,11 +128,7 @@ def _targets(target_modules: Any) -> List[str]:
         return list(_PROJECTIONS)
     names = set(target_modules or ())
     # Fused projections (Phi-3) count as their parts.
-    if "qkv_proj" in names:
-        names |= {"q_proj", "k_proj", "v_proj"}
-    if "gate_up_proj" in names:
-        names |= {"gate_proj", "up_proj"}
-    return [n for n in _PROJECTIONS if n in names]
+    return [n for n in _PROJECTIONS if n in names or FUSED_MODULES.get(n) in names]
 
 
 def estimate_finetune_memory(
@@ -142,7 +141,6 @@ def estimate_finetune_memory(
     load_in_4bit: bool = True,
     optim: str = "adamw_8bit",
     gradient_checkpointing: str = "unsloth",
-    gradient_accumulation_steps: int = 1,
 ) -> MemoryEstimate:
     """Estimates the peak GPU memory of one LoRA training step.
 
@@ -155,8 +153,8 @@ def estimate_finetune_memory(
         load_in_4bit: NF4 base weights (else 16-bit).
         optim: Optimizer name (8-bit optimizers keep 1-byte moments).
         gradient_checkpointing: ``unsloth`` (layer inputs offloaded to CPU), ``true`` or ``false``.
-        gradient_accumulation_steps: Forward passes per optimizer step; the peak does not depend on it (the
-            suggestions that keep the effective batch do).
+
+    Gradient accumulation does not change the peak; only the advice that keeps the effective batch uses it.
     """
     d = _dims(config)
     shapes = _projection_shapes(d)
@@ -190,7 +188,7 @@ def read_model_config(model_name: str) -> Optional[Dict[str, Any]]:
     Returns ``None`` when it cannot be read without downloading (the estimate is then skipped).
     """
     path = Path(model_name).expanduser()
-    if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+    if is_adapter_folder(str(path)):
         base = json.loads((path / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
         return read_model_config(base) if base else None
     if (path / "config.json").is_file():
@@ -262,6 +260,7 @@ def plan_message(
     *,
     batch_size: int,
     seq_length: int,
+    gradient_accumulation_steps: int = 1,
     **kwargs: Any,
 ) -> Tuple[MemoryEstimate, Optional[str]]:
     """The estimate, and an error line when it exceeds ``budget_bytes`` (``None`` when it fits).
@@ -272,16 +271,23 @@ def plan_message(
         budget_source: Where the budget came from, for the message (``"this GPU"``, ``"--gpu-memory-gib 22"``).
         batch_size: Sequences per forward pass.
         seq_length: Tokens per sequence.
+        gradient_accumulation_steps: Kept x batch size in the advice (the effective batch stays the same).
         **kwargs: Passed to :func:`estimate_finetune_memory`.
     """
     estimate = estimate_finetune_memory(config, batch_size=batch_size, seq_length=seq_length, **kwargs)
     if estimate.total <= budget_bytes:
         return estimate, None
+    advice = fit_advice(
+        config,
+        budget_bytes,
+        batch_size=batch_size,
+        seq_length=seq_length,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        **kwargs,
+    )
     error = (
         f"fine-tuning needs {estimate.describe()} at batch {batch_size} x {seq_length} tokens, more than the "
-        f"{budget_bytes / GIB:.1f} GiB of {budget_source}: "
-        + fit_advice(config, budget_bytes, batch_size=batch_size, seq_length=seq_length, **kwargs)
-        + "; --no-memory-check skips this check."
+        f"{budget_bytes / GIB:.1f} GiB of {budget_source}: {advice}; --no-memory-check skips this check."
     )
     return estimate, error
 

@@ -72,6 +72,8 @@ def add_lora(model: Any, backend: str, model_args: Any, max_seq_length: int = 20
     return get_peft_model(model, get_peft_config(model_args))
 
 
+# The seven projections our users' notebooks put LoRA on (the finetune recipe's default --target-modules).
+TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # Fused projections some architectures have instead of the separate ones (Phi-3: qkv_proj, gate_up_proj).
 FUSED_MODULES = {
     "q_proj": "qkv_proj",
@@ -311,6 +313,7 @@ class TrainingSummary:
 
 __all__ = [
     "FUSED_MODULES",
+    "TARGET_MODULES",
     "GRADIENT_CHECKPOINTING",
     "PRECISIONS",
     "TrainingSummary",
