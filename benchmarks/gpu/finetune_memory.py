@@ -73,6 +73,42 @@ def build_checkpoint(arch: str, folder: Path, tokenizer_dir: Optional[str], time
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def run_with_compile_workarounds(command: List[str], timeout: float, first: int = 0) -> List[Dict[str, Any]]:
+    """Runs ``command``; while it fails in torch inductor, runs it again with the next ``COMPILE_WORKAROUNDS``.
+
+    Args:
+        command: The process to run (a recipe).
+        timeout: Seconds for all attempts together.
+        first: Index of the first switches to try.
+
+    Returns:
+        One entry per attempt: ``switches``, ``exit_code`` (``"timeout"`` when the time ran out), ``seconds``
+        and ``output`` (stdout then stderr).
+    """
+    began = time.time()
+    attempts: List[Dict[str, Any]] = []
+    for switches in COMPILE_WORKAROUNDS[first:]:
+        started = time.time()
+        try:
+            done = subprocess.run(
+                command,
+                capture_output=True,
+                text=True,
+                timeout=timeout - (started - began),
+                env={**os.environ, **switches},
+                check=False,
+            )
+            output, code = done.stdout + done.stderr, done.returncode
+        except subprocess.TimeoutExpired as err:
+            output, code = str(err.stdout or "") + str(err.stderr or ""), "timeout"
+        attempts.append(
+            {"switches": switches, "exit_code": code, "seconds": round(time.time() - started, 1), "output": output}
+        )
+        if code == 0 or "InductorError" not in output:
+            break
+    return attempts
+
+
 def recipe_command(
     run: Dict[str, Any], model: Path, data: Path, out: Path, steps: int, backend: str = "unsloth"
 ) -> List[str]:
@@ -121,23 +157,11 @@ def run_recipe(
     shutil.rmtree(out, ignore_errors=True)
     command = recipe_command(run, model, data, out, steps, backend)
     began = time.time()
-    attempts: List[Dict[str, Any]] = []
-    for switches in COMPILE_WORKAROUNDS[first_workaround:]:
-        try:
-            done = subprocess.run(
-                command,
-                capture_output=True,
-                text=True,
-                timeout=timeout - (time.time() - began),
-                env={**os.environ, **switches},
-                check=False,
-            )
-            output, code = done.stdout + done.stderr, done.returncode
-        except subprocess.TimeoutExpired as err:
-            output, code = str(err.stdout or "") + str(err.stderr or ""), "timeout"
-        attempts.append({"switches": switches, "exit_code": code})
-        if code == 0 or "InductorError" not in output:
-            break
+    attempts = run_with_compile_workarounds(command, timeout, first_workaround)
+    output, code = attempts[-1].pop("output"), attempts[-1]["exit_code"]
+    for attempt in attempts:
+        attempt.pop("output", None)
+        attempt.pop("seconds", None)
     result: Dict[str, Any] = {
         **run,
         "exit_code": code,

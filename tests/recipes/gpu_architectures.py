@@ -26,9 +26,9 @@ from typing import Any, Dict, Iterator
 
 import pytest
 
-# If Unsloth's compiled training step fails (torch inductor), the step is retried with these switches, and
+# If Unsloth's compiled training step fails (torch inductor), the step is retried with the next switches, and
 # test_finetune_needs_no_compile_workaround fails, saying which one was needed.
-from benchmarks.gpu.finetune_memory import COMPILE_WORKAROUNDS
+from benchmarks.gpu.finetune_memory import COMPILE_WORKAROUNDS, run_with_compile_workarounds
 
 LAYERS = 2
 STEPS = 3
@@ -135,17 +135,10 @@ def finetuned(arch: str, checkpoint: Path, work: Path) -> Dict[str, Any]:
         "--output-dir",
         str(out),
     ]
-    attempts = []
-    for switches in COMPILE_WORKAROUNDS:
-        began = time.time()
-        done = subprocess.run(
-            command, capture_output=True, text=True, env={**os.environ, **switches}, timeout=420, check=False
-        )
-        output = done.stdout + done.stderr
-        (work / f"finetune-{len(attempts)}.log").write_text(output, encoding="utf-8")
-        attempts.append({"switches": switches, "exit_code": done.returncode, "seconds": round(time.time() - began, 1)})
-        if done.returncode == 0 or "InductorError" not in output:
-            break
+    attempts = run_with_compile_workarounds(command, timeout=420 * len(COMPILE_WORKAROUNDS))
+    for number, attempt in enumerate(attempts):
+        output = attempt.pop("output")
+        (work / f"finetune-{number}.log").write_text(output, encoding="utf-8")
     log = (
         json.loads((out / "train_log.json").read_text(encoding="utf-8")) if (out / "train_log.json").is_file() else {}
     )
