@@ -302,7 +302,7 @@ def test_objects_built_with_a_deleted_models_tokenizer_count_with_the_next_one(
         VectorStoreIndex.from_documents([Document(text="Mercosur was created in 1991.")])  # builds the node parser
         del first
         gc.collect()
-        from transformers import AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         second = UnslothLLM(
             model_name=str(tiny_llama_path),
@@ -310,7 +310,7 @@ def test_objects_built_with_a_deleted_models_tokenizer_count_with_the_next_one(
             load_in_4bit=False,
             set_global_tokenizer=True,
             tokenizer=AutoTokenizer.from_pretrained(smollm2_path),
-            model=__import__("transformers").AutoModelForCausalLM.from_pretrained(tiny_llama_path),
+            model=AutoModelForCausalLM.from_pretrained(tiny_llama_path),
         )
         index = VectorStoreIndex.from_documents([Document(text="ASEAN aims at a single market.")])
         assert len(index.docstore.docs) == 1
