@@ -11,7 +11,11 @@ a dynamic cache launches hundreds of small kernels per token from Python. This m
   before capture; ``mode="graphs"`` captures the eager step (warm-up in about a second, no compile);
   ``mode="eager"`` runs the same static-cache loop with neither (CPU; what CI tests);
 * weights ``bf16`` (the merged 16-bit model), or torchao ``int8`` / ``int4`` weight-only (int4 in the
-  tile-packed tinygemm format, group 128; ``lm_head`` stays 16-bit).
+  tile-packed tinygemm format, group 128; ``lm_head`` stays 16-bit);
+* attention of the one new token through :func:`grouped_decode_attention`, registered in transformers'
+  ``AttentionInterface``: the query heads of each key/value head attend to that head's cache directly,
+  where transformers' SDPA path first copies every key/value head ``num_attention_heads / num_key_value_heads``
+  times (it must, with a mask): at a 1024-token cache that copy was ~1 GB of memory traffic per token at 8B.
 
 The decode loop mirrors ``generate``: greedy or sampling (temperature, top-k, top-p), ``min_new_tokens``,
 EOS ids, ``stopping_criteria`` (our stop strings), a ``streamer``, and rows that finished emit the pad
@@ -52,6 +56,11 @@ WEIGHTS = ("bf16", "int8", "int4")
 MODES = ("compile", "graphs", "eager")
 MIN_BUCKET = 256
 INT4_GROUP_SIZE = 128
+DECODE_ATTENTION = "llama_unsloth_grouped_decode"
+# Inductor options for the compiled step, as in gpt-fast and torchao's generate.py: coordinate-descent tuning
+# of each fused kernel's launch settings pays at batch 1, where every kernel is small. Passed per compile, so
+# the user's own torch.compile calls keep their settings.
+COMPILE_OPTIONS: Dict[str, Any] = {"coordinate_descent_tuning": True}
 
 # generate() options the fast loop implements; any other one sends that call to model.generate.
 _SUPPORTED_KWARGS = frozenset(
@@ -250,6 +259,72 @@ def plain_causal_lm_class(config: Any, force_fresh: bool = False) -> Any:
     return getattr(pristine_modeling_module(config), class_name)
 
 
+# ------------------------------------------------------------------------------------------ attention of one token
+def grouped_decode_attention(
+    module: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    attention_mask: Any,
+    dropout: float = 0.0,
+    scaling: Optional[float] = None,
+    softcap: Optional[float] = None,
+    **kwargs: Any,
+) -> Tuple[Any, None]:
+    """transformers' attention-function signature; one query token attends to the cache without copying K/V.
+
+    The query heads sharing a key/value head are one group (``[B, Hkv, G, D]``), so one batched matmul per
+    layer reads each cached key and value once. Prompts (more than one query token) go to transformers'
+    ``sdpa_attention_forward`` unchanged. ``softcap`` (Gemma-2) is applied as in transformers' eager path.
+
+    Returns:
+        ``(output [B, 1, H, D], None)``, as transformers' attention functions do.
+    """
+    import torch
+
+    if query.shape[2] != 1 or dropout:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling)
+    batch, heads, _, dim = query.shape
+    kv_heads = key.shape[1]
+    scale = scaling if scaling is not None else dim**-0.5
+    grouped = query.reshape(batch, kv_heads, heads // kv_heads, dim)
+    scores = torch.matmul(grouped, key.transpose(2, 3)).float() * scale  # [B, Hkv, G, L]
+    if softcap:
+        scores = torch.tanh(scores / softcap) * softcap
+    if attention_mask is not None:
+        mask = attention_mask[:, :, -1:, : key.shape[2]]  # [B, 1, 1, L]: broadcasts over the groups
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        else:
+            scores = scores + mask.float()
+    probs = torch.softmax(scores, dim=-1).to(value.dtype)
+    out = torch.matmul(probs, value)  # [B, Hkv, G, D]
+    return out.reshape(batch, 1, heads, dim), None
+
+
+def use_grouped_decode_attention(model: Any) -> bool:
+    """Switches ``model`` to :func:`grouped_decode_attention` (registered once); False where it does not apply.
+
+    It replaces transformers' ``sdpa`` and ``eager`` functions only, on models that use transformers'
+    attention interface; another choice of the user's (flash attention, flex) is kept.
+    """
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    config = model.config
+    if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager", DECODE_ATTENTION):
+        return False
+    if getattr(model, "_can_set_attn_implementation", lambda: False)() is False:
+        return False
+    AttentionInterface.register(DECODE_ATTENTION, grouped_decode_attention)
+    # generate() (a call the fast loop sends back) builds its masks by implementation name: SDPA's boolean ones.
+    AttentionMaskInterface.register(DECODE_ATTENTION, sdpa_mask)
+    model.set_attn_implementation(DECODE_ATTENTION)
+    return config._attn_implementation == DECODE_ATTENTION
+
+
 # ------------------------------------------------------------------------------------------ loading and weights
 def fast_dtype() -> Any:
     import torch
@@ -351,6 +426,7 @@ class FastDecodeStats:
 
     mode: str = ""
     weights: str = ""
+    attention: str = ""
     graphs: int = 0
     compiles: int = 0
     capture_seconds: float = 0.0
@@ -363,6 +439,7 @@ class FastDecodeStats:
         return {
             "mode": self.mode,
             "weights": self.weights,
+            "attention": self.attention,
             "graphs": self.graphs,
             "compiles": self.compiles,
             "capture_seconds": round(self.capture_seconds, 2),
@@ -371,6 +448,16 @@ class FastDecodeStats:
             "slots": list(self.slots),
             "disabled": self.disabled,
         }
+
+
+def _sliding_window(config: Any) -> Optional[int]:
+    """The attention window of a model with sliding-window layers (Gemma-2, Phi-3, Mistral), or None."""
+    window = getattr(config, "sliding_window", None)
+    if not isinstance(window, int) or window <= 0:
+        return None
+    if getattr(config, "use_sliding_window", True) is False:  # Qwen2-style configs carry a window they don't use
+        return None
+    return window
 
 
 def _dynamo_frames() -> int:
@@ -391,6 +478,7 @@ class FastDecoder:
         mode: ``compile``, ``graphs`` or ``eager`` (the last runs anywhere, CPU included).
         weights: A label for the stats (the weights are already in place).
         min_bucket: The smallest cache length.
+        compile_options: Inductor options for ``mode="compile"`` (default :data:`COMPILE_OPTIONS`).
 
     Call :meth:`generate` under the model's generation lock (``UnslothLLM`` does).
     """
@@ -402,6 +490,7 @@ class FastDecoder:
         mode: str = "compile",
         weights: str = "bf16",
         min_bucket: int = MIN_BUCKET,
+        compile_options: Optional[Dict[str, Any]] = None,
     ) -> None:
         import torch
 
@@ -420,6 +509,11 @@ class FastDecoder:
                 "the model runs code outside transformers (an Unsloth-patched model?): " + ", ".join(foreign[:4])
             )
         self.stats = FastDecodeStats(mode=mode, weights=weights)
+        self.stats.attention = (
+            DECODE_ATTENTION if use_grouped_decode_attention(model) else model.config._attn_implementation
+        )
+        # Our static-cache mask has no sliding window: calls longer than the model's window take generate().
+        self.sliding_window = _sliding_window(model.config)
         self._slots: Dict[Tuple[int, int], _Slot] = {}
         self._pool = None
         self._step_fn = self._forward_step
@@ -429,7 +523,9 @@ class FastDecoder:
                 torch._dynamo.config.recompile_limit = limit
             except Exception:
                 pass
-            self._step_fn = torch.compile(self._forward_step, fullgraph=True, dynamic=False)
+            self._step_fn = torch.compile(
+                self._forward_step, fullgraph=True, dynamic=False, options=dict(compile_options or COMPILE_OPTIONS)
+            )
 
     # -------------------------------------------------------------- the step that is compiled / captured
     def _forward_step(self, tokens: Any, positions: Any, mask: Any, cache: Any) -> Any:
@@ -542,13 +638,19 @@ class FastDecoder:
         return logits
 
     # -------------------------------------------------------------- public
-    def unsupported(self, kwargs: Dict[str, Any]) -> Optional[str]:
-        """Why this ``generate`` call must go to ``model.generate``, or None."""
+    def unsupported(self, kwargs: Dict[str, Any], prompt_tokens: int = 0) -> Optional[str]:
+        """Why this ``generate`` call (of ``prompt_tokens`` prompt tokens) must go to ``model.generate``, or None."""
         extra = sorted(k for k, v in kwargs.items() if k not in _SUPPORTED_KWARGS and v is not None)
         if extra:
             return "generate option(s) " + ", ".join(extra) + " are not implemented by the fast decode loop"
         if int(kwargs.get("num_beams") or 1) > 1:
             return "beam search is not implemented by the fast decode loop"
+        total = prompt_tokens + int(kwargs.get("max_new_tokens") or 20)
+        if self.sliding_window and total > self.sliding_window:
+            return (
+                f"prompt + max_new_tokens ({total}) exceed the model's sliding attention window "
+                f"({self.sliding_window}), which the fast decode loop's mask does not implement"
+            )
         return None
 
     def warm_up(
@@ -687,6 +789,8 @@ def _warp(scores: Any, temperature: float, top_k: Optional[int], top_p: Optional
 __all__ = [
     "WEIGHTS",
     "MODES",
+    "COMPILE_OPTIONS",
+    "DECODE_ATTENTION",
     "FastDecoder",
     "FastDecodeStats",
     "FastDecodeUnavailable",
@@ -695,10 +799,12 @@ __all__ = [
     "batch_bucket",
     "cuda_reason",
     "foreign_forwards",
+    "grouped_decode_attention",
     "load_fast_model",
     "plain_causal_lm_class",
     "pristine_modeling_module",
     "quantize_weights",
+    "use_grouped_decode_attention",
     "weights_error",
     "warn_once",
 ]

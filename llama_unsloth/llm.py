@@ -564,7 +564,7 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
         """The fast path's output, or None where this call (or from now on, every call) takes ``generate``."""
         from llama_unsloth import fast_decode as fd
 
-        reason = self._fast.unsupported(kwargs)
+        reason = self._fast.unsupported(kwargs, prompt_tokens=int(batch["input_ids"].shape[1]))
         if reason is not None:
             self._fast.stats.fallback_calls += 1
             fd.warn_once(

@@ -6,6 +6,7 @@ exactly the tokens of ``generate`` with its dynamic cache. GPU tests (``-m gpu``
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from pathlib import Path
@@ -38,11 +39,74 @@ def test_buckets_are_powers_of_two_up_to_the_window() -> None:
         fd.bucket_for(2049, 2048)
 
 
+def test_grouped_decode_attention_equals_transformers_attention() -> None:
+    """One query token over a cache: GQA without K/V copies, left padding, float masks, Gemma-2's softcap."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.models.gemma2.modeling_gemma2 import eager_attention_forward as gemma2_eager
+
+    class Attention(torch.nn.Module):
+        num_key_value_groups = 4
+        is_causal = True
+
+    module = Attention()
+    torch.manual_seed(0)
+    query, key, value = torch.randn(2, 8, 1, 16), torch.randn(2, 2, 40, 16), torch.randn(2, 2, 40, 16)
+    mask = torch.ones(2, 1, 1, 40, dtype=torch.bool)
+    mask[0, ..., :7] = False  # row 0 left-padded
+    mask[..., 33:] = False  # cache slots not written yet
+    ours, _ = fd.grouped_decode_attention(module, query, key, value, mask, scaling=0.25)
+    theirs, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=0.25)
+    assert ours.shape == theirs.shape == (2, 1, 8, 16)
+    torch.testing.assert_close(ours, theirs)
+    additive = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
+    torch.testing.assert_close(
+        fd.grouped_decode_attention(module, query, key, value, additive)[0],
+        sdpa_attention_forward(module, query, key, value, additive)[0],
+    )
+    capped, _ = fd.grouped_decode_attention(module, query * 30, key, value, additive, scaling=0.25, softcap=5.0)
+    expected, _ = gemma2_eager(module, query * 30, key, value, additive, scaling=0.25, softcap=5.0)
+    torch.testing.assert_close(capped, expected)
+    assert not torch.allclose(capped, fd.grouped_decode_attention(module, query * 30, key, value, additive, 0.25)[0])
+    prompt = torch.randn(2, 8, 5, 16)  # more than one query token: transformers' SDPA itself
+    causal = torch.ones(2, 1, 5, 40, dtype=torch.bool).tril(35)
+    torch.testing.assert_close(
+        fd.grouped_decode_attention(module, prompt, key, value, causal)[0],
+        sdpa_attention_forward(module, prompt, key, value, causal)[0],
+    )
+
+
+def test_calls_longer_than_a_sliding_window_take_generate(
+    fast_llm: UnslothLLM, tiny_llm: UnslothLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The static-cache mask has no sliding window (Phi-3-medium: 2047, Gemma-2: 4096): longer calls go to generate."""
+    from tests.architectures import ARCHITECTURES
+
+    assert [fd._sliding_window(ARCHITECTURES[n].config(num_hidden_layers=1)) for n in ARCHITECTURES] == [
+        None,
+        None,
+        2047,
+        4096,
+    ]
+    monkeypatch.setattr(fd, "_WARNED", set())
+    short = fast_llm.complete("Trade?")
+    fast_llm.fast_decoder.sliding_window = short.raw["prompt_tokens"] + 12  # "Trade?" + 12 new tokens fit exactly
+    assert fast_llm.complete("Trade?").text == short.text
+    assert fast_llm.fast_decode_stats()["fallback_calls"] == 0
+    question = "What is a customs union between the regional trade blocs of the south?"
+    with pytest.warns(RuntimeWarning, match="sliding attention window"):
+        long = fast_llm.complete(question)
+    assert fast_llm.fast_decode_stats()["fallback_calls"] == 1 and fast_llm.fast_decoder is not None
+    assert long.text == tiny_llm.complete(question).text and short.text == tiny_llm.complete("Trade?").text
+
+
 def test_static_cache_path_gives_the_dynamic_cache_tokens_across_buckets(tiny_llm: UnslothLLM) -> None:
     import torch
 
     model, pad = tiny_llm.model, tiny_llm.tokenizer.pad_token_id
-    decoder = fd.FastDecoder(model, max_seq_length=512, mode="eager", min_bucket=32)
+    # The decoder switches its model to the grouped decode attention; the reference keeps transformers' SDPA.
+    decoder = fd.FastDecoder(copy.deepcopy(model), max_seq_length=512, mode="eager", min_bucket=32)
+    assert decoder.stats.attention == fd.DECODE_ATTENTION and model.config._attn_implementation == "sdpa"
     gen = {"max_new_tokens": 10, "do_sample": False, "pad_token_id": pad, "eos_token_id": None}
     torch.manual_seed(1)
     for n in (3, 21, 22, 23, 40, 150):  # 22 + 10 fills bucket 32 exactly; 23 crosses into 64
