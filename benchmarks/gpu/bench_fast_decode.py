@@ -13,6 +13,15 @@ torch.compile caches never leak from one option into another), run side by side 
     batch8-today / batch8-fast  complete_batch of 8 prompts, batch_size=8
     varied-fast-MODE            100 queries of varied prompt length (24 new tokens): graphs and compilations after them
     u+OPTION        OPTION in a process that imported unsloth and loaded a model through FastLanguageModel first
+    profile-OPTION  OPTION, then torch.profiler over 16 decode steps: GPU time per token by kernel kind
+
+Variants of a fast option, for side-by-side comparisons of what each part of the fast path buys:
+    -sdpa           transformers' SDPA attention (K/V heads copied per query head) instead of grouped_decode_attention
+    -nocdt          torch.compile without coordinate-descent tuning (fast_decode.COMPILE_OPTIONS = {})
+    -autotune       COMPILE_OPTIONS plus inductor max_autotune (Triton matmul templates benchmarked per shape)
+
+Every batch-1 row also reports ``prefill_s`` (the same call with one new token) and ``decode_ms_per_token``
+(the rest of the time over the other new tokens).
 
 Prompt: the issue's 563-token prompt (SmolLM2 tokenizer), greedy, exactly ``--new-tokens`` new tokens
 (``min_new_tokens``), median of ``--repeats`` timed runs after warm-up. Prints one RESULT json line.
@@ -60,6 +69,82 @@ def _timed(fn, repeats: int):
     return statistics.median(times), out
 
 
+KERNEL_KINDS = (
+    (
+        "matmul",
+        ("gemv", "gemm", "nvjet", "cutlass", "sm90", "sm80", "cublas", "int4pack", "tinygemm", "mm_", "splitk"),
+    ),
+    ("attention", ("fmha", "flash", "attention", "sdpa", "bmm")),
+    ("fused (inductor triton)", ("triton_",)),
+)
+
+
+def _kind(name: str) -> str:
+    lowered = name.lower()
+    for kind, needles in KERNEL_KINDS:
+        if any(n in lowered for n in needles):
+            return kind
+    return "other"
+
+
+def profile_decode(llm, steps: int = 16) -> dict:
+    """GPU time per decode token by kernel kind: the captured graph replayed, and the step run outside a graph."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    decoder = llm.fast_decoder
+    slot = next(iter(decoder._slots.values()))
+    out: dict = {"steps": steps}
+    for label, run in (("graph", lambda: slot.graph.replay()), ("no_graph", lambda: decoder._decode_step(slot))):
+        if label == "graph" and slot.graph is None:
+            continue
+        slot.step.fill_(600)  # inside the bucket, past a 563-token prompt, as in the timed runs
+        slot.positions.fill_(600)
+        with torch.inference_mode():
+            run()
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                began = time.perf_counter()
+                for _ in range(steps):
+                    run()
+                torch.cuda.synchronize()
+                wall = time.perf_counter() - began
+        kinds: dict = {}
+        kernels = 0
+        top = []
+        for event in prof.key_averages():
+            gpu_us = getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0)
+            if not gpu_us or event.device_type != torch.autograd.DeviceType.CUDA:
+                continue
+            kinds[_kind(event.key)] = kinds.get(_kind(event.key), 0.0) + gpu_us
+            kernels += event.count
+            top.append((gpu_us, event.count, event.key[:90]))
+        top.sort(reverse=True)
+        out[label] = {
+            "wall_ms_per_token": round(wall / steps * 1000, 3),
+            "gpu_ms_per_token": round(sum(kinds.values()) / steps / 1000, 3),
+            "kernels_per_token": round(kernels / steps, 1),
+            "ms_per_token_by_kind": {k: round(v / steps / 1000, 3) for k, v in sorted(kinds.items())},
+            "top_kernels": [
+                {"ms_per_token": round(us / steps / 1000, 3), "calls_per_token": round(n / steps, 1), "name": name}
+                for us, n, name in top[:12]
+            ],
+        }
+    return out
+
+
+def _apply_variants(parts: list) -> None:
+    """The -sdpa / -nocdt / -autotune variants: module settings of llama_unsloth.fast_decode, set before loading."""
+    from llama_unsloth import fast_decode as fd
+
+    if "sdpa" in parts:
+        fd.use_grouped_decode_attention = lambda model: False
+    if "nocdt" in parts:
+        fd.COMPILE_OPTIONS = {}
+    if "autotune" in parts:
+        fd.COMPILE_OPTIONS = {**fd.COMPILE_OPTIONS, "max_autotune": True}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("option")
@@ -70,8 +155,10 @@ def main() -> None:
     args = parser.parse_args()
     option = args.option
     unsloth_first = option.startswith("u+")
+    option = option.removeprefix("u+")
+    profiling = option.startswith("profile-")
+    option = option.removeprefix("profile-")
     if unsloth_first:
-        option = option[2:]
         _unsloth_first(args.model)
     elif option in ("unsloth4", "today", "batch8-today"):
         import unsloth  # noqa: F401  (before transformers, as Unsloth asks)
@@ -107,6 +194,9 @@ def main() -> None:
             dt, out = _timed(lambda: model.generate(**inputs, **gen), args.repeats)
         n_new = int(out.shape[1] - inputs["input_ids"].shape[1])
         result.update(prompt_tokens=int(inputs["input_ids"].shape[1]), s=round(dt, 4), generated=n_new)
+        with torch.inference_mode():
+            one = {**gen, "max_new_tokens": 1, "min_new_tokens": 1}
+            result["prefill_s"] = round(_timed(lambda: model.generate(**inputs, **one), args.repeats)[0], 4)
     elif option == "hf":
         from llama_index.llms.huggingface import HuggingFaceLLM
         from transformers import BitsAndBytesConfig
@@ -132,6 +222,8 @@ def main() -> None:
         torch.cuda.reset_peak_memory_stats()
         dt, out = _timed(lambda: llm.complete(PROMPT, formatted=True), args.repeats)
         result.update(prompt_tokens=len(llm._tokenizer(PROMPT)["input_ids"]), s=round(dt, 4), generated=new)
+        llm.max_new_tokens, llm.generate_kwargs = 1, {"do_sample": False, "min_new_tokens": 1}
+        result["prefill_s"] = round(_timed(lambda: llm.complete(PROMPT, formatted=True), args.repeats)[0], 4)
     else:
         from llama_unsloth import UnslothLLM
 
@@ -145,6 +237,7 @@ def main() -> None:
         }
         if fast:
             parts = option.split("-")
+            _apply_variants(parts)
             weights = next((p for p in parts if p in ("bf16", "int8", "int4")), "bf16")
             mode = "graphs" if "graphs" in parts else "compile"
             kw.update(fast_decode=True, weights=weights, fast_decode_mode=mode)
@@ -191,6 +284,15 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats()
             dt, out = _timed(lambda: llm.complete(PROMPT, formatted=True), args.repeats)
             result.update(s=round(dt, 4), generated=out.raw["completion_tokens"])
+            one = {"max_new_tokens": 1, "min_new_tokens": 1}
+            result["prefill_s"] = round(
+                _timed(lambda: llm.complete(PROMPT, formatted=True, **one), args.repeats)[0], 4
+            )
+            if fast and profiling:
+                try:
+                    result["profile"] = profile_decode(llm)
+                except Exception as err:  # the profile is extra: the timed figures above still count
+                    result["profile"] = {"error": f"{type(err).__name__}: {err}"}
             if fast:
                 result["fast"] = llm.fast_decode_stats()
                 ids = llm._encode(PROMPT)
@@ -219,6 +321,10 @@ def main() -> None:
             result.setdefault("fast", llm.fast_decode_stats())
     if "s" in result and "tok_per_s" not in result:
         result["tok_per_s"] = round(result["generated"] / result["s"], 1)
+    if "prefill_s" in result and result.get("generated", 0) > 1:
+        result["decode_ms_per_token"] = round(
+            (result["s"] - result["prefill_s"]) / (result["generated"] - 1) * 1000, 2
+        )
     result["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     result["allocated_gib"] = round(torch.cuda.memory_allocated() / 2**30, 2)
     result["total_s"] = round(time.perf_counter() - began, 1)
