@@ -12,6 +12,8 @@ a dynamic cache launches hundreds of small kernels per token from Python. This m
   ``mode="eager"`` runs the same static-cache loop with neither (CPU; what CI tests);
 * weights ``bf16`` (the merged 16-bit model), or torchao ``int8`` / ``int4`` weight-only (int4 in the
   tile-packed tinygemm format, group 128; ``lm_head`` stays 16-bit);
+* int4 prompts (32 rows or more) multiply each weight unpacked to a temporary bf16 matrix
+  (:mod:`llama_unsloth.tinygemm`): tinygemm, built for a few rows, took 10x the bf16 time on a 563-token prompt;
 * attention of the one new token through :func:`grouped_decode_attention`, registered in transformers'
   ``AttentionInterface``: the query heads of each key/value head attend to that head's cache directly,
   where transformers' SDPA path first copies every key/value head ``num_attention_heads / num_key_value_heads``
@@ -37,6 +39,7 @@ not implement) :class:`FastDecoder` says why in one warning and the caller answe
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import inspect
 import logging
@@ -427,6 +430,7 @@ class FastDecodeStats:
     mode: str = ""
     weights: str = ""
     attention: str = ""
+    prefill: str = ""
     graphs: int = 0
     compiles: int = 0
     capture_seconds: float = 0.0
@@ -440,6 +444,7 @@ class FastDecodeStats:
             "mode": self.mode,
             "weights": self.weights,
             "attention": self.attention,
+            "prefill": self.prefill,
             "graphs": self.graphs,
             "compiles": self.compiles,
             "capture_seconds": round(self.capture_seconds, 2),
@@ -514,6 +519,11 @@ class FastDecoder:
         )
         # Our static-cache mask has no sliding window: calls longer than the model's window take generate().
         self.sliding_window = _sliding_window(model.config)
+        # int4 prompts: tinygemm is slow at hundreds of rows; each weight is unpacked to bf16 for its prompt matmul.
+        from llama_unsloth import tinygemm
+
+        self._prefill_mode = tinygemm.prefill_mode(model, compile=mode == "compile") if weights == "int4" else None
+        self.stats.prefill = "int4 unpacked to bf16" if self._prefill_mode is not None else "model weights"
         self._slots: Dict[Tuple[int, int], _Slot] = {}
         self._pool = None
         self._step_fn = self._forward_step
@@ -632,7 +642,8 @@ class FastDecoder:
         positions = positions.masked_fill(pad_mask_prompt == 0, 0)
         causal = slot.kv_index[None, :] <= torch.arange(width, device=self.device)[:, None]  # [W, L]
         mask = causal[None, None, :, :] & slot.pad_mask[:, None, None, :]
-        logits = self._forward_step(ids, positions, mask, slot.cache)
+        with self._prefill_mode or contextlib.nullcontext():
+            logits = self._forward_step(ids, positions, mask, slot.cache)
         slot.step.fill_(width)
         slot.positions.copy_(positions[:, -1:] + 1)
         return logits

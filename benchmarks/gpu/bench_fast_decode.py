@@ -98,9 +98,9 @@ def profile_decode(llm, steps: int = 16) -> dict:
     for label, run in (("graph", lambda: slot.graph.replay()), ("no_graph", lambda: decoder._decode_step(slot))):
         if label == "graph" and slot.graph is None:
             continue
-        slot.step.fill_(600)  # inside the bucket, past a 563-token prompt, as in the timed runs
-        slot.positions.fill_(600)
         with torch.inference_mode():
+            slot.step.fill_(600)  # inside the bucket, past a 563-token prompt, as in the timed runs
+            slot.positions.fill_(600)
             run()
             torch.cuda.synchronize()
             with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:

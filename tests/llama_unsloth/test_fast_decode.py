@@ -388,6 +388,22 @@ def test_gpu_int4_runs_and_answers(gpu_model_name: str) -> None:
         16,
         16,
     ]
+    # A prompt of hundreds of tokens multiplies unpacked bf16 weights: the same logits as tinygemm's product.
+    import torch
+
+    decoder = llm.fast_decoder
+    assert decoder.stats.prefill == "int4 unpacked to bf16" and decoder._prefill_mode is not None
+    ids = torch.tensor([llm._encode("The bloc expanded its membership and trade grew. " * 40)], device="cuda")
+    slot = decoder._slot(1, 1024)
+    with torch.inference_mode():
+        calls = decoder._prefill_mode.calls
+        unpacked = decoder._prefill(slot, ids, torch.ones_like(ids))
+        assert decoder._prefill_mode.calls > calls
+        mode, decoder._prefill_mode = decoder._prefill_mode, None
+        tinygemm_logits = decoder._prefill(slot, ids, torch.ones_like(ids))
+        decoder._prefill_mode = mode
+    gap = (unpacked - tinygemm_logits).abs().max().item()
+    assert gap <= 0.05 * tinygemm_logits.abs().max().item() + 0.05, gap
 
 
 @pytest.mark.gpu
