@@ -180,6 +180,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         load_in_4bit=on_gpu and not args.fast_decode,
         max_new_tokens=args.max_new_tokens,
         prompt_format="alpaca-context" if args.model else "chat",
+        set_global_tokenizer=True,  # the splitter counts with it: no tiktoken download
         generate_kwargs={"min_new_tokens": args.min_new_tokens} if args.min_new_tokens else {},
         **fast,
     )
