@@ -274,37 +274,48 @@ def grouped_decode_attention(
     softcap: Optional[float] = None,
     **kwargs: Any,
 ) -> Tuple[Any, None]:
-    """transformers' attention-function signature; one query token attends to the cache without copying K/V.
+    """transformers' attention-function signature: attention without copying K/V per query head.
 
-    The query heads sharing a key/value head are one group (``[B, Hkv, G, D]``), so one batched matmul per
-    layer reads each cached key and value once. Prompts (more than one query token) go to transformers'
-    ``sdpa_attention_forward`` unchanged. ``softcap`` (Gemma-2) is applied as in transformers' eager path.
+    The query heads sharing a key/value head are one group (``[B, Hkv, G, Q, D]``), so one batched matmul per
+    layer reads each cached key and value once. A prompt (more than one query token) goes to transformers'
+    ``sdpa_attention_forward`` unchanged, except with ``softcap`` (Gemma-2), which SDPA cannot apply: then
+    prompt and answer both take this function, so both are capped, as in transformers' eager path and Unsloth's.
 
     Returns:
-        ``(output [B, 1, H, D], None)``, as transformers' attention functions do.
+        ``(output [B, Q, H, D], None)``, as transformers' attention functions do.
     """
     import torch
 
-    if query.shape[2] != 1 or dropout:
+    batch, heads, q_len, dim = query.shape
+    if dropout or (q_len != 1 and not softcap):
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling)
-    batch, heads, _, dim = query.shape
-    kv_heads = key.shape[1]
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    kv_heads, length = key.shape[1], key.shape[2]
     scale = scaling if scaling is not None else dim**-0.5
-    grouped = query.reshape(batch, kv_heads, heads // kv_heads, dim)
-    scores = torch.matmul(grouped, key.transpose(2, 3)).float() * scale  # [B, Hkv, G, L]
+    grouped = query.reshape(batch, kv_heads, heads // kv_heads, q_len, dim)
+    scores = torch.matmul(grouped, key.transpose(2, 3)[:, :, None]).float() * scale  # [B, Hkv, G, Q, L]
     if softcap:
         scores = torch.tanh(scores / softcap) * softcap
     if attention_mask is not None:
-        mask = attention_mask[:, :, -1:, : key.shape[2]]  # [B, 1, 1, L]: broadcasts over the groups
+        mask = attention_mask[:, :, -q_len:, :length][:, :, None]  # [B, 1, 1, Q, L]: broadcasts over the groups
+    elif q_len > 1:  # transformers leaves out a purely causal mask: the queries are the last q_len positions
+        mask = (
+            torch.arange(length, device=query.device)
+            <= torch.arange(length - q_len, length, device=query.device)[:, None]
+        )
+    else:
+        mask = None
+    if mask is not None:
         if mask.dtype == torch.bool:
             scores = scores.masked_fill(~mask, float("-inf"))
         else:
             scores = scores + mask.float()
     probs = torch.softmax(scores, dim=-1).to(value.dtype)
-    out = torch.matmul(probs, value)  # [B, Hkv, G, D]
-    return out.reshape(batch, 1, heads, dim), None
+    out = torch.matmul(probs, value[:, :, None])  # [B, Hkv, G, Q, D]
+    return out.reshape(batch, heads, q_len, dim).transpose(1, 2), None
 
 
 def use_grouped_decode_attention(model: Any) -> bool:
@@ -465,6 +476,15 @@ def _sliding_window(config: Any) -> Optional[int]:
     return window
 
 
+def _full_attention_config(config: Any) -> Any:
+    """A copy of ``config`` whose every layer is full attention: what StaticCache builds its layers from."""
+    import copy
+
+    text = copy.deepcopy(config.get_text_config(decoder=True))
+    text.layer_types = ["full_attention"] * int(text.num_hidden_layers)
+    return text
+
+
 def _dynamo_frames() -> int:
     try:
         from torch._dynamo.utils import counters
@@ -517,8 +537,14 @@ class FastDecoder:
         self.stats.attention = (
             DECODE_ATTENTION if use_grouped_decode_attention(model) else model.config._attn_implementation
         )
-        # Our static-cache mask has no sliding window: calls longer than the model's window take generate().
+        # Our static-cache mask has no sliding window: calls longer than the model's window take generate(), and
+        # no cache is longer than the window, so inside it sliding layers are full-attention layers (same result)
+        # and get plain static layers (transformers' sliding ones keep a Python-int length that CUDA graphs freeze).
         self.sliding_window = _sliding_window(model.config)
+        if self.sliding_window:
+            self.max_seq_length = min(self.max_seq_length, self.sliding_window)
+            self.min_bucket = min(self.min_bucket, self.max_seq_length)
+        self._cache_config = _full_attention_config(model.config) if self.sliding_window else model.config
         # int4 prompts: tinygemm is slow at hundreds of rows; each weight is unpacked to bf16 for its prompt matmul.
         from llama_unsloth import tinygemm
 
@@ -567,7 +593,7 @@ class FastDecoder:
         from transformers import StaticCache
 
         dev = self.device
-        cache = StaticCache(config=self.model.config, max_cache_len=length)
+        cache = StaticCache(config=self._cache_config, max_cache_len=length)
         with torch.inference_mode():
             slot = self._new_slot(batch, length, cache, dev)
         return self._ready(key, slot)
@@ -657,7 +683,7 @@ class FastDecoder:
         if int(kwargs.get("num_beams") or 1) > 1:
             return "beam search is not implemented by the fast decode loop"
         total = prompt_tokens + int(kwargs.get("max_new_tokens") or 20)
-        if self.sliding_window and total > self.sliding_window:
+        if self.sliding_window and total > self.max_seq_length:
             return (
                 f"prompt + max_new_tokens ({total}) exceed the model's sliding attention window "
                 f"({self.sliding_window}), which the fast decode loop's mask does not implement"

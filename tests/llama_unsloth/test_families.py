@@ -201,3 +201,42 @@ def test_final_eos_label_is_kept_when_pad_is_eos(tokenizers: Dict[str, Any], tmp
     for row, example in zip(batch["labels"].tolist(), (dataset[0], dataset[1])):
         kept = [label for label in row if label != -100]
         assert kept[-1] == tokenizer.eos_token_id and example["input_ids"][-1] == tokenizer.eos_token_id
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_fast_decode_gives_each_familys_eager_attention_tokens(
+    name: str, tokenizers: Dict[str, Any], tmp_path: Path
+) -> None:
+    """The static-cache loop with the grouped one-token attention, per family, against transformers' eager path.
+
+    Gemma-2's attention softcap is set low (0.5) so that it decides tokens: transformers' SDPA path drops it,
+    eager applies it, and the fast path must apply it in the prompt and in every new token.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from llama_unsloth import fast_decode as fd
+    from tests.tiny_models import save_tiny_arch
+
+    extra: Dict[str, Any] = {"attn_logit_softcapping": 0.5} if name == "gemma2-27b" else {}
+    if name in ("phi3-medium-14b", "gemma2-27b"):
+        extra["sliding_window"] = 100  # the window is longer than the call, as Phi-3's 2047 and Gemma-2's 4096 are
+    folder = save_tiny_arch(name, tmp_path / name, tokenizers[name], **extra)
+    reference = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+    decoder = fd.FastDecoder(
+        AutoModelForCausalLM.from_pretrained(folder).eval(), max_seq_length=256, mode="eager", min_bucket=64
+    )
+    assert decoder.stats.attention == fd.DECODE_ATTENTION
+    if extra.get("sliding_window"):  # buckets stop at the window: 64, then 100
+        assert decoder.max_seq_length == 100 and fd.buckets(decoder.max_seq_length, 64) == [64, 100]
+    torch.manual_seed(0)
+    ids = torch.randint(200, 2000, (1, 40))
+    gen = {
+        "max_new_tokens": 12,
+        "do_sample": False,
+        "pad_token_id": tokenizers[name].eos_token_id,
+        "eos_token_id": None,
+    }
+    with torch.inference_mode():
+        expected = reference.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **gen)
+    assert torch.equal(decoder.generate(ids, torch.ones_like(ids), gen), expected)

@@ -68,7 +68,15 @@ def test_grouped_decode_attention_equals_transformers_attention() -> None:
     expected, _ = gemma2_eager(module, query * 30, key, value, additive, scaling=0.25, softcap=5.0)
     torch.testing.assert_close(capped, expected)
     assert not torch.allclose(capped, fd.grouped_decode_attention(module, query * 30, key, value, additive, 0.25)[0])
-    prompt = torch.randn(2, 8, 5, 16)  # more than one query token: transformers' SDPA itself
+    # A capped prompt (Gemma-2) takes the grouped path too, with or without transformers' causal mask.
+    prompt = torch.randn(2, 8, 5, 16) * 30
+    causal_additive = torch.zeros(1, 1, 5, 40).masked_fill(torch.ones(5, 40, dtype=torch.bool).tril(35) == 0, -1e30)
+    expected, _ = gemma2_eager(module, prompt, key, value, causal_additive, scaling=0.25, softcap=5.0)
+    for given in (causal_additive, None):
+        torch.testing.assert_close(
+            fd.grouped_decode_attention(module, prompt, key, value, given, scaling=0.25, softcap=5.0)[0], expected
+        )
+    prompt = torch.randn(2, 8, 5, 16)  # uncapped: transformers' SDPA itself
     causal = torch.ones(2, 1, 5, 40, dtype=torch.bool).tril(35)
     torch.testing.assert_close(
         fd.grouped_decode_attention(module, prompt, key, value, causal)[0],
@@ -90,7 +98,8 @@ def test_calls_longer_than_a_sliding_window_take_generate(
     ]
     monkeypatch.setattr(fd, "_WARNED", set())
     short = fast_llm.complete("Trade?")
-    fast_llm.fast_decoder.sliding_window = short.raw["prompt_tokens"] + 12  # "Trade?" + 12 new tokens fit exactly
+    window = short.raw["prompt_tokens"] + 12  # "Trade?" + 12 new tokens fit exactly
+    fast_llm.fast_decoder.sliding_window = fast_llm.fast_decoder.max_seq_length = window  # as __init__ sets them
     assert fast_llm.complete("Trade?").text == short.text
     assert fast_llm.fast_decode_stats()["fallback_calls"] == 0
     question = "What is a customs union between the regional trade blocs of the south?"
