@@ -295,8 +295,11 @@ def grouped_decode_attention(
         )
     kv_heads, length = key.shape[1], key.shape[2]
     scale = scaling if scaling is not None else dim**-0.5
-    grouped = query.reshape(batch, kv_heads, heads // kv_heads, q_len, dim)
-    scores = torch.matmul(grouped, key.transpose(2, 3)[:, :, None]).float() * scale  # [B, Hkv, G, Q, L]
+    groups = heads // kv_heads
+    # 4-D matmuls, [B, Hkv, G*Q, D] by [B, Hkv, D, L]: a broadcast 5-D matmul would copy K and V per group.
+    grouped = query.reshape(batch, kv_heads, groups * q_len, dim)
+    scores = torch.matmul(grouped, key.transpose(2, 3)).float() * scale
+    scores = scores.view(batch, kv_heads, groups, q_len, length)
     if softcap:
         scores = torch.tanh(scores / softcap) * softcap
     if attention_mask is not None:
@@ -310,11 +313,13 @@ def grouped_decode_attention(
         mask = None
     if mask is not None:
         if mask.dtype == torch.bool:
-            scores = scores.masked_fill(~mask, float("-inf"))
+            # The dtype's minimum, not -inf (as transformers' eager path): a left-padding query row that may see
+            # no key gets a finite, ignored softmax instead of NaNs that its cached V would carry onwards.
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         else:
             scores = scores + mask.float()
-    probs = torch.softmax(scores, dim=-1).to(value.dtype)
-    out = torch.matmul(probs, value[:, :, None])  # [B, Hkv, G, Q, D]
+    probs = torch.softmax(scores, dim=-1).to(value.dtype).view(batch, kv_heads, groups * q_len, length)
+    out = torch.matmul(probs, value)  # [B, Hkv, G*Q, D]
     return out.reshape(batch, heads, q_len, dim).transpose(1, 2), None
 
 
@@ -468,6 +473,7 @@ class FastDecodeStats:
 
 def _sliding_window(config: Any) -> Optional[int]:
     """The attention window of a model with sliding-window layers (Gemma-2, Phi-3, Mistral), or None."""
+    config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
     window = getattr(config, "sliding_window", None)
     if not isinstance(window, int) or window <= 0:
         return None
@@ -695,7 +701,13 @@ class FastDecoder:
     ) -> Dict[str, Any]:
         """Builds (compiles, captures) the graphs now; by default every length bucket at batch 1."""
         lengths = (
-            sorted({bucket_for(n + max_new_tokens, self.max_seq_length, self.min_bucket) for n in prompt_tokens})
+            sorted(
+                {
+                    bucket_for(n + max_new_tokens, self.max_seq_length, self.min_bucket)
+                    for n in prompt_tokens
+                    if n + max_new_tokens <= self.max_seq_length  # longer calls take generate(): nothing to build
+                }
+            )
             if prompt_tokens
             else buckets(self.max_seq_length, self.min_bucket)
         )

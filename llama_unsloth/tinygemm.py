@@ -4,8 +4,9 @@ torchao's int4 tile-packed weights (``Int4TilePackedTo4dTensor``) multiply throu
 (``aten._weight_int4pack_mm``), a kernel built for a few rows: at batch 1 it reads the weights at 4 bits, but a
 563-token prompt took 287 ms through it on an H200 where the bf16 model takes 28 ms (issue 13), and RAG prompts
 are longer. For a prompt, :class:`DequantizedPrefill` (a ``TorchFunctionMode``) instead unpacks each int4 weight
-into a temporary bf16 matrix just before its ``F.linear`` and multiplies that: one layer's matrix at a time, so
-memory stays that of the int4 model plus one ``intermediate_size x hidden_size`` matrix.
+into a temporary bf16 matrix just before its ``F.linear`` and multiplies that: one weight at a time, so memory
+stays that of the int4 model plus the unpacking of one ``intermediate_size x hidden_size`` matrix (its bf16
+copy; without compile also a few int32/fp32 temporaries of that size, about 1 GB at 14336 x 4096).
 
 The packed order of the values inside a tile is whatever the installed ``aten._convert_weight_to_int4pack``
 writes; :func:`tile_order` reads it by packing probe values once (on the GPU), so nothing here hard-codes it,
@@ -72,6 +73,8 @@ def tile_order(device: Any, pack: Optional[Callable[[Any], Any]] = None) -> Any:
     local = (n % TILE_N) * TILE_K + k % TILE_K  # [2, 2, 1024]: the tile position each packed slot holds
     if not all(torch.equal(local[i, j], local[0, 0]) for i in range(2) for j in range(2)):
         raise ValueError("tinygemm's packing orders tiles differently")
+    if not torch.equal(local[0, 0].sort().values, torch.arange(local.shape[-1], device=device, dtype=local.dtype)):
+        raise ValueError("tinygemm's packing is not a reordering of each tile")
     order = torch.empty_like(local[0, 0])
     order[local[0, 0]] = torch.arange(local.shape[-1], device=device, dtype=torch.int32)
     _ORDERS[key] = order.long()
@@ -146,7 +149,10 @@ class DequantizedPrefill(_mode_base()):  # type: ignore[misc]
             try:
                 with torch._C.DisableTorchFunctionSubclass():
                     dense = self.dense(weight)
+                    bias = bias.to(dense.dtype) if bias is not None else None
                     out = torch.nn.functional.linear(inputs.to(dense.dtype), dense, bias).to(inputs.dtype)
+            except torch.cuda.OutOfMemoryError:  # no room for this matrix now: tinygemm for this call only
+                pass
             except Exception as err:  # noqa: BLE001 - tinygemm still works: use it from now on
                 self.broken = f"{type(err).__name__}: {err}"
                 logger.warning("int4 prompts go back to tinygemm: unpacking failed (%s)", self.broken)
@@ -188,24 +194,34 @@ def prefill_mode(model: Any, compile: bool = False) -> Optional[DequantizedPrefi
     if not weights:
         return None
     try:
-        mode = DequantizedPrefill(tile_order(weights[0].device))
-        problem = verify(weights[0], mode)
-        if problem is None and compile:
-            compiled = DequantizedPrefill(mode.order, torch.compile(unpack_int4, dynamic=False))
-            if verify(weights[0], compiled) is None:
-                shapes: Dict[Any, Any] = {}
-                for weight in weights:  # one compile per distinct shape, now rather than in a prompt
-                    shapes.setdefault((tuple(weight.shape), tuple(weight.qdata.shape)), weight)
-                with torch._C.DisableTorchFunctionSubclass():
-                    for weight in shapes.values():
-                        compiled.dense(weight)
-                mode = compiled
+        # Prompts run under inference mode, and compiled code is specialised to the grad mode it was built in.
+        with torch.inference_mode():
+            mode, problem = _checked_mode(weights, compile)
     except Exception as err:  # an unknown layout, or kernels this build lacks: prompts keep tinygemm
-        problem = f"{type(err).__name__}: {err}"
+        mode, problem = None, f"{type(err).__name__}: {err}"
     if problem is not None:
         logger.warning("int4 prompts go through tinygemm (slower on long prompts): %s", problem)
         return None
     return mode
+
+
+def _checked_mode(weights: Any, compile: bool) -> Tuple[Any, Optional[str]]:
+    """The verified mode (compiled where asked and verified), or the problem with it."""
+    import torch
+
+    mode = DequantizedPrefill(tile_order(weights[0].device))
+    problem = verify(weights[0], mode)
+    if problem is None and compile:
+        compiled = DequantizedPrefill(mode.order, torch.compile(unpack_int4, dynamic=False))
+        if verify(weights[0], compiled) is None:
+            shapes: Dict[Any, Any] = {}
+            for weight in weights:  # one compile per distinct shape, now rather than in a prompt
+                shapes.setdefault((tuple(weight.shape), tuple(weight.qdata.shape)), weight)
+            with torch._C.DisableTorchFunctionSubclass():
+                for weight in shapes.values():
+                    compiled.dense(weight)
+            mode = compiled
+    return mode, problem
 
 
 __all__ = [

@@ -240,3 +240,11 @@ def test_fast_decode_gives_each_familys_eager_attention_tokens(
     with torch.inference_mode():
         expected = reference.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **gen)
     assert torch.equal(decoder.generate(ids, torch.ones_like(ids), gen), expected)
+    # Batch 2, the second row left-padded: its pad positions see no key, which must not turn into NaNs.
+    pad = tokenizers[name].eos_token_id
+    batch = torch.cat([ids, torch.cat([torch.full((1, 6), pad), ids[:, 6:]], dim=1)])
+    mask = torch.ones_like(batch)
+    mask[1, :6] = 0
+    with torch.inference_mode():
+        expected = reference.generate(input_ids=batch, attention_mask=mask, **gen)
+    assert torch.equal(decoder.generate(batch, mask, gen), expected)

@@ -67,7 +67,9 @@ def test_grouped_decode_attention_equals_transformers_attention() -> None:
     capped, _ = fd.grouped_decode_attention(module, query * 30, key, value, additive, scaling=0.25, softcap=5.0)
     expected, _ = gemma2_eager(module, query * 30, key, value, additive, scaling=0.25, softcap=5.0)
     torch.testing.assert_close(capped, expected)
-    assert not torch.allclose(capped, fd.grouped_decode_attention(module, query * 30, key, value, additive, 0.25)[0])
+    assert not torch.allclose(
+        capped, fd.grouped_decode_attention(module, query * 30, key, value, additive, scaling=0.25)[0]
+    )
     # A capped prompt (Gemma-2) takes the grouped path too, with or without transformers' causal mask.
     prompt = torch.randn(2, 8, 5, 16) * 30
     causal_additive = torch.zeros(1, 1, 5, 40).masked_fill(torch.ones(5, 40, dtype=torch.bool).tril(35) == 0, -1e30)
@@ -107,6 +109,8 @@ def test_calls_longer_than_a_sliding_window_take_generate(
         long = fast_llm.complete(question)
     assert fast_llm.fast_decode_stats()["fallback_calls"] == 1 and fast_llm.fast_decoder is not None
     assert long.text == tiny_llm.complete(question).text and short.text == tiny_llm.complete("Trade?").text
+    slots = list(fast_llm.fast_decode_stats()["slots"])
+    assert fast_llm.warm_up([window + 100])["slots"] == slots  # a length past the window: nothing to build
 
 
 def test_static_cache_path_gives_the_dynamic_cache_tokens_across_buckets(tiny_llm: UnslothLLM) -> None:
