@@ -65,7 +65,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         try:
             with sigterm_as_keyboard_interrupt():
                 records = batch_answers.run_batch(
-                    lambda: model.load(abstention_patterns=patterns),
+                    lambda: model.load(abstention_patterns=patterns, warm_up_batch_sizes=(batch.batch_size,)),
                     questions,
                     args.out,
                     index=index,

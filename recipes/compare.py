@@ -80,7 +80,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
             def load():  # noqa: ANN202 - one model for both runs
                 if "llm" not in cache:
-                    cache["llm"] = model.load(abstention_patterns=patterns)
+                    cache["llm"] = model.load(abstention_patterns=patterns, warm_up_batch_sizes=(batch.batch_size,))
                 return cache["llm"]
 
             with_rag = batch_answers.run_batch(

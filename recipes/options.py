@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Literal, Optional
+from typing import Any, List, Literal, Optional, Sequence
 
 from llama_unsloth import defaults
 from llama_unsloth.errors import OptionError
@@ -197,8 +197,14 @@ class ModelOptions:
         except (PromptFormatError, FileNotFoundError, UnicodeDecodeError) as err:
             raise OptionError(f"--prompt-format: {err}") from err
 
-    def load(self, **extra: Any) -> Any:
-        """Loads the LLM these options name (:func:`llama_unsloth.loading.load_llm`); ``extra`` adds LLM fields."""
+    def load(self, warm_up_batch_sizes: Sequence[int] = (1,), **extra: Any) -> Any:
+        """Loads the LLM these options name (:func:`llama_unsloth.loading.load_llm`); ``extra`` adds LLM fields.
+
+        Args:
+            warm_up_batch_sizes: With ``--warm-up``, the batch sizes the fast path is built for (the batch
+                recipes answer ``--batch-size`` questions at a time).
+            **extra: More UnslothLLM fields.
+        """
         from llama_unsloth.loading import load_llm
 
         if self.fast_decode:
@@ -216,7 +222,7 @@ class ModelOptions:
             **extra,
         )
         if self.warm_up:
-            llm.warm_up()
+            llm.warm_up(batch_sizes=tuple(warm_up_batch_sizes))
         return llm
 
 

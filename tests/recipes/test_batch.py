@@ -319,3 +319,32 @@ def test_ctrl_c_in_batch_is_one_line_and_the_rerun_continues(
     monkeypatch.setattr(batch_answers, "append_jsonl", real)
     assert main(args) == 0
     assert [r["instruction"] for r in _lines(out.with_suffix(".jsonl"))] == questions
+
+
+def test_fast_decode_batch_warms_up_its_batch_size_and_answers_as_the_standard_path(
+    tmp_path: Path, tiny_llama_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``batch --fast-decode --warm-up --batch-size 3`` builds the batch-4 slots before answering; same answers."""
+    from llama_unsloth import UnslothLLM
+    from recipes.batch import main
+
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("Which countries founded Mercosur?\nWhat is ECOWAS?\nWhen did USMCA start?\n", encoding="utf-8")
+    common = ["--questions", str(qfile), "--no-rag", "--model", str(tiny_llama_path), "--no-load-in-4bit"]
+    common += ["--max-new-tokens", "8", "--batch-size", "3", "--no-progress", "--max-seq-length", "512"]
+    warmed = []
+    real_warm_up = UnslothLLM.warm_up
+
+    def recording_warm_up(self, prompt_tokens=None, batch_sizes=(1,)):  # noqa: ANN001, ANN202
+        stats = real_warm_up(self, prompt_tokens, batch_sizes)
+        warmed.append((tuple(batch_sizes), list(stats["slots"])))
+        return stats
+
+    monkeypatch.setattr(UnslothLLM, "warm_up", recording_warm_up)
+    assert main([*common, "--out", str(tmp_path / "standard")]) == 0
+    fast = ["--fast-decode", "--fast-decode-mode", "eager", "--warm-up"]
+    assert main([*common, *fast, "--out", str(tmp_path / "fast")]) == 0
+    assert warmed == [((3,), [(4, 256), (4, 512)])]  # batch 3 runs in the batch-4 slots, every length bucket
+    standard = [r["answer"] for r in _lines(tmp_path / "standard.jsonl")]
+    answers = [r["answer"] for r in _lines(tmp_path / "fast.jsonl")]
+    assert answers == standard and len(answers) == 3
