@@ -10,7 +10,7 @@ copy; without compile also a few int32/fp32 temporaries of that size, about 1 GB
 
 The packed order of the values inside a tile is whatever the installed ``aten._convert_weight_to_int4pack``
 writes; :func:`tile_order` reads it by packing probe values once (on the GPU), so nothing here hard-codes it,
-and :meth:`DequantizedPrefill.verify` checks the unpacked matrix against tinygemm's own product on the model's
+and :func:`verify` checks the unpacked matrix against tinygemm's own product on the model's
 first int4 weight before it is used; where that fails the prompt takes tinygemm as before.
 """
 
