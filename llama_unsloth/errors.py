@@ -1,7 +1,7 @@
 """Every exception llama-unsloth raises, and the set of them a command-line user can fix from the message alone.
 
 One home for them: modules raise these (and re-export the ones they are known by, e.g.
-``llama_unsloth.prompts.PromptFormatError``), recipes catch :func:`user_errors` and print one line.
+``llama_unsloth.layouts.format.PromptFormatError``), recipes catch :func:`user_errors` and print one line.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class IndexInterrupted(RagError):
     """Indexing stopped on SIGINT/SIGTERM; what was committed is kept.
 
     Attributes:
-        stats: The :class:`~llama_unsloth.index_store.IndexStats` of the work committed before the stop.
+        stats: The :class:`~llama_unsloth.rag.store.IndexStats` of the work committed before the stop.
         files_left: Files not indexed yet (the next run does them).
     """
 

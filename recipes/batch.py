@@ -50,7 +50,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from recipes.config import exit_on_user_error, start
 
     args, index_options, retrieval, model, batch = start(make_parser, argv)
-    from llama_unsloth import batch_answers
+    from llama_unsloth.batch import runner as batch_answers
     from llama_unsloth.interrupts import sigterm_as_keyboard_interrupt
 
     with exit_on_user_error():

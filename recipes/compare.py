@@ -54,7 +54,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args, index_options, retrieval, model, batch = start(make_parser, argv)
     from pathlib import Path
 
-    from llama_unsloth import batch_answers, comparison, errors, tables
+    from llama_unsloth import errors
+    from llama_unsloth.batch import comparison, tables
+    from llama_unsloth.batch import runner as batch_answers
 
     out_dir = Path(args.out_dir)
     with exit_on_user_error():

@@ -60,7 +60,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     import torch
     from llama_index.core import Settings
 
-    from llama_unsloth import UnslothLLM, batch_answers, comparison, defaults, index_store, rag, tables
+    from llama_unsloth import UnslothLLM, defaults
+    from llama_unsloth.batch import comparison, tables
+    from llama_unsloth.batch import runner as batch_answers
+    from llama_unsloth.rag import retrieval as rag
+    from llama_unsloth.rag import store as index_store
     from postprocessors import ContextCleaner, DuplicateChunkFilter, POVReranker
 
     data = Path(__file__).resolve().parent.parent / "llama_unsloth" / "data"

@@ -83,10 +83,10 @@ def run(script_args: Any, model_args: Any, training_args: Any, callbacks: Option
         Any of :func:`llama_unsloth.errors.user_errors` for bad input (before a model loads where it can be
         checked then).
     """
-    from llama_unsloth import loading
     from llama_unsloth import training as T
     from llama_unsloth.defaults import default_model_name
-    from llama_unsloth.prompts import PromptFormat
+    from llama_unsloth.layouts.format import PromptFormat
+    from llama_unsloth.models import loading
 
     prompt_format = PromptFormat.get(script_args.prompt_format, fields=script_args.prompt_fields)
     # Everything about the data is checked before a model loads (minutes on a GPU machine).

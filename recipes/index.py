@@ -52,7 +52,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _run(indexing: IndexingOptions, target: IndexOptions) -> int:
-    from llama_unsloth import errors, index_store
+    from llama_unsloth import errors
+    from llama_unsloth.rag import store as index_store
     from recipes.config import exit_on_user_error
 
     with exit_on_user_error():

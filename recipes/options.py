@@ -49,13 +49,13 @@ class IndexOptions:
     @property
     def location(self) -> str:
         """The folder, or ``http://host:port`` of the Chroma server."""
-        from llama_unsloth.index_store import chroma_location
+        from llama_unsloth.rag.store import chroma_location
 
         return chroma_location(self.persist_dir, self.chroma_host, self.chroma_port)
 
     def open(self) -> Any:
         """Opens the collection: ``(index, embed_model)`` (the embedding model the index records, or --embed-model)."""
-        from llama_unsloth.index_store import open_index_with_embeddings
+        from llama_unsloth.rag.store import open_index_with_embeddings
 
         return open_index_with_embeddings(self.location, self.collection, embed_model=self.embed_model)
 
@@ -92,7 +92,7 @@ class RetrievalOptions:
 
     def postprocessors(self, embed_model: Any) -> list:
         """Duplicate filter, POV reranker (with ``--povs``) and context cleaner, embedding with ``embed_model``."""
-        from llama_unsloth import rag
+        from llama_unsloth.rag import retrieval as rag
 
         return rag.make_postprocessors(
             embed_model, povs_file=self.povs, query_top_n=self.query_top_n, top_n=self.top_n
@@ -189,7 +189,7 @@ class ModelOptions:
         """The ``PromptFormat`` that ``--prompt-format`` (and ``--prompt-fields``) name, or None for the model's own."""
         if not self.prompt_format:
             return None
-        from llama_unsloth.prompts import PromptFormat, PromptFormatError
+        from llama_unsloth.layouts.format import PromptFormat, PromptFormatError
 
         path = Path(self.prompt_format).expanduser()
         try:
@@ -198,14 +198,14 @@ class ModelOptions:
             raise OptionError(f"--prompt-format: {err}") from err
 
     def load(self, warm_up_batch_sizes: Sequence[int] = (1,), **extra: Any) -> Any:
-        """Loads the LLM these options name (:func:`llama_unsloth.loading.load_llm`); ``extra`` adds LLM fields.
+        """Loads the LLM these options name (:func:`llama_unsloth.llms.factory.load_llm`); ``extra`` adds LLM fields.
 
         Args:
             warm_up_batch_sizes: With ``--warm-up``, the batch sizes the fast path is built for (the batch
                 recipes answer ``--batch-size`` questions at a time).
             **extra: More UnslothLLM fields.
         """
-        from llama_unsloth.loading import load_llm
+        from llama_unsloth.llms.factory import load_llm
 
         if self.fast_decode:
             extra.update(fast_decode=True, weights=self.weights, fast_decode_mode=self.fast_decode_mode)
@@ -290,7 +290,7 @@ class IndexingOptions:
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
     def __post_init__(self) -> None:
-        from llama_unsloth.index_store import MIN_CHUNK_SIZE
+        from llama_unsloth.rag.store import MIN_CHUNK_SIZE
 
         check_range("chunk_size", self.chunk_size, min=MIN_CHUNK_SIZE)
         check_range("chunk_overlap", self.chunk_overlap, min=0)

@@ -50,7 +50,7 @@ def make_parser():  # noqa: ANN201 - RecipeParser, imported lazily
 
 def format_context(nodes: list) -> List[str]:
     """The context as the model reads it: each retrieved (cleaned) chunk under its rank and file name."""
-    from llama_unsloth import rag
+    from llama_unsloth.rag import retrieval as rag
 
     lines = []
     for rank, node in enumerate(nodes, 1):
@@ -63,7 +63,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     from recipes.config import exit_on_user_error, start
 
     args, index_options, retrieval, model = start(make_parser, argv)
-    from llama_unsloth import batch_answers, index_store, rag
+    from llama_unsloth.batch import runner as batch_answers
+    from llama_unsloth.rag import retrieval as rag
+    from llama_unsloth.rag import store as index_store
 
     with exit_on_user_error():
         model.check_model()

@@ -135,8 +135,8 @@ def profile_decode(llm, steps: int = 16) -> dict:
 
 
 def _apply_variants(parts: list) -> None:
-    """The -sdpa / -nocdt / -autotune variants: module settings of llama_unsloth.fast_decode, set before loading."""
-    from llama_unsloth import fast_decode as fd
+    """The -sdpa / -nocdt / -autotune variants: module settings of llama_unsloth.decoding.fast, set before loading."""
+    from llama_unsloth.decoding import fast as fd
 
     if "sdpa" in parts:
         fd.use_grouped_decode_attention = lambda model: False
@@ -314,7 +314,7 @@ def main() -> None:
                 )
                 result["greedy_tokens_equal_to_eager"] = same
                 if unsloth_first:
-                    from llama_unsloth.fast_decode import foreign_forwards
+                    from llama_unsloth.decoding.fast import foreign_forwards
 
                     result["foreign_forwards"] = foreign_forwards(llm.model)
                     result["model_class_module"] = type(llm.model).__module__

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from llama_unsloth.errors import DatasetError, PromptFormatError
-from llama_unsloth.prompts import PromptFormat
+from llama_unsloth.layouts.format import PromptFormat
 
 
 def read_records(path: str | Path) -> List[Any]:
@@ -104,7 +104,7 @@ def tokenize_record(
 ) -> Dict[str, List[int]]:
     """Token ids the trainer sees for one record.
 
-    The prompt part is tokenized by :func:`~llama_unsloth.prompts.encode_prompt`, the function
+    The prompt part is tokenized by :func:`~llama_unsloth.layouts.format.encode_prompt`, the function
     ``UnslothLLM`` uses for ``generate``, and the answer part after it without special tokens: the ids up
     to where the answer starts are the ids inference feeds the model, with one BOS, and EOS is appended
     only as the layout says (TRL would otherwise add a BOS to text that already has one, and an EOS to a
@@ -113,7 +113,7 @@ def tokenize_record(
     Returns:
         ``input_ids`` and ``completion_mask`` (1 from where the answer starts).
     """
-    from llama_unsloth.prompts import encode_prompt, encode_training
+    from llama_unsloth.layouts.format import encode_prompt, encode_training
 
     prompt, completion = prompt_format.split_training(record, eos_token=tokenizer.eos_token or "", tokenizer=tokenizer)
     ids = encode_training(tokenizer, prompt, completion)

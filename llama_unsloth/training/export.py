@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
 from llama_unsloth.errors import HubTokenError
-from llama_unsloth.prompts import PromptFormat
+from llama_unsloth.layouts.format import PromptFormat
 from llama_unsloth.training.trainer import TrainingSummary
 
 TRAIN_LOG_FILE = "train_log.json"
@@ -76,7 +76,7 @@ def save_merged(
 
 def _base_is_prequantized(model: Any) -> bool:
     """True when the adapter's base model folder is a bitsandbytes-quantized checkpoint."""
-    from llama_unsloth.loading import is_prequantized
+    from llama_unsloth.models.loading import is_prequantized
 
     configs = getattr(model, "peft_config", None) or {}
     bases = [getattr(c, "base_model_name_or_path", None) for c in configs.values()]
@@ -263,7 +263,7 @@ vllm serve {folder}{quant} --served-model-name {name} --port 8001
 ```
 
 ```python
-from llama_unsloth.served_llm import ServedLLM
+from llama_unsloth.llms.served import ServedLLM
 
 llm = ServedLLM.from_finetuned("{folder}", api_base="http://127.0.0.1:8001/v1", model="{name}")  # same prompts as UnslothLLM
 ```

@@ -28,7 +28,7 @@ def add_lora(model: Any, backend: str, model_args: Any, max_seq_length: int = 20
     """Wraps a loaded model with LoRA adapters, the way its backend does it.
 
     Args:
-        model: Model from :func:`llama_unsloth.loading.load_model` (``for_training=True``).
+        model: Model from :func:`llama_unsloth.models.loading.load_model` (``for_training=True``).
         backend: ``unsloth`` (``FastLanguageModel.get_peft_model``) or ``transformers``
             (``peft.get_peft_model`` with the ``LoraConfig`` TRL's ``get_peft_config`` builds).
         model_args: A :class:`~llama_unsloth.training.arguments.LoraModelConfig` (TRL's ``ModelConfig``).

@@ -139,7 +139,7 @@ def test_a_trl_that_cannot_train_here_is_one_line_before_any_model_loads(
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr("llama_unsloth.loading.load_model", refuse)
+    monkeypatch.setattr("llama_unsloth.models.loading.load_model", refuse)
     data = tmp_path / "d.json"
     data.write_text(json.dumps([{"instruction": "a", "input": "", "output": "b"}]), encoding="utf-8")
     from recipes.finetune import main

@@ -22,7 +22,7 @@ _EMBED: List[Any] = []
 def embed_model() -> Any:
     """The bundled MiniLM, loaded once per test session."""
     if not _EMBED:
-        from llama_unsloth.embeddings import huggingface_embedding
+        from llama_unsloth.models.embeddings import huggingface_embedding
 
         _EMBED.append(huggingface_embedding())
     return _EMBED[0]
@@ -30,7 +30,7 @@ def embed_model() -> Any:
 
 def reuse_embed_model(monkeypatch: Any) -> None:
     """Makes ``index_store.make_embed_model()`` (default MiniLM) return the session's instance instead of reloading it."""
-    from llama_unsloth import index_store
+    from llama_unsloth.rag import store as index_store
 
     real = index_store.make_embed_model
 
@@ -54,7 +54,7 @@ def small_corpus(folder: Path) -> Path:
 
 def build_small_index(root: Path, collection: str = "documents") -> Path:
     """Indexes the small corpus into ``root/chroma``; returns the persist dir."""
-    from llama_unsloth.index_store import build_index
+    from llama_unsloth.rag.store import build_index
 
     persist = root / "chroma"
     build_index(small_corpus(root / "docs"), persist, collection, embed_model=embed_model(), progress=False)

@@ -98,7 +98,10 @@ def test_killed_run_resumes_and_answers_each_question_once(
 
 
 def test_batch_size_does_not_change_greedy_answers(tmp_path: Path, persist: Path, tiny_llama_path: Path) -> None:
-    from llama_unsloth import UnslothLLM, batch_answers, index_store, rag
+    from llama_unsloth import UnslothLLM
+    from llama_unsloth.batch import runner as batch_answers
+    from llama_unsloth.rag import retrieval as rag
+    from llama_unsloth.rag import store as index_store
 
     llm = UnslothLLM(
         model_name=str(tiny_llama_path),
@@ -265,7 +268,7 @@ def test_a_run_that_fails_before_its_first_answer_leaves_no_file(
 def test_batch_bad_options_stop_before_anything_loads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, args: list, message: str
 ) -> None:
-    from llama_unsloth import batch_answers
+    from llama_unsloth.batch import runner as batch_answers
     from recipes.batch import main
 
     monkeypatch.setattr(batch_answers, "load_questions", lambda *a, **k: pytest.fail("read the questions"))
@@ -278,7 +281,7 @@ def test_batch_bad_options_stop_before_anything_loads(
 def test_ctrl_c_in_batch_is_one_line_and_the_rerun_continues(
     tmp_path: Path, tiny_llama_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    from llama_unsloth import batch_answers
+    from llama_unsloth.batch import runner as batch_answers
     from recipes.batch import main
 
     questions = [f"Question {i}?" for i in range(5)]

@@ -64,8 +64,8 @@ def test_index_query_and_checks_against_a_chroma_server(
 ) -> None:
     from llama_index.core.embeddings import MockEmbedding
 
-    from llama_unsloth import index_store
     from llama_unsloth.errors import EmbeddingMismatchError
+    from llama_unsloth.rag import store as index_store
     from recipes.index import main as index
     from recipes.query import main as query
 

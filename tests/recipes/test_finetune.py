@@ -61,7 +61,7 @@ def _forbid_model_loading(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("a model was loaded before the data was checked")
 
-    monkeypatch.setattr("llama_unsloth.loading.load_model", refuse)
+    monkeypatch.setattr("llama_unsloth.models.loading.load_model", refuse)
 
 
 def _reload(folder: Path) -> Any:

@@ -1,4 +1,4 @@
-"""llama_unsloth.batch_answers: question loaders and the JSONL resume helpers."""
+"""llama_unsloth.batch.runner: question loaders and the JSONL resume helpers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 def test_load_questions_every_format(tmp_path: Path) -> None:
     import pandas as pd
 
-    from llama_unsloth.batch_answers import load_questions
+    from llama_unsloth.batch.runner import load_questions
     from llama_unsloth.errors import QuestionsFileError
 
     want = ["First?", "Second?", "First?"]
@@ -38,7 +38,7 @@ def test_load_questions_every_format(tmp_path: Path) -> None:
 
 
 def test_resume_helpers(tmp_path: Path) -> None:
-    from llama_unsloth.batch_answers import ordered_records, pending_questions, read_answers_jsonl
+    from llama_unsloth.batch.runner import ordered_records, pending_questions, read_answers_jsonl
 
     path = tmp_path / "a.jsonl"
     path.write_text(
@@ -64,7 +64,7 @@ JA_QUESTIONS = [
 @pytest.mark.parametrize("codec", ["cp932", "shift_jis", "euc_jp", "utf-16", "utf-8-sig", "utf-8"])
 @pytest.mark.parametrize("suffix", [".csv", ".txt", ".jsonl"])
 def test_questions_files_in_every_encoding_users_have(tmp_path: Path, codec: str, suffix: str) -> None:
-    from llama_unsloth.batch_answers import load_questions
+    from llama_unsloth.batch.runner import load_questions
 
     if suffix == ".csv":  # what Japanese Excel writes: a header row, CRLF line ends
         text = "番号,question\r\n" + "".join(f"{i},{q}\r\n" for i, q in enumerate(JA_QUESTIONS, 1))
@@ -80,7 +80,7 @@ def test_questions_files_in_every_encoding_users_have(tmp_path: Path, codec: str
 def test_xlsx_questions_with_japanese_and_unreadable_text_files(tmp_path: Path) -> None:
     import pandas as pd
 
-    from llama_unsloth.batch_answers import load_questions
+    from llama_unsloth.batch.runner import load_questions
     from llama_unsloth.errors import QuestionsFileError
 
     pd.DataFrame({"Question": JA_QUESTIONS}).to_excel(tmp_path / "q.xlsx", index=False)
@@ -94,7 +94,7 @@ def test_xlsx_questions_with_japanese_and_unreadable_text_files(tmp_path: Path) 
 
 
 def test_error_records_do_not_count_as_answered(tmp_path: Path) -> None:
-    from llama_unsloth.batch_answers import ordered_records, pending_questions
+    from llama_unsloth.batch.runner import ordered_records, pending_questions
 
     records = [
         {"instruction": "A", "answer": "", "error": "too long"},

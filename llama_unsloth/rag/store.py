@@ -30,15 +30,6 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from llama_unsloth import defaults
-
-# Embedding models live in llama_unsloth.embeddings; re-exported because indexing and querying take them here.
-from llama_unsloth.embeddings import (  # noqa: F401
-    COHERE_MODEL,
-    embed_backend_of,
-    embed_model_id,
-    embedding_dimension,
-    make_embed_model,
-)
 from llama_unsloth.errors import (
     ChunkSettingsMismatchError,
     CorpusError,
@@ -46,6 +37,15 @@ from llama_unsloth.errors import (
     IndexInterrupted,
     IndexNotFoundError,
     RagError,
+)
+
+# Embedding models live in llama_unsloth.models.embeddings; re-exported because indexing and querying take them here.
+from llama_unsloth.models.embeddings import (  # noqa: F401
+    COHERE_MODEL,
+    embed_backend_of,
+    embed_model_id,
+    embedding_dimension,
+    make_embed_model,
 )
 
 logger = logging.getLogger(__name__)
@@ -730,7 +730,7 @@ def build_index(
         embed_batch_size: Chunks per embedding call.
         progress: Show tqdm progress bars (stderr).
         chunk_unit: ``characters`` or ``tokens``.
-        warn: Receives one line per skipped binary/undecodable file and per long-chunk note (default: the ``llama_unsloth.index_store`` logger).
+        warn: Receives one line per skipped binary/undecodable file and per long-chunk note (default: the ``llama_unsloth.rag.store`` logger).
 
     Returns:
         ``(VectorStoreIndex, IndexStats)``.

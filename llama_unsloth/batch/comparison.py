@@ -16,8 +16,8 @@ import unicodedata
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from llama_unsloth.batch_answers import group_by_question
-from llama_unsloth.tables import atomic_write, markdown_table, write_table
+from llama_unsloth.batch.runner import group_by_question
+from llama_unsloth.batch.tables import atomic_write, markdown_table, write_table
 
 NGRAM = 4
 USES_CONTEXT_THRESHOLD = 0.2

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from llama_unsloth import UnslothLLM
-from llama_unsloth import fast_decode as fd
+from llama_unsloth.decoding import fast as fd
 
 
 @pytest.fixture

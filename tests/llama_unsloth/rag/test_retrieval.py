@@ -1,4 +1,4 @@
-"""llama_unsloth.rag: batch prompts and answers equal the query engine's."""
+"""llama_unsloth.rag.retrieval: batch prompts and answers equal the query engine's."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tests.recipes._helpers import build_small_index, embed_model
 
 @pytest.fixture(scope="module")
 def index(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from llama_unsloth.index_store import open_index
+    from llama_unsloth.rag.store import open_index
 
     return open_index(build_small_index(tmp_path_factory.mktemp("rag")), embed_model=embed_model())
 
@@ -21,7 +21,7 @@ def index(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def test_batch_prompt_is_the_query_engine_prompt(
     index: Any, tiny_llm: Any, povs: bool, recorded_prompts: List[str]
 ) -> None:
-    from llama_unsloth import rag
+    from llama_unsloth.rag import retrieval as rag
     from tests.recipes._helpers import DATA
 
     post = rag.make_postprocessors(embed_model(), povs_file=DATA / "povs.txt" if povs else None)
@@ -42,7 +42,8 @@ def test_batch_prompt_is_the_query_engine_prompt(
 def test_context_too_long_for_one_call_is_refined_like_the_engine(
     index: Any, tiny_llama_path: Path, recorded_prompts: List[str]
 ) -> None:
-    from llama_unsloth import UnslothLLM, rag
+    from llama_unsloth import UnslothLLM
+    from llama_unsloth.rag import retrieval as rag
 
     llm = UnslothLLM(
         model_name=str(tiny_llama_path),

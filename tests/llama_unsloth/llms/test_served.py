@@ -9,7 +9,7 @@ from typing import Any, Iterator, List
 import pytest
 
 from llama_unsloth import UnslothLLM
-from llama_unsloth.served_llm import ServedLLM, ServedModelError
+from llama_unsloth.llms.served import ServedLLM, ServedModelError
 from tests.llama_unsloth.openai_standin import OpenAIStandIn
 
 pytestmark = pytest.mark.slow
@@ -164,7 +164,7 @@ def test_from_finetuned_reads_the_layout_and_tokenizer_from_the_folder(
 ) -> None:
     import shutil
 
-    from llama_unsloth.prompts import PromptFormat
+    from llama_unsloth.layouts.format import PromptFormat
 
     folder = tmp_path / "merged"
     shutil.copytree(tiny_llama_path, folder)

@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
+from llama_unsloth.batch.tables import write_table
 from llama_unsloth.errors import QuestionsFileError, RagError
-from llama_unsloth.rag import Answer, answer_plain_batch, answer_rag_batch, build_rag_prompt, retrieve
-from llama_unsloth.tables import write_table
+from llama_unsloth.rag.retrieval import Answer, answer_plain_batch, answer_rag_batch, build_rag_prompt, retrieve
 
 # ---------------------------------------------------------------------------------------------- questions
 
@@ -216,14 +216,14 @@ def check_question_fits(llm: Any, question: str, rag: bool = True) -> None:
     """Raises ``PromptTooLongError`` when ``question`` leaves no room in the model's window.
 
     With ``rag=True`` it asks what the query engine's packing asks: LlamaIndex's ``PromptHelper`` (as
-    :func:`~llama_unsloth.rag.build_rag_prompt` uses it) must leave at least
+    :func:`~llama_unsloth.rag.retrieval.build_rag_prompt` uses it) must leave at least
     :data:`MIN_CONTEXT_TOKENS` tokens for context beside the larger of the QA/refine prompts, after
     reserving ``max_new_tokens`` and the refine step's padding. Checking first matters: inside a query
     engine the overflow is LlamaIndex's ``ValueError: Calculated available context size -542 ...``
     traceback, or is swallowed by its refine step. With ``rag=False`` the fine-tune-only prompt plus
     ``max_new_tokens`` must fit ``max_seq_length``, counted with the model's tokenizer.
     """
-    from llama_unsloth.llm import PromptTooLongError
+    from llama_unsloth.llms.unsloth import PromptTooLongError
 
     window, new = int(llm.max_seq_length), int(llm.max_new_tokens)
     if not rag:
@@ -239,7 +239,7 @@ def check_question_fits(llm: Any, question: str, rag: bool = True) -> None:
     from llama_index.core.prompts.prompt_utils import get_biggest_prompt, get_empty_prompt_txt
     from llama_index.core.response_synthesizers.refine import DEFAULT_RESPONSE_PADDING_SIZE
 
-    from llama_unsloth.rag import _prompt_helper
+    from llama_unsloth.rag.retrieval import _prompt_helper
 
     helper = _prompt_helper(llm)
     biggest = get_biggest_prompt(
@@ -306,7 +306,7 @@ def run_batch(
     """
     from tqdm.auto import tqdm
 
-    from llama_unsloth.llm import PromptTooLongError
+    from llama_unsloth.llms.unsloth import PromptTooLongError
 
     if batch_size < 1:
         raise RagError(f"batch_size must be at least 1, got {batch_size}.")

@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from llama_unsloth.prompts import BUILTIN_FORMATS, PromptFormat, PromptFormatError, encode_prompt, encode_training
+from llama_unsloth.layouts.format import (
+    BUILTIN_FORMATS,
+    PromptFormat,
+    PromptFormatError,
+    encode_prompt,
+    encode_training,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "templates"
 

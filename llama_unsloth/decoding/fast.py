@@ -13,7 +13,7 @@ a dynamic cache launches hundreds of small kernels per token from Python. This m
 * weights ``bf16`` (the merged 16-bit model), or torchao ``int8`` / ``int4`` weight-only (int4 in the
   tile-packed tinygemm format, group 128; ``lm_head`` stays 16-bit);
 * int4 prompts (32 rows or more) multiply each weight unpacked to a temporary bf16 matrix
-  (:mod:`llama_unsloth.tinygemm`): tinygemm, built for a few rows, took 10x the bf16 time on a 563-token prompt;
+  (:mod:`llama_unsloth.decoding.tinygemm`): tinygemm, built for a few rows, took 10x the bf16 time on a 563-token prompt;
 * attention of the one new token through :func:`grouped_decode_attention`, registered in transformers'
   ``AttentionInterface``: the query heads of each key/value head attend to that head's cache directly,
   where transformers' SDPA path first copies every key/value head ``num_attention_heads / num_key_value_heads``
@@ -366,7 +366,7 @@ def load_fast_model(
     import torch
     from transformers import AutoConfig, AutoTokenizer
 
-    from llama_unsloth.loading import is_adapter_folder
+    from llama_unsloth.models.loading import is_adapter_folder
 
     dtype = dtype or fast_dtype()
     device = device or ("cuda:0" if torch.cuda.is_available() else "cpu")
@@ -552,7 +552,7 @@ class FastDecoder:
             self.min_bucket = min(self.min_bucket, self.max_seq_length)
         self._cache_config = _full_attention_config(model.config) if self.sliding_window else model.config
         # int4 prompts: tinygemm is slow at hundreds of rows; each weight is unpacked to bf16 for its prompt matmul.
-        from llama_unsloth import tinygemm
+        from llama_unsloth.decoding import tinygemm
 
         self._prefill_mode = tinygemm.prefill_mode(model, compile=mode == "compile") if weights == "int4" else None
         self.stats.prefill = "int4 unpacked to bf16" if self._prefill_mode is not None else "model weights"

@@ -21,8 +21,8 @@ from llama_index.core.base.llms.types import CompletionResponse, CompletionRespo
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 
 from llama_unsloth.errors import ServedModelError  # noqa: F401 (defined there, re-exported here)
-from llama_unsloth.llm import UnslothLLM
-from llama_unsloth.prompts import PromptFormat
+from llama_unsloth.layouts.format import PromptFormat
+from llama_unsloth.llms.unsloth import UnslothLLM
 
 
 class _Remote:

@@ -3,7 +3,7 @@
 LlamaIndex builds its prompts from its own templates ("Context information is below ... Answer:"),
 from chat messages ("system: ... user: ..."), or from a user's ``PromptTemplate``. A model fine-tuned
 on one layout answers worse in any other, so :class:`LayoutLLMMixin` (mixed into :class:`UnslothLLM`)
-routes all of them through the model's :class:`~llama_unsloth.prompts.PromptFormat`:
+routes all of them through the model's :class:`~llama_unsloth.layouts.format.PromptFormat`:
 
 * LlamaIndex's default QA, refine, tree-summarize, summary, simple-input and condense-question prompts
   (and the context / condense-plus-context chat engines' system prompts) are recognised by their text
@@ -20,12 +20,14 @@ routes all of them through the model's :class:`~llama_unsloth.prompts.PromptForm
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from llama_unsloth.prompts import (
+from llama_unsloth.errors import PromptTooLongError
+from llama_unsloth.layouts.format import (
     CONDENSE_INSTRUCTION,
     LAYOUT_METADATA_KEY,
     REFINE_INSTRUCTION,
@@ -338,8 +340,6 @@ class LayoutLLMMixin:
 
     def _pieces(self, call: LayoutCall) -> Optional[List[str]]:
         """The context split so each call fits the window, or None when the whole prompt fits."""
-        from llama_unsloth.llm import PromptTooLongError
-
         limit = self.max_seq_length - self.max_new_tokens  # type: ignore[attr-defined]
         if call.context is None or call.render is None or self.fits_window(call.text):
             return None
@@ -407,10 +407,18 @@ class LayoutLLMMixin:
         """Async :meth:`stream`."""
         import asyncio
 
-        from llama_unsloth.llm import _to_async
-
         tokens = await asyncio.to_thread(self.stream, prompt, **prompt_args)
-        return _to_async(tokens)
+        return to_async(tokens)
+
+
+async def to_async(iterator: Iterator[Any]) -> AsyncIterator[Any]:
+    """An iterator consumed in a worker thread, one item at a time, as an async iterator."""
+    done = object()
+    while True:
+        item = await asyncio.to_thread(next, iterator, done)
+        if item is done:
+            return
+        yield item
 
 
 __all__ = ["LayoutCall", "LayoutLLMMixin", "LayoutPrompts"]

@@ -11,7 +11,7 @@ from typing import Any, Dict
 
 import pytest
 
-from llama_unsloth.prompts import BUILTIN_FORMATS, PromptFormat, encode_prompt
+from llama_unsloth.layouts.format import BUILTIN_FORMATS, PromptFormat, encode_prompt
 from llama_unsloth.training.data import tokenize_record
 from tests.architectures import TOKENIZER_FAMILIES, family_tokenizer
 
@@ -147,7 +147,7 @@ def test_batch_pads_with_eos_when_the_pad_token_is_beyond_the_embeddings(
     from llama_unsloth import UnslothLLM
 
     model = AutoModelForCausalLM.from_pretrained(folder)
-    with caplog.at_level("WARNING", logger="llama_unsloth.llm"):
+    with caplog.at_level("WARNING", logger="llama_unsloth.llms.unsloth"):
         llm = UnslothLLM(model=model, tokenizer=tokenizer, prompt_format="alpaca", max_new_tokens=6)
     assert "padding batched prompts with EOS" in caplog.text
     questions = ["Which treaty created Mercosur?", "Who?"]
@@ -215,7 +215,7 @@ def test_fast_decode_gives_each_familys_eager_attention_tokens(
     import torch
     from transformers import AutoModelForCausalLM
 
-    from llama_unsloth import fast_decode as fd
+    from llama_unsloth.decoding import fast as fd
     from tests.tiny_models import save_tiny_arch
 
     extra: Dict[str, Any] = {"attn_logit_softcapping": 0.5} if name == "gemma2-27b" else {}

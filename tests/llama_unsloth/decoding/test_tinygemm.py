@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from llama_unsloth import tinygemm
+from llama_unsloth.decoding import tinygemm
 
 
 def _fake_pack(order):

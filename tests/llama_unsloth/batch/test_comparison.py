@@ -1,4 +1,4 @@
-"""llama_unsloth.comparison: word n-gram overlap between an answer and the retrieved context."""
+"""llama_unsloth.batch.comparison: word n-gram overlap between an answer and the retrieved context."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 
 def test_ngram_overlap() -> None:
-    from llama_unsloth.comparison import ngram_overlap
+    from llama_unsloth.batch.comparison import ngram_overlap
 
     context = "The Treaty of Asuncion created Mercosur in 1991."
     assert ngram_overlap("The Treaty of Asuncion created it.", context) == pytest.approx(2 / 3)
@@ -18,7 +18,7 @@ JA_CONTEXT = "メルコスール（南米南部共同市場）は、1991年の�
 
 
 def test_words_count_each_japanese_character_and_english_words() -> None:
-    from llama_unsloth.comparison import words
+    from llama_unsloth.batch.comparison import words
 
     assert words("Mercosur は1991年に設立された。") == [
         "mercosur",
@@ -37,7 +37,7 @@ def test_words_count_each_japanese_character_and_english_words() -> None:
 
 
 def test_ngram_overlap_reads_japanese() -> None:
-    from llama_unsloth.comparison import ngram_overlap
+    from llama_unsloth.batch.comparison import ngram_overlap
 
     copied = "原加盟国はアルゼンチン、ブラジル、パラグアイ、ウルグアイの4か国である。"
     assert ngram_overlap(copied, JA_CONTEXT) == pytest.approx(1.0)
@@ -48,7 +48,7 @@ def test_ngram_overlap_reads_japanese() -> None:
 
 
 def test_compare_records_on_japanese_answers_and_error_rows() -> None:
-    from llama_unsloth.comparison import compare_records
+    from llama_unsloth.batch.comparison import compare_records
 
     rag = [
         {

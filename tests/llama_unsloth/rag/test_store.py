@@ -1,4 +1,4 @@
-"""llama_unsloth.index_store: character chunks for Japanese and English, mixed encodings, chunk settings, interrupts."""
+"""llama_unsloth.rag.store: character chunks for Japanese and English, mixed encodings, chunk settings, interrupts."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def english_prose() -> str:
 
 
 def test_split_sentences_keeps_every_character_and_cuts_at_japanese_ends() -> None:
-    from llama_unsloth.index_store import split_sentences
+    from llama_unsloth.rag.store import split_sentences
 
     text = "関税は撤廃された。本当か？「はい。」と答えた！\nNext line. Dr. Smith went home! OK?"
     pieces = split_sentences(text)
@@ -50,7 +50,7 @@ def test_split_sentences_keeps_every_character_and_cuts_at_japanese_ends() -> No
 
 @pytest.mark.parametrize("language", ["japanese", "english"])
 def test_default_chunks_are_about_2000_characters_whatever_the_language(language: str) -> None:
-    from llama_unsloth.index_store import chunk_file
+    from llama_unsloth.rag.store import chunk_file
 
     text = japanese_prose(400) if language == "japanese" else english_prose()
     nodes = chunk_file(Path(f"/corpus/{language}.txt"), text, "0" * 64)
@@ -60,7 +60,7 @@ def test_default_chunks_are_about_2000_characters_whatever_the_language(language
     # Not the ~350-character Japanese chunks that cl100k token counting gave: every chunk but the last is full.
     assert min(lengths[:-1]) >= 1500, lengths
     # Nothing is lost: every sentence of the text is in a chunk, and chunks come in the text's order.
-    from llama_unsloth.index_store import split_sentences
+    from llama_unsloth.rag.store import split_sentences
 
     for sentence in (s.strip() for s in split_sentences(text)):
         assert not sentence or any(sentence in n.get_content() for n in nodes), sentence
@@ -76,7 +76,7 @@ def test_default_chunks_are_about_2000_characters_whatever_the_language(language
 
 
 def test_token_chunking_stays_available() -> None:
-    from llama_unsloth.index_store import ChunkSettings, _cl100k, chunk_file
+    from llama_unsloth.rag.store import ChunkSettings, _cl100k, chunk_file
 
     nodes = chunk_file(Path("/corpus/en.txt"), english_prose(), "0" * 64, ChunkSettings.make("tokens"))
     encoding = _cl100k()
@@ -101,7 +101,7 @@ def write_mixed_corpus(folder: Path) -> Path:
 
 
 def test_mixed_encodings_are_indexed_as_text_and_bad_files_skipped(tmp_path: Path) -> None:
-    from llama_unsloth.index_store import build_index, open_collection
+    from llama_unsloth.rag.store import build_index, open_collection
 
     docs = write_mixed_corpus(tmp_path / "docs")
     warnings: List[str] = []
@@ -137,7 +137,7 @@ def test_mixed_encodings_are_indexed_as_text_and_bad_files_skipped(tmp_path: Pat
 
 def test_a_folder_without_readable_text_fails_before_anything_is_created(tmp_path: Path) -> None:
     from llama_unsloth.errors import CorpusError
-    from llama_unsloth.index_store import build_index
+    from llama_unsloth.rag.store import build_index
 
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -150,7 +150,7 @@ def test_a_folder_without_readable_text_fails_before_anything_is_created(tmp_pat
 
 def test_chunk_settings_are_stored_and_a_mismatch_is_a_clear_error(tmp_path: Path) -> None:
     from llama_unsloth.errors import ChunkSettingsMismatchError
-    from llama_unsloth.index_store import build_index, open_collection
+    from llama_unsloth.rag.store import build_index, open_collection
 
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -189,7 +189,7 @@ def test_chunk_settings_are_stored_and_a_mismatch_is_a_clear_error(tmp_path: Pat
 
 
 def test_chunks_longer_than_the_embedding_window_are_reported_once_with_numbers(tmp_path: Path) -> None:
-    from llama_unsloth.index_store import build_index
+    from llama_unsloth.rag.store import build_index
 
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -229,7 +229,7 @@ def test_stop_request_keeps_committed_files_and_the_rerun_embeds_only_the_rest(
     import signal
 
     from llama_unsloth.errors import IndexInterrupted
-    from llama_unsloth.index_store import build_index, open_collection
+    from llama_unsloth.rag.store import build_index, open_collection
 
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -266,7 +266,7 @@ def test_embedding_model_from_the_environment_offline_is_one_clear_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from llama_unsloth.errors import RagError
-    from llama_unsloth.index_store import embed_model_id, make_embed_model
+    from llama_unsloth.rag.store import embed_model_id, make_embed_model
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
@@ -282,7 +282,7 @@ def test_embedding_model_from_the_environment_offline_is_one_clear_line(
 
 def test_open_index_takes_a_model_name_and_refuses_another_model(tmp_path: Path) -> None:
     from llama_unsloth.errors import EmbeddingMismatchError, RagError
-    from llama_unsloth.index_store import build_index, embed_model_id, open_index
+    from llama_unsloth.rag.store import build_index, embed_model_id, open_index
 
     docs = write_mixed_corpus(tmp_path / "docs")
     build_index(docs, tmp_path / "db", embed_model=embed_model(), progress=False, warn=None)

@@ -1,4 +1,4 @@
-"""llama_unsloth.tables: result tables are replaced atomically."""
+"""llama_unsloth.batch.tables: result tables are replaced atomically."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 def test_result_tables_are_never_half_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str) -> None:
     import pandas as pd
 
-    from llama_unsloth.tables import write_table
+    from llama_unsloth.batch.tables import write_table
 
     target = tmp_path / f"answers{suffix}"
     rows = [{"instruction": "Q1", "answer": "A1"}, {"instruction": "Q2", "answer": "A2"}]
@@ -39,7 +39,7 @@ def test_tables_get_normal_permissions_and_csv_opens_japanese_in_excel(tmp_path:
 
     import pandas as pd
 
-    from llama_unsloth.tables import write_table
+    from llama_unsloth.batch.tables import write_table
 
     rows = [
         {"instruction": "メルコスールを設立した国は？", "answer": "アルゼンチン、ブラジル、パラグアイ、ウルグアイ。"}

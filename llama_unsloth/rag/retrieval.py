@@ -1,4 +1,4 @@
-"""RAG glue over an index from :mod:`llama_unsloth.index_store`: postprocessors, query engines, prompts, answers.
+"""RAG glue over an index from :mod:`llama_unsloth.rag.store`: postprocessors, query engines, prompts, answers.
 
 * :func:`make_postprocessors` / :func:`make_query_engine` give our users' retrieval: k=3 plainly,
   or k=15 -> POV reranking (10 -> 5), with duplicate filtering and context cleaning.
@@ -18,7 +18,7 @@ from llama_unsloth.defaults import POV_TOP_N as DEFAULT_POV_TOP_N
 from llama_unsloth.defaults import QUERY_TOP_N as DEFAULT_QUERY_TOP_N
 from llama_unsloth.defaults import TOP_K as DEFAULT_TOP_K
 from llama_unsloth.errors import RagError
-from llama_unsloth.index_store import KEY_FILE_NAME, KEY_FILE_PATH, retrieval_cosine
+from llama_unsloth.rag.store import KEY_FILE_NAME, KEY_FILE_PATH, retrieval_cosine
 
 
 # ---------------------------------------------------------------------------------------------- retrieval

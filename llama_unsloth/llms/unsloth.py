@@ -8,7 +8,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Literal, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Sequence, Tuple, Union
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -28,8 +28,8 @@ from llama_index.core.llms.custom import CustomLLM
 from llama_unsloth import defaults
 from llama_unsloth.abstention import DEFAULT_ABSTENTION_PATTERNS, is_abstention
 from llama_unsloth.errors import GenerationOutOfMemoryError, PromptTooLongError  # noqa: F401 (defined there, re-exported here)
-from llama_unsloth.layout_llm import LayoutLLMMixin
-from llama_unsloth.prompts import PromptFormat, encode_prompt
+from llama_unsloth.layouts.format import PromptFormat, encode_prompt
+from llama_unsloth.llms.layout import LayoutLLMMixin, to_async
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
 
     Whatever part of LlamaIndex calls it (query engines in every response mode, chat engines,
     ``predict``/``stream``, ``chat``/``complete``), the model is prompted in its layout: LlamaIndex's
-    default prompts are replaced by the same request in the layout (see :mod:`llama_unsloth.layout_llm`).
+    default prompts are replaced by the same request in the layout (see :mod:`llama_unsloth.llms.layout`).
 
     Examples:
         ```python
@@ -145,7 +145,7 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
     )
     fast_decode: bool = Field(
         default=False,
-        description="Decode with a static KV cache in length buckets and CUDA graphs (llama_unsloth.fast_decode): "
+        description="Decode with a static KV cache in length buckets and CUDA graphs (llama_unsloth.decoding.fast): "
         "the model loads as plain 16-bit transformers weights (an adapter is merged in), not Unsloth 4-bit. Where it "
         "cannot run (no CUDA, unsupported GPU, compile failure) one warning says why and generate() answers as before.",
     )
@@ -176,7 +176,7 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
     @field_validator("weights", mode="before")
     @classmethod
     def _known_weights(cls, value: Any) -> Any:
-        from llama_unsloth.fast_decode import weights_error
+        from llama_unsloth.decoding.fast import weights_error
 
         message = weights_error(value)
         if message:
@@ -186,7 +186,7 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, value: str) -> str:
-        from llama_unsloth.loading import BACKENDS
+        from llama_unsloth.models.loading import BACKENDS
 
         if value not in BACKENDS:
             raise ValueError(f"Unknown backend {value!r}: choose one of {', '.join(BACKENDS)}.")
@@ -230,7 +230,7 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
 
             self._resolved_name = self.model_name or default_model_name()
         if model is None and not (self.fast_decode and self._start_fast_decode()):
-            from llama_unsloth.loading import load_model
+            from llama_unsloth.models.loading import load_model
 
             self._model, self._tokenizer, self._backend = load_model(
                 self._resolved_name,
@@ -262,7 +262,7 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
             folder: LoRA adapter or merged model folder holding ``prompt_format.json``.
             **kwargs: Other fields (``max_new_tokens``, ``backend`` ...). ``prompt_format`` overrides the saved one.
         """
-        from llama_unsloth.loading import check_model_path
+        from llama_unsloth.models.loading import check_model_path
 
         check_model_path(str(folder))
         kwargs.setdefault("prompt_format", PromptFormat.load(folder))
@@ -271,7 +271,7 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
     # ------------------------------------------------------------------ fast decode (issue 13)
     def _start_fast_decode(self, given: Any = None) -> bool:
         """Sets up the fast path (loading the model unless ``given``); False, with one warning, where it cannot run."""
-        from llama_unsloth import fast_decode as fd
+        from llama_unsloth.decoding import fast as fd
 
         mode = "compile" if self.fast_decode_mode == "auto" else self.fast_decode_mode
         reason = None if mode == "eager" and self.weights in (None, "bf16") else fd.cuda_reason(self.weights)
@@ -281,7 +281,7 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
                 if given is None:
                     dtype = None
                     if self.dtype not in (None, "auto") or mode == "eager":
-                        from llama_unsloth.loading import _torch_dtype
+                        from llama_unsloth.models.loading import _torch_dtype
 
                         dtype = _torch_dtype(
                             "bfloat16" if self.weights == "bf16" else self.dtype, on_gpu=mode != "eager"
@@ -312,7 +312,7 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
 
     @property
     def fast_decoder(self) -> Any:
-        """The :class:`~llama_unsloth.fast_decode.FastDecoder` in use, or None (fast_decode off or fallen back)."""
+        """The :class:`~llama_unsloth.decoding.fast.FastDecoder` in use, or None (fast_decode off or fallen back)."""
         return self._fast
 
     def fast_decode_stats(self) -> Dict[str, Any]:
@@ -334,7 +334,7 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
         """
         if self._fast is None:
             return {}
-        from llama_unsloth import fast_decode as fd
+        from llama_unsloth.decoding import fast as fd
 
         with _lock_for(self._model):
             try:
@@ -344,7 +344,7 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
                 return {}
 
     def _fall_back(self, reason: str) -> None:
-        from llama_unsloth import fast_decode as fd
+        from llama_unsloth.decoding import fast as fd
 
         if self._fast is not None:
             self._fast.stats.disabled = reason
@@ -538,7 +538,7 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
         if stops:
             from transformers import StoppingCriteriaList
 
-            from llama_unsloth.stopping import StopOnStrings
+            from llama_unsloth.decoding.stopping import StopOnStrings
 
             kwargs.pop("tokenizer", None)
             criteria = StoppingCriteriaList(kwargs.pop("stopping_criteria", None) or [])
@@ -562,7 +562,7 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
 
     def _fast_generate(self, batch: Dict[str, Any], kwargs: Dict[str, Any]) -> Any:
         """The fast path's output, or None where this call (or from now on, every call) takes ``generate``."""
-        from llama_unsloth import fast_decode as fd
+        from llama_unsloth.decoding import fast as fd
 
         reason = self._fast.unsupported(kwargs, prompt_tokens=int(batch["input_ids"].shape[1]))
         if reason is not None:
@@ -765,7 +765,7 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
         stream = await asyncio.to_thread(self._stream_complete, prompt, formatted, **kwargs)
-        return _to_async(stream)
+        return to_async(stream)
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
@@ -774,7 +774,7 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         stream = await asyncio.to_thread(self._stream_chat, messages, **kwargs)
-        return _to_async(stream)
+        return to_async(stream)
 
 
 class _LayoutHook:
@@ -818,15 +818,6 @@ def _weak_tokenizer_fn(tokenizer: Any) -> Callable[[str], List[int]]:
         )
 
     return count
-
-
-async def _to_async(iterator: Iterator[Any]) -> AsyncIterator[Any]:
-    done = object()
-    while True:
-        item = await asyncio.to_thread(next, iterator, done)
-        if item is done:
-            return
-        yield item
 
 
 def _free_cuda_cache() -> None:
