@@ -35,7 +35,7 @@ QUESTION = "Summarise what the context says about trade between the regional blo
 
 
 def _prompts(count: int) -> List[str]:
-    from llama_unsloth.layouts.format import PromptFormat
+    from llama_unsloth.layouts import PromptFormat
 
     fmt = PromptFormat.get("alpaca-context")
     return [fmt.render_prompt(f"{QUESTION} (variant {i})", CONTEXT) for i in range(count)]

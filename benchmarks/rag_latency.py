@@ -163,7 +163,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     from llama_index.core.instrumentation import get_dispatcher
 
     from llama_unsloth import UnslothLLM
-    from llama_unsloth.models.embeddings import huggingface_embedding
+    from llama_unsloth.models import huggingface_embedding
     from postprocessors import ContextCleaner, DuplicateChunkFilter, POVReranker
 
     on_gpu = torch.cuda.is_available()

@@ -1,10 +1,10 @@
 """llama-unsloth: Unsloth fine-tuned models as LlamaIndex LLMs, prompted in the layout they were trained on."""
 
 from llama_unsloth.abstention import DEFAULT_ABSTENTION_PATTERNS, is_abstention
-from llama_unsloth.layouts.format import BUILTIN_FORMATS, PromptFormat, PromptFormatError
+from llama_unsloth.layouts import BUILTIN_FORMATS, PromptFormat, PromptFormatError
 from llama_unsloth.llms.served import ServedLLM, ServedModelError
 from llama_unsloth.llms.unsloth import GenerationOutOfMemoryError, PromptTooLongError, UnslothLLM
-from llama_unsloth.models.loading import ModelLoadError
+from llama_unsloth.models import ModelLoadError
 
 __all__ = [
     "UnslothLLM",

@@ -43,7 +43,7 @@ from urllib.parse import urlsplit, urlunsplit
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from llama_unsloth.errors import EmbeddingServiceError  # noqa: F401 (defined there, re-exported here)
-from llama_unsloth.models.embeddings import COHERE_API_KEY_ENV_VARS, cohere_embedding  # noqa: F401 (the factory lives with the other embeddings)
+from llama_unsloth.models import COHERE_API_KEY_ENV_VARS, cohere_embedding  # noqa: F401 (the factory lives with the other embeddings)
 
 COHERE_MAX_BATCH = 96
 COHERE_DEFAULT_URL = "https://api.cohere.com"

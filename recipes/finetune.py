@@ -85,7 +85,7 @@ def run(script_args: Any, model_args: Any, training_args: Any, callbacks: Option
     """
     from llama_unsloth import training as T
     from llama_unsloth.defaults import default_model_name
-    from llama_unsloth.layouts.format import PromptFormat
+    from llama_unsloth.layouts import PromptFormat
     from llama_unsloth.models import loading
 
     prompt_format = PromptFormat.get(script_args.prompt_format, fields=script_args.prompt_fields)

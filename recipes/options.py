@@ -189,7 +189,7 @@ class ModelOptions:
         """The ``PromptFormat`` that ``--prompt-format`` (and ``--prompt-fields``) name, or None for the model's own."""
         if not self.prompt_format:
             return None
-        from llama_unsloth.layouts.format import PromptFormat, PromptFormatError
+        from llama_unsloth.layouts import PromptFormat, PromptFormatError
 
         path = Path(self.prompt_format).expanduser()
         try:

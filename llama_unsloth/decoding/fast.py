@@ -44,14 +44,13 @@ import importlib.util
 import inspect
 import logging
 import sys
-import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from llama_unsloth.errors import FastDecodeUnavailable
+from llama_unsloth.once import warn_once
 
 logger = logging.getLogger(__name__)
 
@@ -93,19 +92,6 @@ def weights_error(value: Any) -> Optional[str]:
         f"Unknown weights={value!r} (UnslothLLM field 'weights'): choose 'bf16' (the merged 16-bit model), "
         "'int8' or 'int4' (torchao weight-only), or leave it None, together with fast_decode=True."
     )
-
-
-_WARNED: set = set()
-_WARNED_GUARD = threading.Lock()
-
-
-def warn_once(key: Any, message: str) -> None:
-    """One ``warnings.warn`` per ``key`` and process (a reason to fall back must not repeat per question)."""
-    with _WARNED_GUARD:
-        if key in _WARNED:
-            return
-        _WARNED.add(key)
-    warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def bucket_for(n_tokens: int, max_seq_length: int, min_bucket: int = MIN_BUCKET) -> int:
@@ -366,7 +352,7 @@ def load_fast_model(
     import torch
     from transformers import AutoConfig, AutoTokenizer
 
-    from llama_unsloth.models.loading import is_adapter_folder
+    from llama_unsloth.models import is_adapter_folder
 
     dtype = dtype or fast_dtype()
     device = device or ("cuda:0" if torch.cuda.is_available() else "cpu")

@@ -27,7 +27,7 @@ from functools import lru_cache
 from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from llama_unsloth.errors import PromptTooLongError
-from llama_unsloth.layouts.format import (
+from llama_unsloth.layouts import (
     CONDENSE_INSTRUCTION,
     LAYOUT_METADATA_KEY,
     REFINE_INSTRUCTION,

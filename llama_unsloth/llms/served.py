@@ -21,7 +21,7 @@ from llama_index.core.base.llms.types import CompletionResponse, CompletionRespo
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 
 from llama_unsloth.errors import ServedModelError  # noqa: F401 (defined there, re-exported here)
-from llama_unsloth.layouts.format import PromptFormat
+from llama_unsloth.layouts import PromptFormat
 from llama_unsloth.llms.unsloth import UnslothLLM
 
 

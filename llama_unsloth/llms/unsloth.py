@@ -28,8 +28,9 @@ from llama_index.core.llms.custom import CustomLLM
 from llama_unsloth import defaults
 from llama_unsloth.abstention import DEFAULT_ABSTENTION_PATTERNS, is_abstention
 from llama_unsloth.errors import GenerationOutOfMemoryError, PromptTooLongError  # noqa: F401 (defined there, re-exported here)
-from llama_unsloth.layouts.format import PromptFormat, encode_prompt
+from llama_unsloth.layouts import PromptFormat, encode_prompt
 from llama_unsloth.llms.layout import LayoutLLMMixin, to_async
+from llama_unsloth.once import warn_once
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +53,6 @@ _KNOWN_SPECIAL_TOKENS = (
     "<bos>",
     "<eos>",
 )
-
-# (model, pad id, rows) whose unusable pad id was already reported: once is enough.
-_PAD_WARNED: set = set()
 
 # One generation at a time per model object, however many UnslothLLM wrappers share it.
 _MODEL_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
@@ -186,7 +184,7 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, value: str) -> str:
-        from llama_unsloth.models.loading import BACKENDS
+        from llama_unsloth.models import BACKENDS
 
         if value not in BACKENDS:
             raise ValueError(f"Unknown backend {value!r}: choose one of {', '.join(BACKENDS)}.")
@@ -230,7 +228,7 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
 
             self._resolved_name = self.model_name or default_model_name()
         if model is None and not (self.fast_decode and self._start_fast_decode()):
-            from llama_unsloth.models.loading import load_model
+            from llama_unsloth.models import load_model
 
             self._model, self._tokenizer, self._backend = load_model(
                 self._resolved_name,
@@ -262,7 +260,7 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
             folder: LoRA adapter or merged model folder holding ``prompt_format.json``.
             **kwargs: Other fields (``max_new_tokens``, ``backend`` ...). ``prompt_format`` overrides the saved one.
         """
-        from llama_unsloth.models.loading import check_model_path
+        from llama_unsloth.models import check_model_path
 
         check_model_path(str(folder))
         kwargs.setdefault("prompt_format", PromptFormat.load(folder))
@@ -281,9 +279,9 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
                 if given is None:
                     dtype = None
                     if self.dtype not in (None, "auto") or mode == "eager":
-                        from llama_unsloth.models.loading import _torch_dtype
+                        from llama_unsloth.models import torch_dtype
 
-                        dtype = _torch_dtype(
+                        dtype = torch_dtype(
                             "bfloat16" if self.weights == "bf16" else self.dtype, on_gpu=mode != "eager"
                         )
                     model, tokenizer = fd.load_fast_model(
@@ -441,16 +439,12 @@ class UnslothLLM(LayoutLLMMixin, CustomLLM):
             rows = None
         if isinstance(pad, int) and (rows is None or 0 <= pad < rows):
             return pad
-        key = (self._resolved_name, pad, rows)
-        if key not in _PAD_WARNED:
-            _PAD_WARNED.add(key)
-            logger.warning(
-                "The tokenizer's pad id %s is not a token of the model (%s embedding rows); padding batched "
-                "prompts with EOS (%s) instead, masked out by the attention mask.",
-                pad,
-                rows,
-                eos,
-            )
+        warn_once(
+            ("pad", self._resolved_name, pad, rows),
+            f"The tokenizer's pad id {pad} is not a token of the model ({rows} embedding rows); padding batched "
+            f"prompts with EOS ({eos}) instead, masked out by the attention mask.",
+            logger=logger,
+        )
         return eos
 
     def _stop_strings(self) -> List[str]:

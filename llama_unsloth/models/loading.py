@@ -82,7 +82,7 @@ def is_adapter_folder(model_name: str) -> bool:
     return (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
 
 
-def _torch_dtype(dtype: Optional[str], on_gpu: bool) -> Any:
+def torch_dtype(dtype: Optional[str], on_gpu: bool) -> Any:
     import torch
 
     if dtype in (None, "auto"):
@@ -154,7 +154,7 @@ def _load_unsloth(
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=model_name,
         max_seq_length=max_seq_length,
-        dtype=None if dtype in (None, "auto") else _torch_dtype(dtype, True),
+        dtype=None if dtype in (None, "auto") else torch_dtype(dtype, True),
         load_in_4bit=load_in_4bit,
         trust_remote_code=trust_remote_code,
     )
@@ -169,7 +169,7 @@ def _load_transformers(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     on_gpu = cuda_available()
-    kwargs: dict = {"dtype": _torch_dtype(dtype, on_gpu), "trust_remote_code": trust_remote_code}
+    kwargs: dict = {"dtype": torch_dtype(dtype, on_gpu), "trust_remote_code": trust_remote_code}
     adapter = is_adapter_folder(model_name)
     if load_in_4bit and not is_prequantized(model_name):
         if is_bitsandbytes_available():

@@ -40,7 +40,7 @@ from llama_unsloth.errors import (
 )
 
 # Embedding models live in llama_unsloth.models.embeddings; re-exported because indexing and querying take them here.
-from llama_unsloth.models.embeddings import (  # noqa: F401
+from llama_unsloth.models import (  # noqa: F401
     COHERE_MODEL,
     embed_backend_of,
     embed_model_id,

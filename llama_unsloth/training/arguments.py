@@ -25,7 +25,7 @@ from typing import Any, List, Literal, Optional
 
 from trl import ModelConfig, SFTConfig
 
-from llama_unsloth.models.loading import BACKENDS
+from llama_unsloth.models import BACKENDS
 from llama_unsloth.training import SAVE_METHODS
 from llama_unsloth.training.trainer import (
     GRADIENT_CHECKPOINTING,

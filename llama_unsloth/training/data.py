@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from llama_unsloth.errors import DatasetError, PromptFormatError
-from llama_unsloth.layouts.format import PromptFormat
+from llama_unsloth.layouts import PromptFormat
 
 
 def read_records(path: str | Path) -> List[Any]:
@@ -113,7 +113,7 @@ def tokenize_record(
     Returns:
         ``input_ids`` and ``completion_mask`` (1 from where the answer starts).
     """
-    from llama_unsloth.layouts.format import encode_prompt, encode_training
+    from llama_unsloth.layouts import encode_prompt, encode_training
 
     prompt, completion = prompt_format.split_training(record, eos_token=tokenizer.eos_token or "", tokenizer=tokenizer)
     ids = encode_training(tokenizer, prompt, completion)

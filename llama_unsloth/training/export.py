@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
 from llama_unsloth.errors import HubTokenError
-from llama_unsloth.layouts.format import PromptFormat
+from llama_unsloth.layouts import PromptFormat
 from llama_unsloth.training.trainer import TrainingSummary
 
 TRAIN_LOG_FILE = "train_log.json"
@@ -76,7 +76,7 @@ def save_merged(
 
 def _base_is_prequantized(model: Any) -> bool:
     """True when the adapter's base model folder is a bitsandbytes-quantized checkpoint."""
-    from llama_unsloth.models.loading import is_prequantized
+    from llama_unsloth.models import is_prequantized
 
     configs = getattr(model, "peft_config", None) or {}
     bases = [getattr(c, "base_model_name_or_path", None) for c in configs.values()]

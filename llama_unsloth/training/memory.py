@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from llama_unsloth.models.loading import is_adapter_folder
+from llama_unsloth.models import is_adapter_folder
 from llama_unsloth.training.trainer import FUSED_MODULES, TARGET_MODULES
 
 GIB = 2**30

@@ -24,8 +24,8 @@ def test_no_module_outside_errors_py_defines_an_exception() -> None:
                     defined_elsewhere.append(f"{path.relative_to(ROOT)}: {node.name}")
     assert defined_elsewhere == []
     # The names users import from their old homes still work and are the same classes.
-    from llama_unsloth.layouts.format import PromptFormatError
-    from llama_unsloth.models.loading import ModelLoadError
+    from llama_unsloth.layouts import PromptFormatError
+    from llama_unsloth.models import ModelLoadError
     from postprocessors import EmbeddingServiceError
 
     assert (ModelLoadError, PromptFormatError, EmbeddingServiceError) == (

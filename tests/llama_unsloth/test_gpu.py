@@ -105,8 +105,8 @@ def test_unsloth_trainer_sees_the_inference_ids_for_every_layout(gpu_model_name:
     from pathlib import Path
 
     from llama_unsloth import training as T
-    from llama_unsloth.layouts.format import BUILTIN_FORMATS, PromptFormat, encode_prompt
-    from llama_unsloth.models.loading import load_model
+    from llama_unsloth.layouts import BUILTIN_FORMATS, PromptFormat, encode_prompt
+    from llama_unsloth.models import load_model
 
     model, tokenizer, backend = load_model(gpu_model_name, backend="unsloth", max_seq_length=1024, for_training=True)
     assert backend == "unsloth"

@@ -22,7 +22,7 @@ _EMBED: List[Any] = []
 def embed_model() -> Any:
     """The bundled MiniLM, loaded once per test session."""
     if not _EMBED:
-        from llama_unsloth.models.embeddings import huggingface_embedding
+        from llama_unsloth.models import huggingface_embedding
 
         _EMBED.append(huggingface_embedding())
     return _EMBED[0]

@@ -192,8 +192,8 @@ def test_lora_adapts_every_projection(arch: str, finetuned: Dict[str, Any]) -> N
 def merged_4bit(arch: str, finetuned: Dict[str, Any], work: Path) -> Path:
     """The trained adapter, reloaded on the Unsloth backend and merged to 4 bits by the recipe's own export."""
     from llama_unsloth import training as T
-    from llama_unsloth.layouts.format import PromptFormat
-    from llama_unsloth.models.loading import load_model
+    from llama_unsloth.layouts import PromptFormat
+    from llama_unsloth.models import load_model
 
     assert finetuned["attempts"][-1]["exit_code"] == 0, "finetune failed"
     out = finetuned["out"]

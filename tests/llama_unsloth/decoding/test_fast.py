@@ -98,7 +98,7 @@ def test_calls_longer_than_a_sliding_window_take_generate(
         2047,
         4096,
     ]
-    monkeypatch.setattr(fd, "_WARNED", set())
+    monkeypatch.setattr("llama_unsloth.once._SEEN", set())
     short = fast_llm.complete("Trade?")
     window = short.raw["prompt_tokens"] + 12  # "Trade?" + 12 new tokens fit exactly
     fast_llm.fast_decoder.sliding_window = fast_llm.fast_decoder.max_seq_length = window  # as __init__ sets them
@@ -180,7 +180,7 @@ def test_without_cuda_fast_decode_warns_once_and_answers(
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(fd, "_WARNED", set())
+    monkeypatch.setattr("llama_unsloth.once._SEEN", set())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         llms = [
@@ -201,7 +201,7 @@ def test_without_cuda_fast_decode_warns_once_and_answers(
 def test_unsupported_generate_option_falls_back_for_that_call(
     fast_llm: UnslothLLM, tiny_llm: UnslothLLM, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fd, "_WARNED", set())
+    monkeypatch.setattr("llama_unsloth.once._SEEN", set())
     with pytest.warns(RuntimeWarning, match="repetition_penalty"):
         fast = fast_llm.complete("What is a customs union?", repetition_penalty=1.3)
     assert fast.text == tiny_llm.complete("What is a customs union?", repetition_penalty=1.3).text
@@ -214,7 +214,7 @@ def test_a_failing_decode_step_falls_back_once_and_answers(
     def broken(self, *args, **kwargs):
         raise RuntimeError("inductor exploded")
 
-    monkeypatch.setattr(fd, "_WARNED", set())
+    monkeypatch.setattr("llama_unsloth.once._SEEN", set())
     monkeypatch.setattr(fd.FastDecoder, "_prefill", broken)
     with pytest.warns(RuntimeWarning, match="inductor exploded"):
         first = fast_llm.complete("What is a customs union?")

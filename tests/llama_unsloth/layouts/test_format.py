@@ -15,7 +15,7 @@ from llama_unsloth.layouts.format import (
     encode_training,
 )
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "templates"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "templates"
 
 # ---- The users' layouts, verbatim (typos, hyphenation, trailing spaces included), as the users wrote them.
 # 1. Mistral-Nemo fine-tune: alpaca_prompt.format(instruction, input, output); writes its own <s> and </s>

@@ -11,7 +11,7 @@ from typing import Any, Dict
 
 import pytest
 
-from llama_unsloth.layouts.format import BUILTIN_FORMATS, PromptFormat, encode_prompt
+from llama_unsloth.layouts import BUILTIN_FORMATS, PromptFormat, encode_prompt
 from llama_unsloth.training.data import tokenize_record
 from tests.architectures import TOKENIZER_FAMILIES, family_tokenizer
 
@@ -22,7 +22,7 @@ TURN_END = {
     "phi3-medium-14b": "<|end|>",
     "gemma2-27b": "<end_of_turn>",
 }
-TEMPLATES = Path(__file__).resolve().parents[2] / "examples" / "templates"
+TEMPLATES = Path(__file__).resolve().parents[3] / "examples" / "templates"
 # Every layout the one-BOS check runs: the built-ins and our users' four templates (with the fields their tests use).
 LAYOUTS: Dict[str, Any] = {
     **{name: (name, None) for name in BUILTIN_FORMATS},

@@ -21,7 +21,7 @@ from llama_unsloth import UnslothLLM
 pytestmark = pytest.mark.slow
 
 # The users' instruction-context layout, verbatim (QA_finetune_Instruction_Context_new.j2).
-J2 = Path(__file__).resolve().parents[2] / "examples" / "templates" / "QA_finetune_Instruction_Context_new.j2"
+J2 = Path(__file__).resolve().parents[3] / "examples" / "templates" / "QA_finetune_Instruction_Context_new.j2"
 HEAD = "You are a brilliant Iranian professor of political science. Below is an instruction"
 TAIL = "\n\n### RESPONSE:\n"
 LLAMA_INDEX_TEXTS = (

@@ -34,7 +34,7 @@ def test_query_engine_puts_retrieved_text_in_the_models_layout(
 ) -> None:
     from llama_index.core import SimpleDirectoryReader
 
-    corpus = Path(__file__).resolve().parents[2] / "llama_unsloth" / "data" / "corpus"
+    corpus = Path(__file__).resolve().parents[3] / "llama_unsloth" / "data" / "corpus"
     index = _chroma_index(SimpleDirectoryReader(str(corpus)).load_data(), tmp_path / "chroma", minilm_path)
     llm = UnslothLLM(model_name=str(smollm2_path), load_in_4bit=False, max_new_tokens=48, prompt_format="chat")
     engine = index.as_query_engine(llm=llm, similarity_top_k=2, text_qa_template=llm.qa_template())
@@ -61,7 +61,7 @@ def test_threads_share_one_query_engine_and_get_single_threaded_answers(
 
     from postprocessors import ContextCleaner, DuplicateChunkFilter, POVReranker
 
-    data = Path(__file__).resolve().parents[2] / "llama_unsloth" / "data"
+    data = Path(__file__).resolve().parents[3] / "llama_unsloth" / "data"
     index = _chroma_index(SimpleDirectoryReader(str(data / "corpus")).load_data(), tmp_path / "chroma", minilm_path)
     llm = UnslothLLM(
         model_name=str(tiny_llama_path), load_in_4bit=False, max_new_tokens=8, prompt_format="alpaca-context"

@@ -14,7 +14,7 @@ from tests.llama_unsloth.openai_standin import OpenAIStandIn
 
 pytestmark = pytest.mark.slow
 
-J2 = Path(__file__).resolve().parents[2] / "examples" / "templates" / "QA_finetune_Instruction_Context_new.j2"
+J2 = Path(__file__).resolve().parents[3] / "examples" / "templates" / "QA_finetune_Instruction_Context_new.j2"
 LAYOUTS = ["alpaca", "alpaca-context", "instruction-context", "reasoning", "chat", str(J2)]
 DOCS = [
     "Mercosur was created by the Treaty of Asuncion in 1991 by Argentina, Brazil, Paraguay and Uruguay.",
@@ -164,7 +164,7 @@ def test_from_finetuned_reads_the_layout_and_tokenizer_from_the_folder(
 ) -> None:
     import shutil
 
-    from llama_unsloth.layouts.format import PromptFormat
+    from llama_unsloth.layouts import PromptFormat
 
     folder = tmp_path / "merged"
     shutil.copytree(tiny_llama_path, folder)

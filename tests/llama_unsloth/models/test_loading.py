@@ -15,7 +15,7 @@ def test_a_finetuned_folder_loads_with_its_saved_layout_in_full_precision_on_cpu
 ) -> None:
     import torch
 
-    from llama_unsloth.layouts.format import PromptFormat
+    from llama_unsloth.layouts import PromptFormat
     from llama_unsloth.llms.factory import load_llm
 
     if torch.cuda.is_available():
@@ -36,7 +36,7 @@ def test_a_finetuned_folder_loads_with_its_saved_layout_in_full_precision_on_cpu
 
 def test_model_paths_that_are_not_models_are_one_clear_error(tmp_path: Path) -> None:
     from llama_unsloth.errors import ModelLoadError
-    from llama_unsloth.models.loading import check_model_path
+    from llama_unsloth.models import check_model_path
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="has no config.json .* or adapter_config.json"):
@@ -55,7 +55,7 @@ def test_unsloth_backend_without_a_gpu_says_what_to_do_and_never_imports_unsloth
 
     from llama_unsloth.errors import ModelLoadError
     from llama_unsloth.import_utils import UNSLOTH_INSTALL_HINT
-    from llama_unsloth.models.loading import resolve_backend
+    from llama_unsloth.models import resolve_backend
 
     if torch.cuda.is_available():
         pytest.skip("CPU behaviour")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from llama_unsloth.layouts.format import PromptFormat, PromptFormatError
+from llama_unsloth.layouts import PromptFormat, PromptFormatError
 from llama_unsloth.training import DatasetError, check_records, file_sha256, read_records
 
 

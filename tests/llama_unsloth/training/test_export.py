@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def test_model_card_says_how_to_serve_a_4bit_merge_with_vllm() -> None:
     from llama_unsloth import training as T
-    from llama_unsloth.layouts.format import PromptFormat
+    from llama_unsloth.layouts import PromptFormat
 
     card = T.model_card(
         base_model="m",

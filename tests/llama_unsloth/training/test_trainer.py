@@ -28,7 +28,7 @@ def _trainer(tiny_llama_path: Path, tmp_path: Path, record: dict, fmt_name: str,
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from llama_unsloth import training as T
-    from llama_unsloth.layouts.format import PromptFormat
+    from llama_unsloth.layouts import PromptFormat
     from llama_unsloth.training.arguments import FinetuneSFTConfig, LoraModelConfig
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama_path)
@@ -52,7 +52,7 @@ def _trainer(tiny_llama_path: Path, tmp_path: Path, record: dict, fmt_name: str,
 
 def test_the_trainer_sees_the_inference_ids_then_the_answer(tiny_llama_path: Path, tmp_path: Path) -> None:
     """TRL gets pre-tokenized ids: no second BOS, no EOS after a layout's own end marker."""
-    from llama_unsloth.layouts.format import encode_prompt
+    from llama_unsloth.layouts import encode_prompt
 
     record = {"instruction": "Q?", "input": "C", "flag": "creator", "reasoning": "R", "output": "A"}
     trainer, tokenizer, fmt, _ = _trainer(tiny_llama_path, tmp_path, record, "reasoning")
