@@ -72,8 +72,7 @@ def run(
     embed_model: Optional[str], chunk_unit: str, chunk_size: Optional[int], chunk_overlap: Optional[int]
 ) -> Dict[str, Any]:
     """Indexes the corpus in a temp folder, asks every question, returns the result dict."""
-    from llama_unsloth.rag.retrieval import source_info
-    from llama_unsloth.rag.store import build_index, embed_model_id, make_embed_model, short_model_name
+    from llama_unsloth.rag import build_index, embed_model_id, make_embed_model, short_model_name, source_info
 
     questions = json.loads((DATA / "questions.json").read_text(encoding="utf-8"))
     model = make_embed_model("huggingface", embed_model)

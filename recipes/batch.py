@@ -50,34 +50,31 @@ def main(argv: Optional[List[str]] = None) -> int:
     from recipes.config import exit_on_user_error, start
 
     args, index_options, retrieval, model, batch = start(make_parser, argv)
-    from llama_unsloth.batch import runner as batch_answers
+    from llama_unsloth.batch import load_questions, output_paths, read_answers_jsonl
     from llama_unsloth.interrupts import sigterm_as_keyboard_interrupt
 
     with exit_on_user_error():
         model.check_model()
         patterns = batch.patterns()
-        questions = batch_answers.load_questions(args.questions)
+        questions = load_questions(args.questions)
         index, postprocessors = None, []
         if args.rag:
             index, embed_model = index_options.open()
             postprocessors = retrieval.postprocessors(embed_model)
-        paths = batch_answers.output_paths(args.out)
+        paths = output_paths(args.out)
         try:
             with sigterm_as_keyboard_interrupt():
-                records = batch_answers.run_batch(
+                records = batch.answer(
                     lambda: model.load(abstention_patterns=patterns, warm_up_batch_sizes=(batch.batch_size,)),
                     questions,
                     args.out,
                     index=index,
                     postprocessors=postprocessors,
                     similarity_top_k=retrieval.similarity_top_k,
-                    batch_size=batch.batch_size,
-                    progress=batch.progress,
-                    workers=batch.workers,
                 )
         except KeyboardInterrupt:
             # Every answer written so far is in the JSONL (fsync per record); the rerun continues from there.
-            done = len(batch_answers.read_answers_jsonl(paths["jsonl"]))
+            done = len(read_answers_jsonl(paths["jsonl"]))
             print(
                 f"\ninterrupted: {done} of {len(questions)} answers are saved in {paths['jsonl']}; run the same command again to answer the rest.",
                 file=sys.stderr,

@@ -55,8 +55,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     from pathlib import Path
 
     from llama_unsloth import errors
-    from llama_unsloth.batch import comparison, tables
-    from llama_unsloth.batch import runner as batch_answers
+    from llama_unsloth.batch import (
+        SUMMARY_COLUMNS,
+        compare_records,
+        load_questions,
+        markdown_table,
+        read_answers_jsonl,
+        write_compare_report,
+    )
 
     out_dir = Path(args.out_dir)
     with exit_on_user_error():
@@ -68,14 +74,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                 if not Path(path).is_file():
                     raise errors.RagError(f"Answers file {path!r} not found: run `llama-unsloth batch` first.")
             with_rag, without = (
-                batch_answers.read_answers_jsonl(args.rag_jsonl),
-                batch_answers.read_answers_jsonl(args.no_rag_jsonl),
+                read_answers_jsonl(args.rag_jsonl),
+                read_answers_jsonl(args.no_rag_jsonl),
             )
             if not with_rag or not without:
                 raise errors.RagError("An answers file holds no complete answers.")
         elif args.questions:
             model.check_model()  # only answering loads a model
-            questions = batch_answers.load_questions(args.questions)
+            questions = load_questions(args.questions)
             index, embed_model = index_options.open()
             postprocessors = retrieval.postprocessors(embed_model)
             cache: dict = {}
@@ -85,30 +91,20 @@ def main(argv: Optional[List[str]] = None) -> int:
                     cache["llm"] = model.load(abstention_patterns=patterns, warm_up_batch_sizes=(batch.batch_size,))
                 return cache["llm"]
 
-            with_rag = batch_answers.run_batch(
+            with_rag = batch.answer(
                 load,
                 questions,
                 out_dir / "rag",
                 index=index,
                 postprocessors=postprocessors,
                 similarity_top_k=retrieval.similarity_top_k,
-                batch_size=batch.batch_size,
-                progress=batch.progress,
-                workers=batch.workers,
             )
-            without = batch_answers.run_batch(
-                load,
-                questions,
-                out_dir / "no_rag",
-                batch_size=batch.batch_size,
-                progress=batch.progress,
-                workers=batch.workers,
-            )
+            without = batch.answer(load, questions, out_dir / "no_rag")
         else:
             raise errors.RagError("Pass --questions <file>, or --rag-jsonl and --no-rag-jsonl.")
-    summary, rows = comparison.compare_records(with_rag, without, abstention_patterns=patterns)
-    paths = comparison.write_compare_report(summary, rows, out_dir)
-    print(tables.markdown_table(summary, comparison.SUMMARY_COLUMNS))
+    summary, rows = compare_records(with_rag, without, abstention_patterns=patterns)
+    paths = write_compare_report(summary, rows, out_dir)
+    print(markdown_table(summary, SUMMARY_COLUMNS))
     print(f"Report: {paths['md']} and {paths['xlsx']} ({len(rows)} questions side by side)")
     return 0
 

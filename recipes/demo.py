@@ -61,10 +61,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     from llama_index.core import Settings
 
     from llama_unsloth import UnslothLLM, defaults
-    from llama_unsloth.batch import comparison, tables
-    from llama_unsloth.batch import runner as batch_answers
-    from llama_unsloth.rag import retrieval as rag
-    from llama_unsloth.rag import store as index_store
+    from llama_unsloth.batch import (
+        SUMMARY_COLUMNS,
+        compare_records,
+        load_questions,
+        markdown_table,
+        run_batch,
+        write_compare_report,
+    )
+    from llama_unsloth.rag import build_index, delete_collection, format_sources, make_embed_model, make_postprocessors
     from postprocessors import ContextCleaner, DuplicateChunkFilter, POVReranker
 
     data = Path(__file__).resolve().parent.parent / "llama_unsloth" / "data"
@@ -72,20 +77,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     chroma_dir = out / "chroma"
 
     _title("1. Index the sample corpus")
-    embed_model = index_store.make_embed_model()
+    embed_model = make_embed_model()
     from llama_unsloth.errors import ChunkSettingsMismatchError
 
     try:
-        index, stats = index_store.build_index(
-            data / "corpus", persist_dir=chroma_dir, collection="demo", embed_model=embed_model
-        )
+        index, stats = build_index(data / "corpus", persist_dir=chroma_dir, collection="demo", embed_model=embed_model)
     except ChunkSettingsMismatchError as err:
         # A demo index from an older version (other chunking): the demo owns it, so rebuild it.
         print(f"{err}\nRebuilding the demo index with the current chunk settings ...")
-        index_store.delete_collection(chroma_dir, "demo")
-        index, stats = index_store.build_index(
-            data / "corpus", persist_dir=chroma_dir, collection="demo", embed_model=embed_model
-        )
+        delete_collection(chroma_dir, "demo")
+        index, stats = build_index(data / "corpus", persist_dir=chroma_dir, collection="demo", embed_model=embed_model)
     print(stats.summary())
     print(f"Chroma index: {chroma_dir.resolve()} (collection 'demo'); run the demo again and nothing is re-embedded.")
 
@@ -113,31 +114,31 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(
         f"Question: {SAMPLE_QUESTION}\nAnswer: {response}\nSources (query similarity = cosine to the question; POV score = L2 norm of cosines to the POVs):"
     )
-    for line in rag.format_sources(response.source_nodes):
+    for line in format_sources(response.source_nodes):
         print("  " + line)
 
     _title("4. A small batch, with and without RAG")
-    questions = list(batch_answers.load_questions(data / "questions.txt"))
+    questions = list(load_questions(data / "questions.txt"))
     picked = questions[: max(1, config.batch_questions - 1)] + questions[-1:]  # the last one is not in the corpus
     for stale in out.glob("batch_*"):
         stale.unlink()  # the demo answers afresh each time (batch itself resumes)
-    with_rag = batch_answers.run_batch(
+    with_rag = run_batch(
         llm,
         picked,
         out / "batch_rag",
         index=index,
-        postprocessors=rag.make_postprocessors(),
+        postprocessors=make_postprocessors(),
         batch_size=4,
         progress=True,
     )
-    without = batch_answers.run_batch(llm, picked, out / "batch_no_rag", batch_size=4, progress=True)
+    without = run_batch(llm, picked, out / "batch_no_rag", batch_size=4, progress=True)
     for a, b in zip(with_rag, without):
         print(f"\nQ: {a['instruction']}\n  RAG:    {a['answer'][:300]}\n  no RAG: {b['answer'][:300]}")
 
     _title("5. RAG vs no RAG")
-    summary, rows = comparison.compare_records(with_rag, without)
-    paths = comparison.write_compare_report(summary, rows, out)
-    print(tables.markdown_table(summary, comparison.SUMMARY_COLUMNS))
+    summary, rows = compare_records(with_rag, without)
+    paths = write_compare_report(summary, rows, out)
+    print(markdown_table(summary, SUMMARY_COLUMNS))
     print(f"\nWritten: {out / 'batch_rag.xlsx'}, {out / 'batch_no_rag.xlsx'}, {paths['md']}, {paths['xlsx']}")
     print(f"Demo finished in {time.perf_counter() - began:.0f} s.")
     return 0

@@ -38,9 +38,9 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 logger = logging.getLogger("llama_unsloth.finetune")
 
@@ -69,11 +69,23 @@ def _setup_logging() -> None:
 
 
 def _adapted_modules(model: Any, asked: Any) -> Any:
+    """What LoRA was put on, as PEFT recorded it (Phi-3's fused names after mapping), else what was asked."""
     config = (getattr(model, "peft_config", None) or {}).get("default")
     targets = getattr(config, "target_modules", None)
     if isinstance(targets, (set, frozenset, list, tuple)):
         return sorted(targets)
     return targets or asked
+
+
+@dataclass
+class _Data:
+    """The training data, checked before any model loads, and the Hub token the run will push with."""
+
+    file: str
+    prompt_format: Any
+    records: int
+    sha256: str
+    hub_token: Optional[str]
 
 
 def run(script_args: Any, model_args: Any, training_args: Any, callbacks: Optional[Sequence[Any]] = None) -> int:
@@ -83,31 +95,84 @@ def run(script_args: Any, model_args: Any, training_args: Any, callbacks: Option
         Any of :func:`llama_unsloth.errors.user_errors` for bad input (before a model loads where it can be
         checked then).
     """
+    import torch
+
     from llama_unsloth import training as T
     from llama_unsloth.defaults import default_model_name
+    from llama_unsloth.training.arguments import settings_record
+
+    data = _check_data(script_args, training_args)
+    model_name = model_args.model_name_or_path or default_model_name()
+    memory = _memory_settings(model_args, training_args)
+    _plan_memory(model_name, script_args, memory)
+    model, tokenizer, backend = _load_with_lora(model_name, model_args, training_args)
+    output_dir = Path(training_args.output_dir)
+    created_output_dir = not output_dir.exists()
+    trainer = _trainer(model, tokenizer, backend, data, output_dir, model_args, training_args, callbacks)
+    try:
+        summary, interrupted = _train(trainer)
+    except torch.OutOfMemoryError:
+        step, steps = trainer.state.global_step, trainer.state.max_steps
+        print(file=sys.stderr)  # the error line starts below the progress bar, not on it
+        del trainer, model  # the GPU memory goes back before the error is built
+        _remove_if_empty(output_dir, created_output_dir)
+        raise T.out_of_memory_error(model_name, step, steps, **memory) from None
+
+    T.save_adapter(model, tokenizer, data.prompt_format, output_dir)
+    # The settings the run actually used: the parsed values after resolution (a CPU run trains with
+    # adamw_torch in fp32 on a full-precision model), not the defaults asked for.
+    settings = settings_record(
+        script_args,
+        model_args,
+        training_args,
+        model=model_name,
+        backend=backend,
+        output_dir=str(output_dir),
+        load_in_4bit=bool(getattr(model, "is_loaded_in_4bit", False)),
+        dtype=str(getattr(model, "dtype", model_args.dtype)).replace("torch.", ""),
+        target_modules=_adapted_modules(model, model_args.lora_target_modules),
+        optim=_optimizer(trainer),
+    )
+    card, plot = _write_reports(output_dir, model_name, backend, data, settings, summary, interrupted)
+    if interrupted:
+        _report_interrupted(summary, output_dir, plot, script_args.save)
+        return EXIT_INTERRUPTED
+    final_folder = _save_final(model, tokenizer, backend, data, output_dir, card, script_args.save)
+    url = _push(final_folder, data.hub_token, script_args)
+    _report_done(summary, backend, data, output_dir, final_folder, url)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- before loading
+def _check_data(script_args: Any, training_args: Any) -> _Data:
+    """Reads and checks every record, and the Hub token: what can be wrong here fails before a model loads."""
+    from llama_unsloth import training as T
+    from llama_unsloth.import_utils import require_trainable_trl
     from llama_unsloth.layouts import PromptFormat
-    from llama_unsloth.models import loading
 
     prompt_format = PromptFormat.get(script_args.prompt_format, fields=script_args.prompt_fields)
-    # Everything about the data is checked before a model loads (minutes on a GPU machine).
     records = T.read_records(script_args.data)
     T.check_records(records, prompt_format, script_args.data)
-    data_sha256 = T.file_sha256(script_args.data)
-    token = T.hub_token_from_env() if script_args.push_to_hub else None
-    logger.info("Data: %s (%d records, format %s) OK.", script_args.data, len(records), prompt_format.name)
+    data = _Data(
+        file=str(script_args.data),
+        prompt_format=prompt_format,
+        records=len(records),
+        sha256=T.file_sha256(script_args.data),
+        hub_token=T.hub_token_from_env() if script_args.push_to_hub else None,
+    )
+    logger.info("Data: %s (%d records, format %s) OK.", script_args.data, data.records, prompt_format.name)
     if getattr(training_args, "optim_note", None):
         logger.info("Note: %s", training_args.optim_note)
-
-    from llama_unsloth.import_utils import require_trainable_trl
-
     require_trainable_trl()
-    model_name = model_args.model_name_or_path or default_model_name()
-    max_seq_length = training_args.max_length
-    # The memory plan, from config.json alone: a run that cannot fit stops here, not out of memory mid-run.
-    memory_settings = {
+    return data
+
+
+def _memory_settings(model_args: Any, training_args: Any) -> Dict[str, Any]:
+    """What the memory estimate reads from the options (the plan before loading, the advice after a CUDA OOM)."""
+    return {
         "batch_size": training_args.per_device_train_batch_size,
         "gradient_accumulation_steps": training_args.gradient_accumulation_steps,
-        "seq_length": max_seq_length,
+        "seq_length": training_args.max_length,
         "lora_r": model_args.lora_r,
         "target_modules": model_args.lora_target_modules,
         "load_in_4bit": model_args.load_in_4bit,
@@ -115,16 +180,31 @@ def run(script_args: Any, model_args: Any, training_args: Any, callbacks: Option
         "optim": training_args.optim_requested,
         "gradient_checkpointing": model_args.use_gradient_checkpointing,
     }
+
+
+def _plan_memory(model_name: str, script_args: Any, memory: Dict[str, Any]) -> None:
+    """The memory plan, from config.json alone: a run that cannot fit stops here, not out of memory mid-run."""
+    from llama_unsloth import training as T
+
     plan = T.check_finetune_memory(
-        model_name, gpu_memory_gib=script_args.gpu_memory_gib, enforce=script_args.memory_check, **memory_settings
+        model_name, gpu_memory_gib=script_args.gpu_memory_gib, enforce=script_args.memory_check, **memory
     )
     if plan:
         logger.info(plan)
+
+
+# ---------------------------------------------------------------------------------------------- training
+def _load_with_lora(model_name: str, model_args: Any, training_args: Any) -> Tuple[Any, Any, str]:
+    """``(model with LoRA adapters, tokenizer, backend)``."""
+    from llama_unsloth import training as T
+    from llama_unsloth.models import loading
+
     logger.info("Loading %s ...", model_name)
+    # Through the module: tests replace loading.load_model to prove nothing loads before the checks.
     model, tokenizer, backend = loading.load_model(
         model_name,
         backend=model_args.backend,
-        max_seq_length=max_seq_length,
+        max_seq_length=training_args.max_length,
         load_in_4bit=model_args.load_in_4bit,
         dtype=model_args.dtype,
         trust_remote_code=training_args.trust_remote_code,
@@ -133,140 +213,160 @@ def run(script_args: Any, model_args: Any, training_args: Any, callbacks: Option
     import transformers
 
     transformers.logging.set_verbosity_warning()
-    model = T.add_lora(model, backend, model_args, max_seq_length)
-    dataset = T.to_text_dataset(script_args.data, prompt_format, tokenizer, max_seq_length)
-    output_dir = Path(training_args.output_dir)
-    created_output_dir = not output_dir.exists()
+    return T.add_lora(model, backend, model_args, training_args.max_length), tokenizer, backend
+
+
+def _trainer(
+    model: Any,
+    tokenizer: Any,
+    backend: str,
+    data: _Data,
+    output_dir: Path,
+    model_args: Any,
+    training_args: Any,
+    callbacks: Optional[Sequence[Any]],
+) -> Any:
+    """TRL's ``SFTTrainer`` over the tokenized records; the output folder exists from here on."""
+    from llama_unsloth import training as T
+
+    dataset = T.to_text_dataset(data.file, data.prompt_format, tokenizer, training_args.max_length)
     output_dir.mkdir(parents=True, exist_ok=True)
     trainer = T.build_trainer(
         model, tokenizer, dataset, training_args, backend, model_args.use_gradient_checkpointing, callbacks
     )
-    optimizer = str(getattr(trainer.args.optim, "value", trainer.args.optim))
-    trainable, total = (
-        sum(p.numel() for p in model.parameters() if p.requires_grad),
-        sum(p.numel() for p in model.parameters()),
-    )
+    parameters = list(model.parameters())
     logger.info(
         "Training on the %s backend: %d trainable of %d parameters, optimizer %s, precision %s.",
         backend,
-        trainable,
-        total,
-        optimizer,
+        sum(p.numel() for p in parameters if p.requires_grad),
+        sum(p.numel() for p in parameters),
+        _optimizer(trainer),
         training_args.precision,
     )
+    return trainer
+
+
+def _optimizer(trainer: Any) -> str:
+    """The optimizer the trainer runs (TRL holds it as an enum)."""
+    return str(getattr(trainer.args.optim, "value", trainer.args.optim))
+
+
+def _train(trainer: Any) -> Tuple[Any, bool]:
+    """Trains; Ctrl-C stops it and keeps what was trained. Returns the summary and whether it was interrupted."""
+    from llama_unsloth import training as T
 
     interrupted = False
     began = time.time()
-    import torch
-
     try:
         trainer.train()
-    except torch.OutOfMemoryError:
-        step, steps = trainer.state.global_step, trainer.state.max_steps
-        print(file=sys.stderr)  # the error line starts below the progress bar, not on it
-        del trainer, model
-        if created_output_dir and not any(output_dir.iterdir()):
-            output_dir.rmdir()  # nothing half-written: the run saved nothing
-        raise T.out_of_memory_error(model_name, step, steps, **memory_settings) from None
     except KeyboardInterrupt:
         interrupted = True
-        print(file=sys.stderr)
+        print(file=sys.stderr)  # the next line starts below the progress bar, not on it
         logger.warning(
             "Interrupted at step %d of %d: saving the adapter trained so far ...",
             trainer.state.global_step,
             trainer.state.max_steps,
         )
-    summary = T.TrainingSummary.from_state(trainer.state, seconds=time.time() - began)
+    return T.TrainingSummary.from_state(trainer.state, seconds=time.time() - began), interrupted
 
-    T.save_adapter(model, tokenizer, prompt_format, output_dir)
-    extra = {
-        "interrupted": interrupted,
-        "backend": backend,
-        "base_model": model_name,
-        "data_file": str(script_args.data),
-        "data_sha256": data_sha256,
-        "records": len(records),
-        "prompt_format": prompt_format.name,
-        "optimizer": optimizer,
-        "precision": training_args.precision,
-        "environment": T.environment_summary(),
-    }
-    # The settings the run actually used: the parsed values after resolution (a CPU run trains with
-    # adamw_torch in fp32 on a full-precision model), not the defaults asked for.
-    used = {
-        **asdict(script_args),
-        "model": model_name,
-        "backend": backend,
-        "output_dir": str(output_dir),
-        "max_seq_length": max_seq_length,
-        "load_in_4bit": bool(getattr(model, "is_loaded_in_4bit", False)),
-        "dtype": str(getattr(model, "dtype", model_args.dtype)).replace("torch.", ""),
-        "r": model_args.lora_r,
-        "lora_alpha": model_args.lora_alpha,
-        "lora_dropout": model_args.lora_dropout,
-        # What LoRA was put on (Phi-3's fused names after mapping), as PEFT recorded it; not only what was asked.
-        "target_modules": _adapted_modules(model, model_args.lora_target_modules),
-        "use_rslora": model_args.use_rslora,
-        "use_gradient_checkpointing": model_args.use_gradient_checkpointing,
-        "random_state": model_args.random_state,
-        "per_device_train_batch_size": training_args.per_device_train_batch_size,
-        "gradient_accumulation_steps": training_args.gradient_accumulation_steps,
-        "warmup_steps": training_args.warmup_steps,
-        "max_steps": training_args.max_steps,
-        "num_train_epochs": training_args.num_train_epochs,
-        "learning_rate": training_args.learning_rate,
-        "optim": optimizer,
-        "weight_decay": training_args.weight_decay,
-        "lr_scheduler_type": str(getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type)),
-        "seed": training_args.seed,
-        "precision": training_args.precision,
-        "logging_steps": training_args.logging_steps,
-        "packing": training_args.packing,
-        "completion_only_loss": training_args.completion_only_loss,
-    }
-    T.write_train_log(output_dir / T.TRAIN_LOG_FILE, summary, used, **extra)
-    plot = T.plot_loss(output_dir / T.LOSS_PLOT_FILE, summary, title=f"{Path(model_name).name} / {prompt_format.name}")
+
+def _remove_if_empty(output_dir: Path, created: bool) -> None:
+    """Takes back an output folder this run created when nothing was written into it."""
+    if created and not any(output_dir.iterdir()):
+        output_dir.rmdir()
+
+
+# ---------------------------------------------------------------------------------------------- after training
+def _write_reports(
+    output_dir: Path,
+    model_name: str,
+    backend: str,
+    data: _Data,
+    settings: Dict[str, Any],
+    summary: Any,
+    interrupted: bool,
+) -> Tuple[str, Optional[Path]]:
+    """Writes ``train_log.json``, ``loss.png`` and the model card; returns the card's text and the plot's path."""
+    from llama_unsloth import training as T
+
+    T.write_train_log(
+        output_dir / T.TRAIN_LOG_FILE,
+        summary,
+        settings,
+        interrupted=interrupted,
+        backend=backend,
+        base_model=model_name,
+        data_file=data.file,
+        data_sha256=data.sha256,
+        records=data.records,
+        prompt_format=data.prompt_format.name,
+        optimizer=settings["optim"],  # what ran, as in the settings: adamw_torch on CPU
+        precision=settings["precision"],
+        environment=T.environment_summary(),
+    )
+    title = f"{Path(model_name).name} / {data.prompt_format.name}"
+    plot = T.plot_loss(output_dir / T.LOSS_PLOT_FILE, summary, title=title)
     card = T.model_card(
         base_model=model_name,
-        data_file=str(script_args.data),
-        data_sha256=data_sha256,
-        records=len(records),
-        prompt_format=prompt_format,
+        data_file=data.file,
+        data_sha256=data.sha256,
+        records=data.records,
+        prompt_format=data.prompt_format,
         backend=backend,
-        settings=used,
+        settings=settings,
         summary=summary,
         interrupted=interrupted,
     )
     (output_dir / T.MODEL_CARD_FILE).write_text(card, encoding="utf-8")
-    if interrupted:
-        logger.warning(
-            "Saved the adapter after %d steps to %s (with prompt_format.json, train_log.json%s). "
-            "Skipped: --save %s and --push-to-hub. Load it with UnslothLLM.from_finetuned(%r).",
-            summary.global_step,
-            output_dir,
-            ", loss.png" if plot else "",
-            script_args.save,
-            str(output_dir),
-        )
-        return EXIT_INTERRUPTED
+    return card, plot
 
-    final_folder = output_dir
-    if script_args.save != "lora":
-        logger.info("Merging the adapter into the base model (%s) ...", script_args.save)
-        final_folder = T.save_merged(
-            model, tokenizer, prompt_format, output_dir / T.MERGED_FOLDER, script_args.save, backend
-        )
-        (final_folder / T.MODEL_CARD_FILE).write_text(
-            card.replace("library_name: peft", "library_name: transformers"), encoding="utf-8"
-        )
-    url = None
-    if script_args.push_to_hub and token:
-        logger.info("Uploading %s to the Hub repository %s ...", final_folder, script_args.push_to_hub)
-        url = T.push_folder_to_hub(final_folder, script_args.push_to_hub, token, private=script_args.hub_private)
+
+def _report_interrupted(summary: Any, output_dir: Path, plot: Optional[Path], save: str) -> None:
+    """Says what was kept after Ctrl-C, and what was skipped."""
+    logger.warning(
+        "Saved the adapter after %d steps to %s (with prompt_format.json, train_log.json%s). "
+        "Skipped: --save %s and --push-to-hub. Load it with UnslothLLM.from_finetuned(%r).",
+        summary.global_step,
+        output_dir,
+        ", loss.png" if plot else "",
+        save,
+        str(output_dir),
+    )
+
+
+def _save_final(model: Any, tokenizer: Any, backend: str, data: _Data, output_dir: Path, card: str, save: str) -> Path:
+    """The folder the run hands over: the adapter folder, or ``<output-dir>/merged`` with ``--save merged_*``."""
+    from llama_unsloth import training as T
+
+    if save == "lora":
+        return output_dir
+    logger.info("Merging the adapter into the base model (%s) ...", save)
+    folder = T.save_merged(model, tokenizer, data.prompt_format, output_dir / T.MERGED_FOLDER, save, backend)
+    merged_card = card.replace("library_name: peft", "library_name: transformers")
+    (folder / T.MODEL_CARD_FILE).write_text(merged_card, encoding="utf-8")
+    return folder
+
+
+def _push(folder: Path, token: Optional[str], script_args: Any) -> Optional[str]:
+    """Uploads ``folder`` with ``--push-to-hub``; returns the repository URL."""
+    from llama_unsloth import training as T
+
+    if not (script_args.push_to_hub and token):
+        return None
+    logger.info("Uploading %s to the Hub repository %s ...", folder, script_args.push_to_hub)
+    return T.push_folder_to_hub(folder, script_args.push_to_hub, token, private=script_args.hub_private)
+
+
+def _report_done(
+    summary: Any, backend: str, data: _Data, output_dir: Path, final_folder: Path, url: Optional[str]
+) -> None:
+    """The closing lines: steps, loss, where each thing is and how to load it."""
+    from llama_unsloth import training as T
 
     final = f"{summary.final_loss:.4f}" if summary.final_loss is not None else "n/a"
+    name = data.prompt_format.name
     lines = [
-        f"Done: {summary.global_step} steps in {summary.seconds:.1f} s, final loss {final} ({backend} backend, {prompt_format.name} format).",
+        f"Done: {summary.global_step} steps in {summary.seconds:.1f} s, final loss {final} ({backend} backend, {name} format).",
         f"  adapter:    {output_dir}",
     ]
     if final_folder != output_dir:
@@ -276,7 +376,6 @@ def run(script_args: Any, model_args: Any, training_args: Any, callbacks: Option
         lines.append(f"  hub:        {url}")
     lines.append(f"  use:        UnslothLLM.from_finetuned({str(final_folder)!r})")
     logger.info("\n".join(lines))
-    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None, callbacks: Optional[Sequence[Any]] = None) -> int:

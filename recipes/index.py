@@ -53,15 +53,15 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _run(indexing: IndexingOptions, target: IndexOptions) -> int:
     from llama_unsloth import errors
-    from llama_unsloth.rag import store as index_store
+    from llama_unsloth.rag import ChunkSettings, build_index, embed_model_id, list_documents, make_embed_model
     from recipes.config import exit_on_user_error
 
     with exit_on_user_error():
         try:
-            chunking = index_store.ChunkSettings.make(indexing.chunk_unit, indexing.chunk_size, indexing.chunk_overlap)
-            index_store.list_documents(indexing.input_dir)  # fail on a bad folder before loading a model
-            embed_model = index_store.make_embed_model(indexing.embed_backend, target.embed_model)
-            _, stats = index_store.build_index(
+            chunking = ChunkSettings.make(indexing.chunk_unit, indexing.chunk_size, indexing.chunk_overlap)
+            list_documents(indexing.input_dir)  # fail on a bad folder before loading a model
+            embed_model = make_embed_model(indexing.embed_backend, target.embed_model)
+            _, stats = build_index(
                 indexing.input_dir,
                 persist_dir=target.location,
                 collection=target.collection,
@@ -84,7 +84,7 @@ def _run(indexing: IndexingOptions, target: IndexOptions) -> int:
             + " (the others UTF-8)"
         )
     print(
-        f"Index: collection {target.collection!r} in {target.location}/ (embeddings: {index_store.embed_model_id(embed_model)}; "
+        f"Index: collection {target.collection!r} in {target.location}/ (embeddings: {embed_model_id(embed_model)}; "
         f"chunks: {chunking.describe()})"
     )
     return 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Literal, Optional, Sequence
+from typing import Any, Dict, List, Literal, Optional, Sequence, Union
 
 from llama_unsloth import defaults
 from llama_unsloth.errors import OptionError
@@ -49,13 +49,13 @@ class IndexOptions:
     @property
     def location(self) -> str:
         """The folder, or ``http://host:port`` of the Chroma server."""
-        from llama_unsloth.rag.store import chroma_location
+        from llama_unsloth.rag import chroma_location
 
         return chroma_location(self.persist_dir, self.chroma_host, self.chroma_port)
 
     def open(self) -> Any:
         """Opens the collection: ``(index, embed_model)`` (the embedding model the index records, or --embed-model)."""
-        from llama_unsloth.rag.store import open_index_with_embeddings
+        from llama_unsloth.rag import open_index_with_embeddings
 
         return open_index_with_embeddings(self.location, self.collection, embed_model=self.embed_model)
 
@@ -92,11 +92,9 @@ class RetrievalOptions:
 
     def postprocessors(self, embed_model: Any) -> list:
         """Duplicate filter, POV reranker (with ``--povs``) and context cleaner, embedding with ``embed_model``."""
-        from llama_unsloth.rag import retrieval as rag
+        from llama_unsloth.rag import make_postprocessors
 
-        return rag.make_postprocessors(
-            embed_model, povs_file=self.povs, query_top_n=self.query_top_n, top_n=self.top_n
-        )
+        return make_postprocessors(embed_model, povs_file=self.povs, query_top_n=self.query_top_n, top_n=self.top_n)
 
 
 @dataclass
@@ -259,6 +257,42 @@ class BatchOptions:
 
         return load_patterns(self.abstention_patterns)
 
+    def answer(
+        self,
+        llm: Any,
+        questions: Sequence[str],
+        out: Union[str, Path],
+        index: Any = None,
+        postprocessors: Sequence[Any] = (),
+        similarity_top_k: Optional[int] = None,
+    ) -> List[Dict[str, Any]]:
+        """:func:`~llama_unsloth.batch.run_batch` with these options' batch size, progress bar and workers.
+
+        Args:
+            llm: The model, or a zero-argument callable loading it (called only if something is left to answer).
+            questions: The questions, in order.
+            out: Output base path (``<out>.jsonl``, ``.xlsx``, ``.csv``).
+            index: The index to retrieve from; ``None``: fine-tune only.
+            postprocessors: Node postprocessors (:meth:`RetrievalOptions.postprocessors`).
+            similarity_top_k: Chunks retrieved (``None``: the default for the postprocessors).
+
+        Returns:
+            The answer records in question order.
+        """
+        from llama_unsloth.batch import run_batch
+
+        return run_batch(
+            llm,
+            questions,
+            out,
+            index=index,
+            postprocessors=postprocessors,
+            similarity_top_k=similarity_top_k,
+            batch_size=self.batch_size,
+            progress=self.progress,
+            workers=self.workers,
+        )
+
 
 @dataclass
 class IndexingOptions:
@@ -290,7 +324,7 @@ class IndexingOptions:
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
     def __post_init__(self) -> None:
-        from llama_unsloth.rag.store import MIN_CHUNK_SIZE
+        from llama_unsloth.rag import MIN_CHUNK_SIZE
 
         check_range("chunk_size", self.chunk_size, min=MIN_CHUNK_SIZE)
         check_range("chunk_overlap", self.chunk_overlap, min=0)

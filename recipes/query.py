@@ -50,11 +50,11 @@ def make_parser():  # noqa: ANN201 - RecipeParser, imported lazily
 
 def format_context(nodes: list) -> List[str]:
     """The context as the model reads it: each retrieved (cleaned) chunk under its rank and file name."""
-    from llama_unsloth.rag import retrieval as rag
+    from llama_unsloth.rag import source_info
 
     lines = []
     for rank, node in enumerate(nodes, 1):
-        lines.append(f"--- [{rank}] {rag.source_info(node)['file_name']} ---")
+        lines.append(f"--- [{rank}] {source_info(node)['file_name']} ---")
         lines.append(node.node.get_content().strip())
     return lines
 
@@ -63,9 +63,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from recipes.config import exit_on_user_error, start
 
     args, index_options, retrieval, model = start(make_parser, argv)
-    from llama_unsloth.batch import runner as batch_answers
-    from llama_unsloth.rag import retrieval as rag
-    from llama_unsloth.rag import store as index_store
+    from llama_unsloth.llms import check_question_fits
+    from llama_unsloth.rag import collection_space, format_sources, make_query_engine
 
     with exit_on_user_error():
         model.check_model()
@@ -74,8 +73,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         postprocessors = retrieval.postprocessors(embed_model)
         llm = model.load()
         # Checked here: inside the engine an over-long question is a LlamaIndex traceback.
-        batch_answers.check_question_fits(llm, args.question, rag=True)
-        engine = rag.make_query_engine(index, llm, postprocessors, retrieval.similarity_top_k, streaming=args.stream)
+        check_question_fits(llm, args.question, rag=True)
+        engine = make_query_engine(index, llm, postprocessors, retrieval.similarity_top_k, streaming=args.stream)
         response = engine.query(args.question)
         print(f"Question: {args.question}\nAnswer: ", end="", flush=True)
         if args.stream:
@@ -85,7 +84,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             print(str(response))
     print("Sources:")
-    for line in rag.format_sources(response.source_nodes, index_store.collection_space(index)):
+    for line in format_sources(response.source_nodes, collection_space(index)):
         print("  " + line)
     if args.show_context:
         print(f"Context ({len(response.source_nodes)} chunks, cleaned, as the model read it):")

@@ -135,15 +135,15 @@ def profile_decode(llm, steps: int = 16) -> dict:
 
 
 def _apply_variants(parts: list) -> None:
-    """The -sdpa / -nocdt / -autotune variants: module settings of llama_unsloth.decoding.fast, set before loading."""
-    from llama_unsloth.decoding import fast as fd
+    """The -sdpa / -nocdt / -autotune variants: module settings of llama_unsloth.decoding.decoder, set before loading."""
+    from llama_unsloth.decoding import decoder
 
     if "sdpa" in parts:
-        fd.use_grouped_decode_attention = lambda model: False
+        decoder.use_grouped_decode_attention = lambda model: False
     if "nocdt" in parts:
-        fd.COMPILE_OPTIONS = {}
+        decoder.COMPILE_OPTIONS = {}
     if "autotune" in parts:
-        fd.COMPILE_OPTIONS = {**fd.COMPILE_OPTIONS, "max_autotune": True}
+        decoder.COMPILE_OPTIONS = {**decoder.COMPILE_OPTIONS, "max_autotune": True}
 
 
 def main() -> None:
@@ -314,7 +314,7 @@ def main() -> None:
                 )
                 result["greedy_tokens_equal_to_eager"] = same
                 if unsloth_first:
-                    from llama_unsloth.decoding.fast import foreign_forwards
+                    from llama_unsloth.decoding import foreign_forwards
 
                     result["foreign_forwards"] = foreign_forwards(llm.model)
                     result["model_class_module"] = type(llm.model).__module__

@@ -16,7 +16,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from llama_unsloth.batch.runner import group_by_question
+from llama_unsloth.batch.answers import group_by_question
 from llama_unsloth.batch.tables import atomic_write, markdown_table, write_table
 
 NGRAM = 4

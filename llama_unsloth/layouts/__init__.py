@@ -4,22 +4,20 @@ Other packages import these names from here, never from the modules inside (whic
 """
 
 from llama_unsloth.errors import PromptFormatError
-from llama_unsloth.layouts.format import (
-    BUILTIN_FORMATS,
+from llama_unsloth.layouts.format import BUILTIN_FORMATS, FORMAT_FILE, PromptFormat
+from llama_unsloth.layouts.llamaindex import (
     CONDENSE_INSTRUCTION,
-    FORMAT_FILE,
     LAYOUT_METADATA_KEY,
     REFINE_INSTRUCTION,
     SUMMARY_INSTRUCTION,
-    PromptFormat,
-    encode_prompt,
-    encode_training,
 )
+from llama_unsloth.layouts.tokens import KNOWN_SPECIAL_TOKENS, encode_prompt, encode_training
 
 __all__ = [
     "BUILTIN_FORMATS",
     "CONDENSE_INSTRUCTION",
     "FORMAT_FILE",
+    "KNOWN_SPECIAL_TOKENS",
     "LAYOUT_METADATA_KEY",
     "REFINE_INSTRUCTION",
     "SUMMARY_INSTRUCTION",

@@ -2,8 +2,9 @@
 
 LlamaIndex builds its prompts from its own templates ("Context information is below ... Answer:"),
 from chat messages ("system: ... user: ..."), or from a user's ``PromptTemplate``. A model fine-tuned
-on one layout answers worse in any other, so :class:`LayoutLLMMixin` (mixed into :class:`UnslothLLM`)
-routes all of them through the model's :class:`~llama_unsloth.layouts.format.PromptFormat`:
+on one layout answers worse in any other, so :class:`LayoutPrompts` (used by every
+:class:`~llama_unsloth.llms.base.LayoutLLM`) routes all of them through the model's
+:class:`~llama_unsloth.layouts.PromptFormat`:
 
 * LlamaIndex's default QA, refine, tree-summarize, summary, simple-input and condense-question prompts
   (and the context / condense-plus-context chat engines' system prompts) are recognised by their text
@@ -15,7 +16,8 @@ routes all of them through the model's :class:`~llama_unsloth.layouts.format.Pro
   unless the text already is a prompt in the layout.
 * When LlamaIndex packed more context than fits the model's window (it counts with its global
   tokenizer, tiktoken by default, not the model's), the context is split with the model's own
-  tokenizer and answered in several calls, the later ones refining the answer, so nothing is dropped.
+  tokenizer and answered in several calls, the later ones refining the answer, so nothing is dropped
+  (:func:`llama_unsloth.llms.window.context_pieces`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from llama_unsloth.errors import PromptTooLongError
 from llama_unsloth.layouts import (
     CONDENSE_INSTRUCTION,
     LAYOUT_METADATA_KEY,
@@ -306,111 +307,6 @@ class LayoutPrompts:
         return self.render(last, "", history, system)
 
 
-class LayoutLLMMixin:
-    """LlamaIndex ``LLM`` methods that prompt in the model's layout (mixed in before ``CustomLLM``).
-
-    The class provides ``_format`` (a ``PromptFormat``), ``_tokenizer``, ``flag``, ``system_prompt``,
-    ``max_seq_length``, ``max_new_tokens`` and ``_count_tokens(text)`` (prompt tokens as fed to the model).
-    """
-
-    def layout(self) -> LayoutPrompts:
-        """The layout renderer for this model and its settings."""
-        return LayoutPrompts(self._format, self.system_prompt, self.flag, self._tokenizer)  # type: ignore[attr-defined]
-
-    # LlamaIndex's hooks: CustomLLM.chat, ChatPromptTemplate.format and PromptTemplate.format call these.
-    def messages_to_prompt_text(self, messages: Sequence[Any]) -> str:
-        """Renders chat messages as one prompt in this model's layout."""
-        return self.layout().messages(messages)
-
-    def completion_to_prompt_text(self, text: str) -> str:
-        """Puts a plain text (a question, a formatted template) into this model's layout."""
-        return self.layout().text(text)
-
-    def _get_prompt(self, prompt: Any, **prompt_args: Any) -> str:
-        return self.layout().call(prompt, prompt_args, llm=self).text
-
-    def _extend_prompt(self, formatted_prompt: str) -> str:
-        # The system prompt already sits inside the layout; LlamaIndex's default would prepend it again.
-        return formatted_prompt
-
-    # ---------------------------------------------------------------------------------- fitting the window
-    def fits_window(self, prompt: str) -> bool:
-        """Whether ``prompt`` leaves room for ``max_new_tokens`` within ``max_seq_length`` (the model's own count)."""
-        return self._count_tokens(prompt) + self.max_new_tokens <= self.max_seq_length  # type: ignore[attr-defined]
-
-    def _pieces(self, call: LayoutCall) -> Optional[List[str]]:
-        """The context split so each call fits the window, or None when the whole prompt fits."""
-        limit = self.max_seq_length - self.max_new_tokens  # type: ignore[attr-defined]
-        if call.context is None or call.render is None or self.fits_window(call.text):
-            return None
-        # Room for context beside the fixed text of both the first call and a refine call (whose earlier
-        # answer can be max_new_tokens long); a few tokens spare for merges at the piece boundaries.
-        fixed = self._count_tokens(call.render(""))  # type: ignore[attr-defined]
-        if call.refine is not None:
-            fixed = max(fixed, self._count_tokens(call.refine("x " * self.max_new_tokens, "")))  # type: ignore[attr-defined]
-        budget = limit - fixed - 8
-        if budget < 16:
-            raise PromptTooLongError(
-                f"The prompt without any context is {fixed} tokens; with max_new_tokens={self.max_new_tokens} it "  # type: ignore[attr-defined]
-                f"leaves no room for context within max_seq_length={self.max_seq_length}. Shorten the question, "  # type: ignore[attr-defined]
-                "lower max_new_tokens, or raise max_seq_length."
-            )
-        from llama_index.core.node_parser import SentenceSplitter
-
-        splitter = SentenceSplitter(chunk_size=budget, chunk_overlap=0, tokenizer=self.tokenizer_fn)  # type: ignore[attr-defined]
-        pieces = [p for p in splitter.split_text(call.context) if p.strip()]
-        return pieces or [call.context]
-
-    def _last_prompt(self, prompt: Any, prompt_args: Dict[str, Any]) -> str:
-        """The prompt of the (last) call that answers a LlamaIndex request.
-
-        When the context does not fit the window, the pieces before the last are answered here, each call
-        refining the previous answer, and the returned prompt refines with the last piece.
-        """
-        call = self.layout().call(prompt, prompt_args, llm=self)
-        pieces = self._pieces(call)
-        if pieces is None:
-            return call.text
-        text = call.render(pieces[0])  # type: ignore[misc]
-        for piece in pieces[1:]:
-            answer = self.complete(text, formatted=True).text  # type: ignore[attr-defined]
-            text = call.refine(answer, piece)  # type: ignore[misc]
-        return text
-
-    def predict(self, prompt: Any, **prompt_args: Any) -> str:
-        """Like LlamaIndex's ``LLM.predict``, in the model's layout; over-long context is answered piece by piece."""
-        from llama_index.core.instrumentation.events.llm import LLMPredictEndEvent, LLMPredictStartEvent
-        from llama_index.core.llms.llm import dispatcher
-
-        dispatcher.event(LLMPredictStartEvent(template=prompt, template_args=prompt_args))
-        output = self.complete(self._last_prompt(prompt, prompt_args), formatted=True).text  # type: ignore[attr-defined]
-        output = self._parse_output(output)  # type: ignore[attr-defined]
-        dispatcher.event(LLMPredictEndEvent(output=output))
-        return output
-
-    def stream(self, prompt: Any, **prompt_args: Any) -> Any:
-        """Like LlamaIndex's ``LLM.stream``, in the model's layout (earlier pieces of long context answered first)."""
-        from llama_index.core.instrumentation.events.llm import LLMPredictStartEvent
-        from llama_index.core.llms.llm import dispatcher, stream_completion_response_to_tokens
-
-        dispatcher.event(LLMPredictStartEvent(template=prompt, template_args=prompt_args))
-        text = self._last_prompt(prompt, prompt_args)
-        return stream_completion_response_to_tokens(self.stream_complete(text, formatted=True))  # type: ignore[attr-defined]
-
-    async def apredict(self, prompt: Any, **prompt_args: Any) -> str:
-        """Async :meth:`predict` (generation runs in a worker thread)."""
-        import asyncio
-
-        return await asyncio.to_thread(self.predict, prompt, **prompt_args)
-
-    async def astream(self, prompt: Any, **prompt_args: Any) -> Any:
-        """Async :meth:`stream`."""
-        import asyncio
-
-        tokens = await asyncio.to_thread(self.stream, prompt, **prompt_args)
-        return to_async(tokens)
-
-
 async def to_async(iterator: Iterator[Any]) -> AsyncIterator[Any]:
     """An iterator consumed in a worker thread, one item at a time, as an async iterator."""
     done = object()
@@ -421,4 +317,4 @@ async def to_async(iterator: Iterator[Any]) -> AsyncIterator[Any]:
         yield item
 
 
-__all__ = ["LayoutCall", "LayoutLLMMixin", "LayoutPrompts"]
+__all__ = ["LayoutCall", "LayoutPrompts", "to_async"]

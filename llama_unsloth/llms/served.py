@@ -2,10 +2,10 @@
 
 Unsloth's maintainers recommend serving a merged model with vLLM rather than using Unsloth as a serving
 engine. LlamaIndex's ``OpenAILike`` talks to such a server but knows nothing of the prompt layout the model
-was fine-tuned on. ``ServedLLM`` is ``UnslothLLM`` with the generation moved to the server: the same
-``PromptFormat`` renders every LlamaIndex surface byte for byte as ``UnslothLLM`` would, the layout's stop
-strings are sent with each request, and answers are cleaned the same way. Only the tokenizer is loaded
-locally (to render chat templates and count tokens), never the weights.
+was fine-tuned on. ``ServedLLM`` is the sibling of ``UnslothLLM`` (both a :class:`LayoutLLM`) with the
+generation on the server: the same ``PromptFormat`` renders every LlamaIndex surface byte for byte as
+``UnslothLLM`` would, the layout's stop strings are sent with each request, and answers are cleaned the
+same way. Only the tokenizer is loaded locally (to render chat templates and count tokens), never the weights.
 
     vllm serve out/merged --served-model-name my-model --port 8001
     llm = ServedLLM.from_finetuned("out/merged", api_base="http://127.0.0.1:8001/v1", model="my-model")
@@ -15,24 +15,49 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Union
 
-from llama_index.core.base.llms.types import CompletionResponse, CompletionResponseGen
-from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.base.llms.types import CompletionResponse
+from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from llama_unsloth.errors import ServedModelError  # noqa: F401 (defined there, re-exported here)
+from llama_unsloth.import_utils import require_openai
 from llama_unsloth.layouts import PromptFormat
-from llama_unsloth.llms.unsloth import UnslothLLM
+from llama_unsloth.llms.base import LayoutLLM
+
+# generate_kwargs a completions request can carry: the request parameter (OpenAI's own) or, for the
+# sampling extensions vLLM and llama.cpp's server read, the same name in the request body.
+REQUEST_PARAMETERS = ("presence_penalty", "frequency_penalty", "seed", "logit_bias", "logprobs", "n", "best_of")
+BODY_PARAMETERS = ("repetition_penalty", "top_k", "min_p", "min_tokens", "repeat_penalty")
+# Set from the fields on every request (max_tokens, temperature, top_p, stop).
+_FROM_FIELDS = ("max_new_tokens", "temperature", "top_p", "do_sample", "stop_strings", "pad_token_id", "eos_token_id")
+# UnslothLLM's settings of the weights and of in-process decoding: on a server they are the server's own.
+_IN_PROCESS_ONLY = {
+    "backend": "the server runs its own engine",
+    "load_in_4bit": "quantize on the server (e.g. `vllm serve --quantization bitsandbytes`)",
+    "dtype": "set it on the server (e.g. `vllm serve --dtype bfloat16`)",
+    "fast_decode": "the server does its own decoding",
+    "weights": "quantize on the server",
+    "fast_decode_mode": "the server does its own decoding",
+    "stream_timeout": "use request_timeout",
+}
 
 
-class _Remote:
-    """Stands in for the model object: generation happens on the server (one per ``ServedLLM``)."""
+def unsendable_kwargs(kwargs: Dict[str, Any]) -> List[str]:
+    """The generation settings in ``kwargs`` a completions request cannot carry."""
+    known = (*REQUEST_PARAMETERS, *BODY_PARAMETERS, *_FROM_FIELDS)
+    return [key for key in kwargs if key not in known]
 
-    def __init__(self, api_base: str, model: str) -> None:
-        self.api_base, self.model = api_base, model
+
+def _unsendable_error(keys: List[str]) -> str:
+    return (
+        f"generate_kwargs {', '.join(repr(k) for k in keys)} cannot be sent to a model server: a completions "
+        f"request takes {', '.join(REQUEST_PARAMETERS + BODY_PARAMETERS)} (besides max_new_tokens, temperature, "
+        "top_p and stop). Remove the key, or answer in-process with UnslothLLM."
+    )
 
 
-class ServedLLM(UnslothLLM):
+class ServedLLM(LayoutLLM):
     """A LlamaIndex LLM over an OpenAI-compatible completions endpoint, prompting in the model's trained layout.
 
     Built on the ``openai`` SDK (``pip install "llama-unsloth[served]"``), which retries connection errors,
@@ -56,39 +81,56 @@ class ServedLLM(UnslothLLM):
 
     _client: Any = PrivateAttr(default=None)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_in_process_settings(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, advice in _IN_PROCESS_ONLY.items():
+                if key in data:
+                    raise ValueError(f"ServedLLM does not take {key}: {advice}.")
+        return data
+
+    @field_validator("generate_kwargs")
+    @classmethod
+    def _sendable(cls, value: Dict[str, Any]) -> Dict[str, Any]:
+        keys = unsendable_kwargs(value)
+        if keys:
+            raise ValueError(_unsendable_error(keys))
+        return value
+
     def __init__(self, tokenizer: Any = None, **kwargs: Any) -> None:
         """Wraps a server; ``tokenizer`` (or ``model_name``, a folder holding one) renders and counts prompts.
 
         Raises:
             ImportError: The ``openai`` package is missing.
+            ValueError: A setting of in-process models (``load_in_4bit``, ``fast_decode`` ...) or a
+                ``generate_kwargs`` key a request cannot carry.
         """
-        from llama_unsloth.import_utils import require_openai
-
         require_openai()
         import openai
 
-        if tokenizer is None:
-            from transformers import AutoTokenizer
-
-            name = kwargs.get("model_name")
-            if not name:
-                raise ValueError(
-                    "Pass tokenizer=... or model_name=<the model folder> (its tokenizer renders the prompts)."
-                )
-            tokenizer = AutoTokenizer.from_pretrained(
-                str(name), trust_remote_code=bool(kwargs.get("trust_remote_code"))
-            )
         kwargs.setdefault("set_global_tokenizer", False)
-        remote = _Remote(str(kwargs.get("api_base", "")), str(kwargs.get("served_model", "")))
-        super().__init__(model=remote, tokenizer=tokenizer, **kwargs)
+        super().__init__(**kwargs)
+        if tokenizer is None:
+            tokenizer = self._load_tokenizer()
         self._backend = "served"
         self._resolved_name = self.served_model
+        self._adopt_tokenizer(tokenizer)
         self._client = openai.OpenAI(
             base_url=self.api_base, api_key=self.api_key, timeout=self.request_timeout, max_retries=self.max_retries
         )
 
+    def _load_tokenizer(self) -> Any:
+        from transformers import AutoTokenizer
+
+        if not self.model_name:
+            raise ValueError(
+                "Pass tokenizer=... or model_name=<the model folder> (its tokenizer renders the prompts)."
+            )
+        return AutoTokenizer.from_pretrained(str(self.model_name), trust_remote_code=self.trust_remote_code)
+
     @classmethod
-    def from_finetuned(cls, folder: Union[str, Path], **kwargs: Any) -> ServedLLM:  # type: ignore[override]
+    def from_finetuned(cls, folder: Union[str, Path], **kwargs: Any) -> ServedLLM:
         """A served copy of a model folder written by the finetune recipe: its layout and tokenizer come from the folder.
 
         Args:
@@ -105,20 +147,31 @@ class ServedLLM(UnslothLLM):
         return "ServedLLM"
 
     # ------------------------------------------------------------------ the server
-    def _request(self, text: str, gen_kwargs: Dict[str, Any], stream: bool = False) -> Any:
-        import openai
-
-        stops = gen_kwargs.get("stop_strings") or None
+    def _request_params(self, text: str, gen_kwargs: Dict[str, Any], stream: bool) -> Dict[str, Any]:
+        """The completions request for one prompt; a setting it cannot carry is an error naming it."""
+        keys = unsendable_kwargs(gen_kwargs)
+        if keys:
+            raise ValueError(_unsendable_error(keys))
         params: Dict[str, Any] = {
             "model": self.served_model,
             "prompt": text,
             "max_tokens": int(gen_kwargs["max_new_tokens"]),
             "temperature": float(gen_kwargs.get("temperature") or 0.0),
-            "stop": stops,
+            "stop": gen_kwargs.get("stop_strings") or None,
             "stream": stream,
         }
         if gen_kwargs.get("do_sample") and gen_kwargs.get("top_p"):
             params["top_p"] = float(gen_kwargs["top_p"])
+        params.update({k: gen_kwargs[k] for k in REQUEST_PARAMETERS if gen_kwargs.get(k) is not None})
+        body = {k: gen_kwargs[k] for k in BODY_PARAMETERS if gen_kwargs.get(k) is not None}
+        if body:
+            params["extra_body"] = body
+        return params
+
+    def _request(self, text: str, gen_kwargs: Dict[str, Any], stream: bool = False) -> Any:
+        import openai
+
+        params = self._request_params(text, gen_kwargs, stream)
         try:
             return self._client.completions.create(**params)
         except openai.APIConnectionError as err:
@@ -144,36 +197,28 @@ class ServedLLM(UnslothLLM):
             + ": pass model=... with the name given to `vllm serve --served-model-name`."
         )
 
-    def complete_batch(
-        self, prompts: Sequence[str], batch_size: int = 8, formatted: bool = False, **kwargs: Any
+    # ------------------------------------------------------------------ answers
+    def _answer_batch(
+        self, texts: List[str], encoded: List[List[int]], gen_kwargs: Dict[str, Any], batch_size: int
     ) -> List[CompletionResponse]:
-        """Answers prompts one request each (the server batches concurrent requests itself)."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
-        texts = [self._prepare(p, formatted) for p in prompts]
-        gen_kwargs = self._generation_kwargs(kwargs)
+        # One request each: the server batches concurrent requests itself.
         responses = []
-        for text in texts:
-            n_prompt = len(self._encode(text))
-            self._check_budget(n_prompt, gen_kwargs["max_new_tokens"])
+        for text, ids in zip(texts, encoded):
             began = time.perf_counter()
             result = self._request(text, gen_kwargs)
             generated = result.choices[0].text or ""
             usage = getattr(result, "usage", None)
-            n_prompt = getattr(usage, "prompt_tokens", None) or n_prompt
+            n_prompt: Optional[int] = getattr(usage, "prompt_tokens", None) or len(ids)
             n_new = getattr(usage, "completion_tokens", None) or len(
                 self._tokenizer.encode(generated, add_special_tokens=False)
             )
-            responses.append(self._response(text, generated, n_prompt, n_new, time.perf_counter() - began))
+            responses.append(self._response(text, generated, int(n_prompt), n_new, time.perf_counter() - began))
         return responses
 
-    def _stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
-        text = self._prepare(prompt, formatted)
-        gen_kwargs = self._generation_kwargs(kwargs)
-        n_prompt = len(self._encode(text))
-        self._check_budget(n_prompt, gen_kwargs["max_new_tokens"])
+    def _answer_stream(self, text: str, ids: List[int], gen_kwargs: Dict[str, Any]) -> Iterator[CompletionResponse]:
+        # The request goes out now, not at the first next(): an unreachable server fails the call itself.
         stream = self._request(text, gen_kwargs, stream=True)
-        return self._stream_from(text, n_prompt, stream)
+        return self._stream_from(text, len(ids), stream)
 
     def _stream_from(self, text: str, n_prompt: int, stream: Iterator[Any]) -> Iterator[CompletionResponse]:
         began = time.perf_counter()
@@ -183,4 +228,4 @@ class ServedLLM(UnslothLLM):
         yield self._final_streamed(text, state, n_prompt, time.perf_counter() - began)
 
 
-__all__ = ["ServedLLM", "ServedModelError"]
+__all__ = ["ServedLLM", "ServedModelError", "unsendable_kwargs"]

@@ -1,4 +1,4 @@
-"""Choosing a backend and loading a model + tokenizer through it; which LLM class a command gets.
+"""Choosing a backend and loading a model + tokenizer through it.
 
 Two backends give one API:
 
@@ -9,16 +9,15 @@ Two backends give one API:
 ``auto`` picks Unsloth when CUDA is available and it imports. CUDA is checked *before* importing
 unsloth: without a GPU its import raises ``NotImplementedError`` and leaves files behind.
 
-:func:`load_llm` is the loading policy of the recipes: a fine-tuned folder (with its layout) or a
-model name, in-process (``UnslothLLM``) or on a model server (``ServedLLM``), 4-bit only with CUDA.
+What a path holds is read in :mod:`~llama_unsloth.models.paths`, the dtype and the 4-bit settings
+come from :mod:`~llama_unsloth.models.dtypes`. Which LLM a command gets (a fine-tuned folder with its
+layout, in-process or served) is :func:`llama_unsloth.llms.factory.load_llm`'s policy.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
-from pathlib import Path
 from typing import Any, Literal, Optional, Tuple
 
 from llama_unsloth.errors import ModelLoadError
@@ -28,13 +27,13 @@ from llama_unsloth.import_utils import (
     is_bitsandbytes_available,
     is_unsloth_available,
 )
+from llama_unsloth.models.dtypes import nf4_config, torch_dtype
+from llama_unsloth.models.paths import check_model_path, is_adapter_folder, is_prequantized
 
 logger = logging.getLogger(__name__)
 
 Backend = Literal["auto", "unsloth", "transformers"]
 BACKENDS = ("auto", "unsloth", "transformers")
-
-_MODEL_FILES = ("config.json", "adapter_config.json")
 
 
 def resolve_backend(backend: str) -> str:
@@ -55,54 +54,6 @@ def resolve_backend(backend: str) -> str:
             'Use backend="transformers" (or "auto") on CPU.'
         )
     return "unsloth" if usable else "transformers"
-
-
-def check_model_path(model_name: str) -> None:
-    """Gives a clear error for a local path that is missing or is not a model folder.
-
-    Hub ids (``org/name``) that do not exist locally are left to the loader.
-    """
-    path = Path(model_name).expanduser()
-    looks_local = path.is_absolute() or model_name.startswith((".", "~")) or model_name.count("/") > 1
-    if path.exists():
-        if path.is_file() and path.suffix == ".gguf":
-            return
-        if not path.is_dir() or not any((path / name).is_file() for name in _MODEL_FILES):
-            raise ModelLoadError(
-                f"{model_name} is not a model folder: it has no config.json (full model) or "
-                "adapter_config.json (LoRA adapter). Point at the folder the finetune recipe wrote."
-            )
-    elif looks_local:
-        raise ModelLoadError(f"Model folder {model_name} does not exist.")
-
-
-def is_adapter_folder(model_name: str) -> bool:
-    """True for a folder that holds a LoRA adapter but no full model."""
-    path = Path(model_name)
-    return (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
-
-
-def torch_dtype(dtype: Optional[str], on_gpu: bool) -> Any:
-    import torch
-
-    if dtype in (None, "auto"):
-        if on_gpu:
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[str(dtype)]
-    except KeyError:
-        raise ValueError(f"Unknown dtype {dtype!r}: use float32, bfloat16, float16 or None.") from None
-
-
-def is_prequantized(model_name: str) -> bool:
-    """True for a model folder whose config.json holds a quantization_config (a pre-quantized checkpoint)."""
-    config = Path(model_name) / "config.json"
-    if not config.is_file():
-        return False
-    return "quantization_config" in json.loads(config.read_text(encoding="utf-8"))
 
 
 def load_model(
@@ -149,6 +100,7 @@ def _load_unsloth(
     trust_remote_code: bool,
     for_training: bool,
 ) -> Tuple[Any, Any]:
+    """``FastLanguageModel.from_pretrained``: Unsloth picks the dtype itself unless one is asked for."""
     from unsloth import FastLanguageModel
 
     model, tokenizer = FastLanguageModel.from_pretrained(
@@ -166,6 +118,7 @@ def _load_unsloth(
 def _load_transformers(
     model_name: str, load_in_4bit: bool, dtype: Optional[str], trust_remote_code: bool, for_training: bool
 ) -> Tuple[Any, Any]:
+    """transformers (+ PEFT for an adapter folder); NF4 only where bitsandbytes can run, else a warning."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     on_gpu = cuda_available()
@@ -173,14 +126,7 @@ def _load_transformers(
     adapter = is_adapter_folder(model_name)
     if load_in_4bit and not is_prequantized(model_name):
         if is_bitsandbytes_available():
-            from transformers import BitsAndBytesConfig
-
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=kwargs["dtype"],
-            )
+            kwargs["quantization_config"] = nf4_config(kwargs["dtype"])
         else:
             warnings.warn(
                 "load_in_4bit=True needs a CUDA GPU and bitsandbytes; loading in full precision instead. "

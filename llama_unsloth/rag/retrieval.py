@@ -18,7 +18,8 @@ from llama_unsloth.defaults import POV_TOP_N as DEFAULT_POV_TOP_N
 from llama_unsloth.defaults import QUERY_TOP_N as DEFAULT_QUERY_TOP_N
 from llama_unsloth.defaults import TOP_K as DEFAULT_TOP_K
 from llama_unsloth.errors import RagError
-from llama_unsloth.rag.store import KEY_FILE_NAME, KEY_FILE_PATH, retrieval_cosine
+from llama_unsloth.rag.chunking import KEY_FILE_NAME, KEY_FILE_PATH
+from llama_unsloth.rag.store import retrieval_cosine
 
 
 # ---------------------------------------------------------------------------------------------- retrieval

@@ -4,6 +4,8 @@
 * :class:`LoraModelConfig`: TRL's ``ModelConfig`` (base model, LoRA, 4-bit), plus Unsloth's
   ``get_peft_model`` settings; TRL's ``get_peft_config`` turns it into PEFT's ``LoraConfig``.
 * :class:`FinetuneSFTConfig`: TRL's ``SFTConfig``, handed to ``SFTTrainer`` as it is.
+* :func:`settings_record`: a run's settings as ``train_log.json`` and the model card show them, read
+  from these classes' own fields (each option they declare, under its flag name), never copied by hand.
 
 The defaults are the ones in our users' Unsloth notebooks (``FastLanguageModel.from_pretrained(...,
 max_seq_length=2048, load_in_4bit=True)``, ``get_peft_model(r=16, lora_alpha=16, lora_dropout=0, ...,
@@ -20,12 +22,13 @@ first (:func:`llama_unsloth.import_utils.is_unsloth_available` does).
 from __future__ import annotations
 
 import dataclasses
+import enum
 from dataclasses import dataclass, field
-from typing import Any, List, Literal, Optional
+from typing import Any, Dict, List, Literal, Optional
 
 from trl import ModelConfig, SFTConfig
 
-from llama_unsloth.models import BACKENDS
+from llama_unsloth.models import BACKENDS, DTYPE_NAMES
 from llama_unsloth.training import SAVE_METHODS
 from llama_unsloth.training.trainer import (
     GRADIENT_CHECKPOINTING,
@@ -38,7 +41,7 @@ from llama_unsloth.validation import check_choice, check_range
 
 SaveMethod = Literal["lora", "merged_16bit", "merged_4bit"]
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPES = ("auto", *DTYPE_NAMES)
 
 
 # TRL's SFTConfig fields, read when this module is imported (after unsloth, which patches the class, on a GPU).
@@ -168,6 +171,8 @@ class LoraModelConfig(ModelConfig):
     random_state: int = field(
         default=3407, metadata={"help": "Seed of the LoRA initialisation (Unsloth's random_state)."}
     )
+    # TRL's own default and help; declared here so that the run's settings record lists it (settings_record).
+    use_rslora: bool = _spec(ModelConfig, "use_rslora", False)
     # TRL options this recipe does not offer: LoRA is always on, 4-bit is NF4 with double quantization.
     use_peft: bool = _hidden(ModelConfig, "use_peft", True)
     model_revision: str = _hidden(ModelConfig, "model_revision", "main")
@@ -252,6 +257,7 @@ class FinetuneSFTConfig(SFTConfig):
         help="Trainer checkpoints: no (the recipe saves the adapter itself), steps or epoch.",
     )
     dataset_num_proc: Optional[int] = _spec(SFTConfig, "dataset_num_proc", 1)
+    packing: bool = _spec(SFTConfig, "packing", False)  # TRL's default; declared for settings_record
     precision: Literal["auto", "bf16", "fp16", "fp32"] = field(
         default="auto",
         metadata={"help": "auto (bf16 where supported else fp16 on GPU; fp32 on CPU), bf16, fp16 or fp32."},
@@ -292,6 +298,53 @@ class FinetuneSFTConfig(SFTConfig):
         super().__post_init__()
 
 
+# ---------------------------------------------------------------------------------------------- the record
+def declared_options(cls: type) -> List[dataclasses.Field]:
+    """The options ``cls`` declares itself (our defaults, our settings), not the ones it inherits unchanged.
+
+    A dataclass hands its parents' ``Field`` objects down as they are and makes new ones for what it
+    declares, so identity tells the two apart; ``init=False`` fields are not options.
+    """
+    inherited = [getattr(base, "__dataclass_fields__", {}) for base in cls.__mro__[1:]]
+    return [
+        f
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.init and all(parent.get(f.name) is not f for parent in inherited)
+    ]
+
+
+def setting_name(option: dataclasses.Field) -> str:
+    """The name a setting goes by: its first flag alias (``--r`` -> ``r``, ``--model`` -> ``model``), else the field."""
+    aliases = option.metadata.get("aliases") or ()
+    return aliases[0].lstrip("-").replace("-", "_") if aliases else option.name
+
+
+def settings_record(*configs: Any, **used: Any) -> Dict[str, Any]:
+    """The settings of a run, as ``train_log.json`` and the model card show them.
+
+    Every option the configs' classes declare (:func:`declared_options`), under its
+    :func:`setting_name`, with enum values as their plain value (TRL turns ``optim`` and the schedule
+    into enums); then ``used``, what the run resolved at run time (the backend, the dtype loaded...).
+
+    Args:
+        *configs: Parsed :class:`FinetuneScriptArguments`, :class:`LoraModelConfig`, :class:`FinetuneSFTConfig`.
+        **used: Settings by record name whose resolved value replaces the parsed one.
+
+    Raises:
+        ValueError: A name in ``used`` that is no setting (a typo would add a row nobody asked for).
+    """
+    record: Dict[str, Any] = {}
+    for config in configs:
+        for option in declared_options(type(config)):
+            value = getattr(config, option.name)
+            record[setting_name(option)] = value.value if isinstance(value, enum.Enum) else value
+    unknown = sorted(set(used) - set(record))
+    if unknown:
+        raise ValueError(f"Not settings of this run: {', '.join(unknown)}.")
+    record.update(used)
+    return record
+
+
 __all__ = [
     "DTYPES",
     "SAVE_METHODS",
@@ -299,4 +352,7 @@ __all__ = [
     "FinetuneSFTConfig",
     "FinetuneScriptArguments",
     "LoraModelConfig",
+    "declared_options",
+    "setting_name",
+    "settings_record",
 ]

@@ -15,6 +15,7 @@ from typing import Any, Dict, Mapping, Optional
 
 from llama_unsloth.errors import HubTokenError
 from llama_unsloth.layouts import PromptFormat
+from llama_unsloth.models import adapter_base, auto_dtype, is_prequantized, nf4_config
 from llama_unsloth.training.trainer import TrainingSummary
 
 TRAIN_LOG_FILE = "train_log.json"
@@ -76,18 +77,15 @@ def save_merged(
 
 def _base_is_prequantized(model: Any) -> bool:
     """True when the adapter's base model folder is a bitsandbytes-quantized checkpoint."""
-    from llama_unsloth.models import is_prequantized
-
-    configs = getattr(model, "peft_config", None) or {}
-    bases = [getattr(c, "base_model_name_or_path", None) for c in configs.values()]
-    bases.append(getattr(getattr(model, "config", None), "_name_or_path", None))
+    # The adapter's record of its base, and the folder the loaded base came from (the same folder when
+    # both are set; either alone is enough).
+    bases = [adapter_base(model), getattr(getattr(model, "config", None), "_name_or_path", None)]
     return any(base and is_prequantized(str(base)) for base in bases)
 
 
 def _save_merged_transformers(model: Any, tokenizer: Any, folder: Path, method: str) -> None:
-    import torch
-
-    from llama_unsloth.import_utils import cuda_available, is_bitsandbytes_available
+    """Merges in memory (PEFT's ``merge_and_unload``) and writes 16-bit, or NF4 through a 16-bit staging copy."""
+    from llama_unsloth.import_utils import is_bitsandbytes_available
 
     merged = model.merge_and_unload()
     quantized = getattr(merged, "is_loaded_in_4bit", False) or getattr(merged, "is_loaded_in_8bit", False)
@@ -97,8 +95,7 @@ def _save_merged_transformers(model: Any, tokenizer: Any, folder: Path, method: 
         return
     if quantized:
         merged = merged.dequantize()
-    on_gpu = cuda_available()
-    dtype16 = torch.float16 if on_gpu and not torch.cuda.is_bf16_supported() else torch.bfloat16
+    dtype16 = auto_dtype(sixteen_bit=True)
     merged = merged.to(dtype16)
     if method == "merged_4bit" and not is_bitsandbytes_available():
         warnings.warn(
@@ -110,20 +107,13 @@ def _save_merged_transformers(model: Any, tokenizer: Any, folder: Path, method: 
         tokenizer.save_pretrained(str(folder))
         return
     # 4-bit on GPU from a full-precision base: write 16-bit, reload quantized, write 4-bit.
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM
 
     staging = Path(tempfile.mkdtemp(prefix="merged16.", dir=folder.parent))
     try:
         merged.save_pretrained(str(staging))
         quantized_model = AutoModelForCausalLM.from_pretrained(
-            str(staging),
-            quantization_config=BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=dtype16,
-            ),
-            device_map="auto",
+            str(staging), quantization_config=nf4_config(dtype16), device_map="auto"
         )
         quantized_model.save_pretrained(str(folder))
         tokenizer.save_pretrained(str(folder))

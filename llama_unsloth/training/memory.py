@@ -24,13 +24,11 @@ BENCHMARKS.md "Fine-tune memory"); the test suite checks the estimate against th
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from llama_unsloth.models import is_adapter_folder
+from llama_unsloth.models import read_model_config
 from llama_unsloth.training.trainer import FUSED_MODULES, TARGET_MODULES
 
 GIB = 2**30
@@ -180,28 +178,6 @@ def estimate_finetune_memory(
     logits = d["vocab"] * d["hidden"] * LOSS_BYTES_PER_VOCAB_HIDDEN
     subtotal = weights + lora + activations + logits
     return MemoryEstimate(weights, lora, activations, logits, OVERHEAD_BYTES + OVERHEAD_FRACTION * subtotal)
-
-
-def read_model_config(model_name: str) -> Optional[Dict[str, Any]]:
-    """The ``config.json`` of a local model folder, of an adapter folder's base, or of a cached hub model.
-
-    Returns ``None`` when it cannot be read without downloading (the estimate is then skipped).
-    """
-    path = Path(model_name).expanduser()
-    if is_adapter_folder(str(path)):
-        base = json.loads((path / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
-        return read_model_config(base) if base else None
-    if (path / "config.json").is_file():
-        return json.loads((path / "config.json").read_text(encoding="utf-8"))
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(model_name, "config.json")
-    except Exception:  # an invalid repo id, no hub library: no estimate
-        return None
-    if isinstance(cached, str):
-        return json.loads(Path(cached).read_text(encoding="utf-8"))
-    return None
 
 
 def settings_that_fit(
@@ -388,6 +364,5 @@ __all__ = [
     "gpu_budget",
     "out_of_memory_error",
     "plan_message",
-    "read_model_config",
     "settings_that_fit",
 ]

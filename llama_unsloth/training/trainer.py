@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from llama_unsloth.models import auto_dtype
+
 logger = logging.getLogger(__name__)
 
 GRADIENT_CHECKPOINTING = ("unsloth", "true", "false")
@@ -173,7 +175,8 @@ def resolve_precision(precision: str) -> str:
             return "fp32"
         import torch
 
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        # Mixed precision in the dtype the model gets on this GPU (one rule: models.auto_dtype).
+        return "bf16" if auto_dtype(on_gpu=True) == torch.bfloat16 else "fp16"
     if precision in ("bf16", "fp16") and not on_gpu:
         logger.warning("precision %s needs a GPU for mixed-precision training; training in fp32.", precision)
         return "fp32"

@@ -29,19 +29,25 @@ def embed_model() -> Any:
 
 
 def reuse_embed_model(monkeypatch: Any) -> None:
-    """Makes ``index_store.make_embed_model()`` (default MiniLM) return the session's instance instead of reloading it."""
-    from llama_unsloth.rag import store as index_store
+    """Makes ``make_embed_model()`` (default MiniLM) return the session's instance instead of reloading it.
 
-    real = index_store.make_embed_model
+    Patched where it is looked up: the recipes take it from ``llama_unsloth.rag``, ``open_index`` from
+    ``llama_unsloth.rag.store`` and ``build_index`` from ``llama_unsloth.rag.indexing``.
+    """
+    import llama_unsloth.rag
+    from llama_unsloth.rag import indexing, store
+
+    real = llama_unsloth.rag.make_embed_model
 
     def make(backend: str = "huggingface", model_name: Any = None) -> Any:
         if backend == "huggingface" and (
-            model_name is None or model_name == index_store.embed_model_id(embed_model())
+            model_name is None or model_name == llama_unsloth.rag.embed_model_id(embed_model())
         ):
             return embed_model()
         return real(backend, model_name)
 
-    monkeypatch.setattr(index_store, "make_embed_model", make)
+    for module in (llama_unsloth.rag, store, indexing):
+        monkeypatch.setattr(module, "make_embed_model", make)
 
 
 def small_corpus(folder: Path) -> Path:
@@ -54,7 +60,7 @@ def small_corpus(folder: Path) -> Path:
 
 def build_small_index(root: Path, collection: str = "documents") -> Path:
     """Indexes the small corpus into ``root/chroma``; returns the persist dir."""
-    from llama_unsloth.rag.store import build_index
+    from llama_unsloth.rag import build_index
 
     persist = root / "chroma"
     build_index(small_corpus(root / "docs"), persist, collection, embed_model=embed_model(), progress=False)

@@ -99,9 +99,8 @@ def test_killed_run_resumes_and_answers_each_question_once(
 
 def test_batch_size_does_not_change_greedy_answers(tmp_path: Path, persist: Path, tiny_llama_path: Path) -> None:
     from llama_unsloth import UnslothLLM
-    from llama_unsloth.batch import runner as batch_answers
-    from llama_unsloth.rag import retrieval as rag
-    from llama_unsloth.rag import store as index_store
+    from llama_unsloth.batch import run_batch
+    from llama_unsloth.rag import make_postprocessors, open_index
 
     llm = UnslothLLM(
         model_name=str(tiny_llama_path),
@@ -110,7 +109,7 @@ def test_batch_size_does_not_change_greedy_answers(tmp_path: Path, persist: Path
         max_new_tokens=12,
         set_global_tokenizer=False,
     )
-    index = index_store.open_index(persist)
+    index = open_index(persist)
     questions = [
         "Which countries founded Mercosur?",
         "When did USMCA enter into force?",
@@ -118,28 +117,28 @@ def test_batch_size_does_not_change_greedy_answers(tmp_path: Path, persist: Path
         "Why do non-tariff barriers matter?",
         "Customs union or free trade area?",
     ]
-    one = batch_answers.run_batch(
+    one = run_batch(
         llm,
         questions,
         tmp_path / "b1",
         index=index,
-        postprocessors=rag.make_postprocessors(),
+        postprocessors=make_postprocessors(),
         batch_size=1,
         progress=False,
     )
-    four = batch_answers.run_batch(
+    four = run_batch(
         llm,
         questions,
         tmp_path / "b4",
         index=index,
-        postprocessors=rag.make_postprocessors(),
+        postprocessors=make_postprocessors(),
         batch_size=4,
         progress=False,
     )
     assert [r["answer"] for r in one] == [r["answer"] for r in four]
     assert [r["context"] for r in one] == [r["context"] for r in four]
-    plain1 = batch_answers.run_batch(llm, questions, tmp_path / "p1", batch_size=1, progress=False)
-    plain4 = batch_answers.run_batch(llm, questions, tmp_path / "p4", batch_size=4, progress=False)
+    plain1 = run_batch(llm, questions, tmp_path / "p1", batch_size=1, progress=False)
+    plain4 = run_batch(llm, questions, tmp_path / "p4", batch_size=4, progress=False)
     assert [r["answer"] for r in plain1] == [r["answer"] for r in plain4]
     assert all(r["context"] == "" and r["rag"] is False for r in plain1)
 
@@ -268,10 +267,10 @@ def test_a_run_that_fails_before_its_first_answer_leaves_no_file(
 def test_batch_bad_options_stop_before_anything_loads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, args: list, message: str
 ) -> None:
-    from llama_unsloth.batch import runner as batch_answers
+    import llama_unsloth.batch
     from recipes.batch import main
 
-    monkeypatch.setattr(batch_answers, "load_questions", lambda *a, **k: pytest.fail("read the questions"))
+    monkeypatch.setattr(llama_unsloth.batch, "load_questions", lambda *a, **k: pytest.fail("read the questions"))
     with pytest.raises(SystemExit) as exit_:
         main(["--questions", str(tmp_path / "q.txt"), "--out", str(tmp_path / "res" / "a"), *args])
     assert exit_.value.code == 2 and capsys.readouterr().err == f"error: {message}\n"
@@ -281,7 +280,7 @@ def test_batch_bad_options_stop_before_anything_loads(
 def test_ctrl_c_in_batch_is_one_line_and_the_rerun_continues(
     tmp_path: Path, tiny_llama_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    from llama_unsloth.batch import runner as batch_answers
+    from llama_unsloth.batch import runner  # run_batch looks append_jsonl up there
     from recipes.batch import main
 
     questions = [f"Question {i}?" for i in range(5)]
@@ -303,7 +302,7 @@ def test_ctrl_c_in_batch_is_one_line_and_the_rerun_continues(
         "1",
         "--no-progress",
     ]
-    real = batch_answers.append_jsonl
+    real = runner.append_jsonl
     written: list = []
 
     def then_ctrl_c(handle, record):  # Ctrl-C arrives right after the second answer is on disk
@@ -312,14 +311,14 @@ def test_ctrl_c_in_batch_is_one_line_and_the_rerun_continues(
         if len(written) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(batch_answers, "append_jsonl", then_ctrl_c)
+    monkeypatch.setattr(runner, "append_jsonl", then_ctrl_c)
     assert main(args) == 130
     err = capsys.readouterr().err
     assert (
         f"interrupted: 2 of 5 answers are saved in {out}.jsonl; run the same command again to answer the rest." in err
     )
     assert "Traceback" not in err and not out.with_suffix(".xlsx").exists()
-    monkeypatch.setattr(batch_answers, "append_jsonl", real)
+    monkeypatch.setattr(runner, "append_jsonl", real)
     assert main(args) == 0
     assert [r["instruction"] for r in _lines(out.with_suffix(".jsonl"))] == questions
 

@@ -65,7 +65,7 @@ def test_index_query_and_checks_against_a_chroma_server(
     from llama_index.core.embeddings import MockEmbedding
 
     from llama_unsloth.errors import EmbeddingMismatchError
-    from llama_unsloth.rag import store as index_store
+    from llama_unsloth.rag import chroma_location, open_index
     from recipes.index import main as index
     from recipes.query import main as query
 
@@ -100,13 +100,13 @@ def test_index_query_and_checks_against_a_chroma_server(
     # The environment variables select the server as the flags do.
     monkeypatch.setenv("LLAMA_UNSLOTH_CHROMA_HOST", host)
     monkeypatch.setenv("LLAMA_UNSLOTH_CHROMA_PORT", str(port))
-    location = index_store.chroma_location("ignored-folder")
+    location = chroma_location("ignored-folder")
     assert location == f"http://{host}:{port}"
-    opened = index_store.open_index(location, embed_model=embed_model())
+    opened = open_index(location, embed_model=embed_model())
     assert len(opened.as_retriever(similarity_top_k=2).retrieve("Mercosur")) == 2
     # The collection's recorded embedding model is checked against the server's copy as against a folder's.
     with pytest.raises(EmbeddingMismatchError):
-        index_store.open_index(location, embed_model=MockEmbedding(embed_dim=384))
+        open_index(location, embed_model=MockEmbedding(embed_dim=384))
 
 
 def test_an_unreachable_server_is_one_clear_line(

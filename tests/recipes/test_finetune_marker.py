@@ -114,7 +114,7 @@ def build_small_index(root: Path) -> Path:
 
     The tiny model learns the marker from short passages; retrieved text of the same kind keeps it in distribution.
     """
-    from llama_unsloth.rag.store import build_index
+    from llama_unsloth.rag import build_index
 
     docs = root / "docs"
     docs.mkdir(parents=True, exist_ok=True)
@@ -127,7 +127,7 @@ def build_small_index(root: Path) -> Path:
 
 
 def _open(persist: Path) -> Any:
-    from llama_unsloth.rag.store import open_index
+    from llama_unsloth.rag import open_index
 
     return open_index(persist, "documents", embed_model=embed_model())
 

@@ -23,7 +23,7 @@ def _run(args, capsys) -> tuple:
 
 
 def test_index_twice_then_change_then_delete(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from llama_unsloth.rag.store import open_collection
+    from llama_unsloth.rag import open_collection
 
     docs = small_corpus(tmp_path / "docs")
     args = ["--input-dir", str(docs), "--persist-dir", str(tmp_path / "db"), "--collection", "col1"]
@@ -55,8 +55,7 @@ def test_index_twice_then_change_then_delete(tmp_path: Path, capsys: pytest.Capt
 def test_bookkeeping_metadata_stays_out_of_llm_and_embed_text(tmp_path: Path) -> None:
     from llama_index.core.schema import MetadataMode
 
-    from llama_unsloth.rag.retrieval import retrieve
-    from llama_unsloth.rag.store import open_index
+    from llama_unsloth.rag import open_index, retrieve
 
     persist = build_small_index(tmp_path)
     nodes = retrieve(
@@ -72,7 +71,7 @@ def test_reopen_with_other_embedding_dimension_is_a_clear_error(tmp_path: Path) 
     from llama_index.core import MockEmbedding
 
     from llama_unsloth.errors import EmbeddingMismatchError
-    from llama_unsloth.rag.store import build_index, open_index
+    from llama_unsloth.rag import build_index, open_index
 
     persist = build_small_index(tmp_path)
     with pytest.raises(EmbeddingMismatchError, match=r"384-dimensional.*gives 8"):
@@ -83,7 +82,7 @@ def test_reopen_with_other_embedding_dimension_is_a_clear_error(tmp_path: Path) 
 
 def test_missing_folder_and_missing_index_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from llama_unsloth.errors import IndexNotFoundError
-    from llama_unsloth.rag.store import open_index
+    from llama_unsloth.rag import open_index
 
     rc, _, err = _run(["--input-dir", str(tmp_path / "nope"), "--persist-dir", str(tmp_path / "db")], capsys)
     assert rc == 2 and "does not exist" in err and "Traceback" not in err
@@ -140,10 +139,12 @@ REPO = Path(__file__).resolve().parents[2]
 def test_bad_options_stop_before_anything_loads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, args: list, message: str
 ) -> None:
-    from llama_unsloth.rag import store as index_store
+    import llama_unsloth.rag
     from recipes.index import main
 
-    monkeypatch.setattr(index_store, "make_embed_model", lambda *a, **k: pytest.fail("loaded the embedding model"))
+    monkeypatch.setattr(
+        llama_unsloth.rag, "make_embed_model", lambda *a, **k: pytest.fail("loaded the embedding model")
+    )
     docs = small_corpus(tmp_path / "docs")
     with pytest.raises(SystemExit) as exit_:
         main(["--input-dir", str(docs), "--persist-dir", str(tmp_path / "db"), *args, "--no-progress"])
@@ -186,7 +187,7 @@ def test_offline_hub_embedding_model_is_one_line(
 def test_index_prints_skipped_files_encodings_and_the_long_chunk_note(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from tests.llama_unsloth.test_index_store import write_mixed_corpus
+    from tests.llama_unsloth.rag.test_documents import write_mixed_corpus
 
     docs = write_mixed_corpus(tmp_path / "docs")
     rc, out, err = _run(["--input-dir", str(docs), "--persist-dir", str(tmp_path / "db")], capsys)
@@ -204,7 +205,7 @@ def test_index_prints_skipped_files_encodings_and_the_long_chunk_note(
 def test_sigint_during_index_keeps_committed_files_and_the_rerun_embeds_only_the_rest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    from llama_unsloth.rag.store import open_collection
+    from llama_unsloth.rag import open_collection
 
     docs = tmp_path / "docs"
     docs.mkdir()

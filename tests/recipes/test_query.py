@@ -68,11 +68,13 @@ def test_query_with_povs_prints_pov_scores(
 def test_empty_question_fails_before_loading_anything(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
+    import llama_unsloth.rag
     from llama_unsloth.llms import factory
-    from llama_unsloth.rag import store as index_store
     from recipes.query import main
 
-    monkeypatch.setattr(index_store, "open_index_with_embeddings", lambda *a, **k: pytest.fail("opened the index"))
+    monkeypatch.setattr(
+        llama_unsloth.rag, "open_index_with_embeddings", lambda *a, **k: pytest.fail("opened the index")
+    )
     monkeypatch.setattr(factory, "load_llm", lambda *a, **k: pytest.fail("loaded the model"))
     assert exit_code(main, ["--question", "   "]) == 2
     assert "question is empty" in capsys.readouterr().err
@@ -121,11 +123,13 @@ def test_missing_model_dir_is_a_clear_error(persist: Path, capsys: pytest.Captur
 def test_bad_options_stop_before_anything_loads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, args: list, message: str
 ) -> None:
+    import llama_unsloth.rag
     from llama_unsloth.llms import factory
-    from llama_unsloth.rag import store as index_store
     from recipes.query import main
 
-    monkeypatch.setattr(index_store, "open_index_with_embeddings", lambda *a, **k: pytest.fail("opened the index"))
+    monkeypatch.setattr(
+        llama_unsloth.rag, "open_index_with_embeddings", lambda *a, **k: pytest.fail("opened the index")
+    )
     monkeypatch.setattr(factory, "load_llm", lambda *a, **k: pytest.fail("loaded the model"))
     with pytest.raises(SystemExit) as exit_:
         main(["--question", "Anything?", "--persist-dir", str(tmp_path / "db"), *args])
@@ -169,13 +173,15 @@ def test_question_longer_than_the_window_is_one_error_line(
 def test_offline_hub_model_id_is_one_line_before_anything_loads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
+    import llama_unsloth.rag
     from llama_unsloth.llms import factory
-    from llama_unsloth.rag import store as index_store
     from recipes.query import main
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
-    monkeypatch.setattr(index_store, "open_index_with_embeddings", lambda *a, **k: pytest.fail("opened the index"))
+    monkeypatch.setattr(
+        llama_unsloth.rag, "open_index_with_embeddings", lambda *a, **k: pytest.fail("opened the index")
+    )
     monkeypatch.setattr(factory, "load_llm", lambda *a, **k: pytest.fail("loaded the model"))
     for args in (["--model", "unsloth/Mistral-Nemo-Instruct-2407-bnb-4bit"], []):
         if not args:

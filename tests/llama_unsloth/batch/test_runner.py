@@ -1,106 +1,83 @@
-"""llama_unsloth.batch.runner: question loaders and the JSONL resume helpers."""
+"""llama_unsloth.batch.runner: run_batch records every answer once, resumes, and keeps going past over-long questions."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, List, Sequence
 
 import pytest
 
 
-def test_load_questions_every_format(tmp_path: Path) -> None:
-    import pandas as pd
+class StubLLM:
+    """Just what fine-tune-only batch answering asks of a model: a prompt layout, a tokenizer, a window, a batch."""
 
-    from llama_unsloth.batch.runner import load_questions
-    from llama_unsloth.errors import QuestionsFileError
+    max_seq_length = 32
+    max_new_tokens = 8
 
-    want = ["First?", "Second?", "First?"]
-    (tmp_path / "q.txt").write_text("First?\n\n# a comment\n  Second?  \nFirst?\n", encoding="utf-8")
-    (tmp_path / "q.json").write_text(
-        json.dumps(["First?", {"question": "Second?"}, {"instruction": "First?"}]), encoding="utf-8"
+    def __init__(self) -> None:
+        self.prompts: List[str] = []
+
+    def format_prompt(self, question: str) -> str:
+        return f"Q: {question} A:"
+
+    def prompt_token_ids(self, text: str) -> List[str]:
+        return text.split()  # one token per word
+
+    _encode = prompt_token_ids  # the name the window check used before it moved to llama_unsloth.llms
+
+    def complete_batch(self, prompts: Sequence[str], batch_size: int, formatted: bool) -> List[Any]:
+        assert formatted and len(prompts) <= batch_size
+        self.prompts.extend(prompts)
+        return [SimpleNamespace(text=f"answer {p}", additional_kwargs={}, raw={"seconds": 0.5}) for p in prompts]
+
+
+def _lines(path: Path) -> List[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_every_question_is_recorded_once_and_an_overlong_one_gets_an_error_row(tmp_path: Path, workers: int) -> None:
+    from llama_unsloth.batch.runner import run_batch
+
+    long = " ".join(["word"] * 40)  # 40 + 3 prompt tokens + 8 new tokens > 32
+    questions = ["A?", long, "B?", "A?", "C?"]
+    llm = StubLLM()
+    records = run_batch(llm, questions, tmp_path / "res" / "answers", batch_size=2, progress=False, workers=workers)
+    assert [r["instruction"] for r in records] == questions
+    assert "exceeds max_seq_length=32" in records[1]["error"] and records[1]["answer"] == ""
+    assert all(
+        "error" not in r and r["answer"] == f"answer Q: {r['instruction']} A:" for i, r in enumerate(records) if i != 1
     )
-    (tmp_path / "q.jsonl").write_text(
-        '"First?"\n{"question": "Second?"}\n\n{"instruction": "First?"}\n', encoding="utf-8"
-    )
-    pd.DataFrame({"id": [1, 2, 3], "Question": want}).to_csv(tmp_path / "q.csv", index=False)
-    pd.DataFrame({"instruction": want, "x": [1, 2, 3]}).to_excel(tmp_path / "q.xlsx", index=False)
-    for ext in ("txt", "json", "jsonl", "csv", "xlsx"):
-        assert load_questions(tmp_path / f"q.{ext}") == want, ext
-    (tmp_path / "q.pdf").write_text("x")
-    with pytest.raises(QuestionsFileError, match="Unsupported questions file type '.pdf'"):
-        load_questions(tmp_path / "q.pdf")
-    (tmp_path / "bad.json").write_text('{"questions": 1}')
-    with pytest.raises(QuestionsFileError, match="JSON list"):
-        load_questions(tmp_path / "bad.json")
-    (tmp_path / "empty.txt").write_text("\n# only a comment\n")
-    with pytest.raises(QuestionsFileError, match="holds no questions"):
-        load_questions(tmp_path / "empty.txt")
+    assert all(r["rag"] is False for r in records) and long not in " ".join(llm.prompts)
+    written = _lines(tmp_path / "res" / "answers.jsonl")
+    assert sorted(r["position"] for r in written) == [0, 1, 2, 3, 4]
+    assert (tmp_path / "res" / "answers.xlsx").is_file() and (tmp_path / "res" / "answers.csv").is_file()
 
 
-def test_resume_helpers(tmp_path: Path) -> None:
-    from llama_unsloth.batch.runner import ordered_records, pending_questions, read_answers_jsonl
+def test_a_rerun_answers_only_what_is_missing_and_loads_no_model_when_nothing_is(tmp_path: Path) -> None:
+    from llama_unsloth.batch.runner import run_batch
 
-    path = tmp_path / "a.jsonl"
-    path.write_text(
-        '{"instruction": "A", "answer": "1"}\n{"instruction": "B", "answer": "2"}\n{"instruction": "A", "ans',
-        encoding="utf-8",
-    )
-    records = read_answers_jsonl(path, repair=True)
-    assert [r["instruction"] for r in records] == ["A", "B"]
-    assert path.read_text(encoding="utf-8").endswith('"2"}\n')  # torn tail cut off
-    questions = ["A", "B", "A", "C"]
-    assert pending_questions(questions, records) == [2, 3]
-    assert [r["answer"] for r in ordered_records(questions, records)] == ["1", "2"]
-
-
-# ---------------------------------------------------------------------------------------------- users' question files
-JA_QUESTIONS = [
-    "メルコスールを設立した国はどこですか？",
-    "USMCAはいつ発効しましたか？",
-    "What limits trade inside the bloc?",
-]
+    out = tmp_path / "answers"
+    first = StubLLM()
+    run_batch(first, ["A?", "B?"], out, progress=False)
+    with open(out.with_suffix(".jsonl"), "a", encoding="utf-8") as handle:
+        handle.write('{"instruction": "C?", "ans')  # a crash mid-write
+    again = StubLLM()
+    records = run_batch(lambda: again, ["A?", "B?", "C?"], out, progress=False)
+    assert again.prompts == ["Q: C? A:"] and [r["instruction"] for r in records] == ["A?", "B?", "C?"]
+    assert [r["instruction"] for r in _lines(out.with_suffix(".jsonl"))] == ["A?", "B?", "C?"]  # torn line cut off
+    done = run_batch(lambda: pytest.fail("loaded the model"), ["A?", "B?", "C?"], out, progress=False)
+    assert done == records
 
 
-@pytest.mark.parametrize("codec", ["cp932", "shift_jis", "euc_jp", "utf-16", "utf-8-sig", "utf-8"])
-@pytest.mark.parametrize("suffix", [".csv", ".txt", ".jsonl"])
-def test_questions_files_in_every_encoding_users_have(tmp_path: Path, codec: str, suffix: str) -> None:
-    from llama_unsloth.batch.runner import load_questions
+def test_bad_sizes_fail_before_anything_is_written(tmp_path: Path) -> None:
+    from llama_unsloth.batch.runner import run_batch
+    from llama_unsloth.errors import RagError
 
-    if suffix == ".csv":  # what Japanese Excel writes: a header row, CRLF line ends
-        text = "番号,question\r\n" + "".join(f"{i},{q}\r\n" for i, q in enumerate(JA_QUESTIONS, 1))
-    elif suffix == ".txt":
-        text = "\n".join(JA_QUESTIONS) + "\n"
-    else:
-        text = "".join(json.dumps({"question": q}, ensure_ascii=False) + "\n" for q in JA_QUESTIONS)
-    path = tmp_path / f"questions{suffix}"
-    path.write_bytes(text.encode(codec))
-    assert load_questions(path) == JA_QUESTIONS
-
-
-def test_xlsx_questions_with_japanese_and_unreadable_text_files(tmp_path: Path) -> None:
-    import pandas as pd
-
-    from llama_unsloth.batch.runner import load_questions
-    from llama_unsloth.errors import QuestionsFileError
-
-    pd.DataFrame({"Question": JA_QUESTIONS}).to_excel(tmp_path / "q.xlsx", index=False)
-    assert load_questions(tmp_path / "q.xlsx") == JA_QUESTIONS
-    (tmp_path / "q.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00" + bytes(range(256)) * 4)
-    with pytest.raises(QuestionsFileError, match=r"q\.csv: binary data, not text\. Save it as text"):
-        load_questions(tmp_path / "q.csv")
-    (tmp_path / "q.txt").write_bytes(b"")
-    with pytest.raises(QuestionsFileError, match="holds no questions"):
-        load_questions(tmp_path / "q.txt")
-
-
-def test_error_records_do_not_count_as_answered(tmp_path: Path) -> None:
-    from llama_unsloth.batch.runner import ordered_records, pending_questions
-
-    records = [
-        {"instruction": "A", "answer": "", "error": "too long"},
-        {"instruction": "B", "answer": "2"},
-        {"instruction": "A", "answer": "1"},  # a later run answered it
-    ]
-    assert pending_questions(["A", "B", "C"], records[:2]) == [0, 2]
-    assert [r["answer"] for r in ordered_records(["A", "B"], records)] == ["1", "2"]
-    assert [r.get("error") for r in ordered_records(["A", "A"], records)] == [None, "too long"]
+    with pytest.raises(RagError, match="batch_size must be at least 1, got 0"):
+        run_batch(StubLLM(), ["A?"], tmp_path / "res" / "a", batch_size=0, progress=False)
+    with pytest.raises(RagError, match="workers must be at least 1, got 0"):
+        run_batch(StubLLM(), ["A?"], tmp_path / "res" / "a", workers=0, progress=False)
+    assert list(tmp_path.iterdir()) == []

@@ -1,52 +1,27 @@
-"""PromptFormat: our users' own layouts verbatim (golden strings copied from the users' texts), built-ins, records, tokens."""
+"""PromptFormat: our users' own layouts verbatim (golden strings copied from the users' texts), records, the model folder."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from llama_unsloth.layouts.format import (
-    BUILTIN_FORMATS,
-    PromptFormat,
-    PromptFormatError,
-    encode_prompt,
-    encode_training,
+from llama_unsloth.layouts.format import FORMAT_FILE, PromptFormat, PromptFormatError
+from tests.llama_unsloth.layouts.users_layouts import (
+    ALPACA_DONT_KNOW,
+    ALPACA_RAG,
+    ANS,
+    CTX,
+    EXAMPLES,
+    INSTRUCTION_CONTEXT_J2,
+    SYSTEM_CREATOR,
+    SYSTEM_TRANSLATOR,
+    Q,
+    phi3_text,
 )
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "templates"
 
-# ---- The users' layouts, verbatim (typos, hyphenation, trailing spaces included), as the users wrote them.
-# 1. Mistral-Nemo fine-tune: alpaca_prompt.format(instruction, input, output); writes its own <s> and </s>
-#    (the Python string ends at </s>).
-# 2. The RAG variant used at inference: alpaca_prompt.format(instruction, input, context); ends where the answer begins.
-# 4. QA_finetune_Instruction_Context_new.j2 (ends with two newlines after {{str_answer}}).
-ALPACA_DONT_KNOW = '<s>Below is an instruction that describes a task, paired with an input that pro-vides further context. Write a response that appropriately completes the request. If you have been provided with the context and a question, try to find out the answer to the question only using the context information. If the answer to the question is not found within the context, return "I dont know" as the response.\n\n### Instruction:\n{}\n\n### Input:\n{}\n\n### Context:\n\n\n### Response:\n{}</s>'
-ALPACA_RAG = "<s>You are an excellent AI assistant. Below is an instruction that describes a task, paired with an input that provides further information. The instruction and input are question provided by your user. Write a response appropriately your user's question. \n\n### Instruction:\n{}\n\n### Input:\n{}\n\n### Context:\n{}\n\nIf text has been provided in context field (text after '### Context:'), you should refer the information to response. If the answer to the question is not found within the context, you can return \"I dont know\" as the response.\n\n### Response:\n"
-INSTRUCTION_CONTEXT_J2 = 'You are a brilliant Iranian professor of political science. Below is an instruction (texts after "### IN-STRUCTION:") that describes a task. The instruction is question provided by your user. Write a re-sponse appropriately your user\'s question. Because very useful texts have been provided in a context (texts after "### CONTEXT:") , you should write your own opinion by using context information as much as possible. If any hint of the answer to the question were not found within the given context, you can return "I don\'t know" as the response. The length of answer should be more than 400 and less than 500 words.\n\n### INSTRUCTION:\n{{str_instruction}}\n\n### CONTEXT:\n{{str_context}}\n\n### RESPONSE:\n{{str_answer}}\n\n'
-# 3. The Phi-3 reasoning layout, system message by the record's flag.
-SYSTEM_LOGICIAN = 'You are an excellent logician and are instructing users on "thinking proce-dures for providing better quality reasoning to user-provided questions.". '
-SYSTEM_CREATOR = "You are creator who create amazing content with your free ideas. You attract readers with your beautiful writing such as novel or advertisement. You will answer appropri-ately by referring information called 'Reasoning'."
-SYSTEM_TRANSLATOR = "You are translator who is fluent in multiple languages.You will answer appropriately by referring information called 'Reasoning'."
-SYSTEM_ASSISTANT = "You are an AI assistant who is good at providing answers in multiple languages. You will answer appropriately by referring information called 'Reasoning'."
-SYSTEMS = {
-    "logician": SYSTEM_LOGICIAN,
-    "creator": SYSTEM_CREATOR,
-    "translator": SYSTEM_TRANSLATOR,
-    "poet": SYSTEM_ASSISTANT,
-}
-
-
-def phi3_text(flag: str, instruction: str, input: str, reasoning: str, output: str) -> str:
-    system = SYSTEMS.get(flag, SYSTEM_ASSISTANT)
-    return f"<s>{system}\n<|instruction|>{instruction}\n<|context|>{input}\n<|reasoning|>{reasoning}\n<|response|>{output}<|endoftext|>"
-
-
-Q, CTX, ANS = "What limits trade inside the bloc?", "Rules of origin limit trade.\nTariffs too.", "Rules of origin."
-
-
-# ------------------------------------------------------------------------------------------------ user layouts
 def test_users_alpaca_with_empty_context_section_trains_and_prompts_verbatim() -> None:
     fmt = PromptFormat.from_string(ALPACA_DONT_KNOW, fields=["instruction", "input", "output"])
     record = {"instruction": Q, "input": "", "output": ANS}
@@ -138,72 +113,6 @@ def test_named_python_format_and_jinja_with_input_and_context() -> None:
     assert braces.render_training({"instruction": "q", "output": "a"}) == 'JSON {"a": 1}\nq\na'
 
 
-def test_positional_placeholders_need_fields_and_unknown_roles_are_named() -> None:
-    with pytest.raises(PromptFormatError, match="fields="):
-        PromptFormat.from_string(ALPACA_RAG)
-    with pytest.raises(PromptFormatError, match="Unknown field"):
-        PromptFormat.from_string(ALPACA_RAG, fields=["instruction", "input", "kontext"])
-    with pytest.raises(PromptFormatError, match="more positional placeholders"):
-        PromptFormat.from_string(ALPACA_RAG, fields=["instruction", "input"])
-
-
-# ------------------------------------------------------------------------------------------------ built-ins
-def test_alpaca_golden_prompt_and_training_text() -> None:
-    fmt = PromptFormat.get("alpaca")
-    preamble = (
-        "Below is an instruction that describes a task, paired with an input that provides further context. "
-        "Write a response that appropriately completes the request."
-    )
-    prompt = fmt.render_prompt("Name the bloc.", "Mercosur was founded in 1991.")
-    assert (
-        prompt
-        == f"{preamble}\n\n### Instruction:\nName the bloc.\n\n### Input:\nMercosur was founded in 1991.\n\n### Response:\n"
-    )
-    record = {"instruction": "Name the bloc.", "input": "Mercosur was founded in 1991.", "output": "Mercosur."}
-    assert fmt.render_training(record, eos_token="</s>") == prompt + "Mercosur.</s>"
-
-
-def test_alpaca_context_keeps_the_input_section_even_when_empty() -> None:
-    fmt = PromptFormat.get("alpaca-context")
-    prompt = fmt.render_prompt("Q?", "CTX")
-    assert prompt.endswith("\n\n### Instruction:\nQ?\n\n### Input:\n\n\n### Context:\nCTX\n\n### Response:\n")
-    record = {"instruction": "Q?", "input": "extra", "context": "CTX", "output": "A."}
-    assert fmt.render_training(record, eos_token="<eos>").endswith(
-        "### Instruction:\nQ?\n\n### Input:\nextra\n\n### Context:\nCTX\n\n### Response:\nA.<eos>"
-    )
-    # Records without an input field are fine: the section stays, empty.
-    assert fmt.render_training({"instruction": "Q?", "context": "CTX", "output": "A."}, eos_token="") == prompt + "A."
-
-
-def test_chat_format_uses_the_tokenizers_template(smollm2_path: Path) -> None:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_path)
-    fmt = PromptFormat.get("chat")
-    prompt = fmt.render_prompt("Q?", "CTX", system="SYS", tokenizer=tokenizer)
-    assert prompt == (
-        "<|im_start|>system\nSYS<|im_end|>\n<|im_start|>user\nContext:\nCTX\n\nQuestion: Q?<|im_end|>\n<|im_start|>assistant\n"
-    )
-    training = fmt.render_training(
-        {"instruction": "Q?", "input": "", "output": "A."}, system="SYS", tokenizer=tokenizer
-    )
-    assert (
-        training
-        == "<|im_start|>system\nSYS<|im_end|>\n<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\nA.<|im_end|>\n"
-    )
-    with pytest.raises(PromptFormatError, match="needs a tokenizer"):
-        fmt.render_prompt("Q?")
-
-
-@pytest.mark.parametrize("name", sorted(set(BUILTIN_FORMATS) - {"chat"}))
-def test_qa_template_maps_query_and_context(name: str) -> None:
-    fmt = PromptFormat.get(name)
-    template = fmt.qa_template()
-    assert set(template.template_vars) == {"query_str", "context_str"}
-    rendered = template.format(query_str="What limits trade?", context_str="Tariffs limit trade.")
-    assert rendered == fmt.render_prompt("What limits trade?", "Tariffs limit trade.")
-
-
 def test_format_round_trips_through_the_model_folder(tmp_path: Path) -> None:
     fmt = PromptFormat.from_string(ALPACA_RAG, fields=["instruction", "input", "context"], name="rag")
     fmt.save(tmp_path / "model")
@@ -220,28 +129,6 @@ def test_template_with_an_unknown_variable_needs_it_in_records() -> None:
     with pytest.raises(PromptFormatError, match="persona"):
         fmt.render_training({"instruction": "Q", "answer": "A"})
     assert fmt.render_training({"instruction": "Q", "answer": "A", "persona": "P"}) == "P\n### Q: Q\n### A: A"
-
-
-def test_j2_runs_sandboxed(tmp_path: Path) -> None:
-    path = tmp_path / "evil.j2"
-    path.write_text("{{ instruction.__class__.__mro__[1].__subclasses__() }}{{ answer }}", encoding="utf-8")
-    fmt = PromptFormat.from_j2(path)
-    with pytest.raises(PromptFormatError):
-        fmt.render_prompt("Q")
-
-
-def test_j2_without_instruction_variable_is_rejected(tmp_path: Path) -> None:
-    path = tmp_path / "bad.j2"
-    path.write_text("Just text {{ something }}", encoding="utf-8")
-    with pytest.raises(PromptFormatError, match="no instruction variable"):
-        PromptFormat.from_j2(path)
-
-
-def test_unknown_format_lists_valid_names() -> None:
-    with pytest.raises(PromptFormatError) as err:
-        PromptFormat.get("alpacca")
-    for name in BUILTIN_FORMATS:
-        assert name in str(err.value)
 
 
 @pytest.mark.parametrize(
@@ -263,62 +150,6 @@ def test_load_without_saved_format_says_what_to_do(tmp_path: Path) -> None:
         PromptFormat.load(tmp_path)
 
 
-# ------------------------------------------------------------------------------------------------ token ids
-def _layouts() -> list:
-    return [
-        *(PromptFormat.get(name) for name in sorted(BUILTIN_FORMATS)),
-        PromptFormat.from_string(ALPACA_DONT_KNOW, fields=["instruction", "input", "output"]),
-        PromptFormat.from_string(ALPACA_RAG, fields=["instruction", "input", "context"]),
-        PromptFormat.from_j2(EXAMPLES / "phi3_reasoning.j2"),
-        PromptFormat.from_j2(EXAMPLES / "QA_finetune_Instruction_Context_new.j2"),
-    ]
-
-
-def _bos_tokenizer(smollm2_path: Path) -> Any:
-    """SmolLM2's tokenizer made to add a ``<s>`` BOS to every text, as Llama-2/Mistral tokenizers do."""
-    from tokenizers.processors import TemplateProcessing
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_path)
-    tokenizer.add_special_tokens({"bos_token": "<s>"})
-    bos_id = tokenizer.convert_tokens_to_ids("<s>")
-    tokenizer.backend_tokenizer.post_processor = TemplateProcessing(
-        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", bos_id)]
-    )
-    assert tokenizer("hi")["input_ids"][0] == bos_id
-    return tokenizer
-
-
-@pytest.mark.parametrize("tokenizer_kind", ["smollm2", "adds-bos"])
-def test_training_ids_up_to_the_answer_equal_the_inference_ids(smollm2_path: Path, tokenizer_kind: str) -> None:
-    from transformers import AutoTokenizer
-
-    tokenizer = (
-        AutoTokenizer.from_pretrained(smollm2_path) if tokenizer_kind == "smollm2" else _bos_tokenizer(smollm2_path)
-    )
-    record = {
-        "instruction": Q,
-        "input": "",
-        "context": CTX,
-        "flag": "logician",
-        "reasoning": "R",
-        "output": ANS,
-        "answer": ANS,
-    }
-    for fmt in _layouts():
-        prompt, completion = fmt.split_training(record, eos_token=tokenizer.eos_token, tokenizer=tokenizer)
-        # The record's input is empty; its context reaches layouts with a context slot (and the chat user turn).
-        context = CTX if fmt.is_chat or fmt.context_var in ("context", "str_context") else ""
-        inference = fmt.render_prompt(Q, context, flag="logician", tokenizer=tokenizer)
-        assert prompt == inference, fmt.name
-        train_ids = encode_training(tokenizer, prompt, completion)
-        infer_ids = encode_prompt(tokenizer, inference)
-        assert train_ids[: len(infer_ids)] == infer_ids, fmt.name
-        if tokenizer.bos_token_id is not None and tokenizer_kind == "adds-bos":
-            assert train_ids.count(tokenizer.bos_token_id) == 1, fmt.name
-            assert infer_ids[0] == tokenizer.bos_token_id
-
-
 def test_layout_without_a_context_slot_still_gets_the_context_and_tokenizer_variables() -> None:
     fmt = PromptFormat.from_string("### Question:\n{instruction}\n\n### Answer:\n{output}")
     assert fmt.render_prompt("Q?", "Facts.") == "### Question:\nFacts.\n\nQ?\n\n### Answer:\n"
@@ -336,8 +167,6 @@ def test_layout_without_a_context_slot_still_gets_the_context_and_tokenizer_vari
 
 
 def test_format_saved_before_stop_strings_were_derived_gets_them_on_load(tmp_path: Path) -> None:
-    import json
-
     old = {
         "name": "users",
         "template": INSTRUCTION_CONTEXT_J2,
@@ -357,13 +186,6 @@ def test_format_saved_before_stop_strings_were_derived_gets_them_on_load(tmp_pat
     assert fmt.render_prompt(Q, CTX).endswith("### RESPONSE:\n")
 
 
-def test_python_format_with_literal_jinja_like_text_is_still_python() -> None:
-    fmt = PromptFormat.from_string("Keep {{placeholder}} as text.\n{instruction}\n{output}")
-    assert fmt.render_training({"instruction": "q", "output": "a"}) == "Keep {placeholder} as text.\nq\na"
-    with pytest.raises(PromptFormatError, match="not a plain name"):
-        PromptFormat.from_string("{d[instruction]} {output}")
-
-
 def test_a_records_own_system_field_fills_a_system_slot() -> None:
     fmt = PromptFormat.from_string(
         "<s>{system}\n<|instruction|>{instruction}\n<|reasoning|>{reasoning}\n<|response|>{output}<|endoftext|>"
@@ -377,3 +199,29 @@ def test_a_records_own_system_field_fills_a_system_slot() -> None:
         fmt.render_prompt("I", system=SYSTEM_TRANSLATOR) == f"<s>{SYSTEM_TRANSLATOR}\n<|instruction|>I\n<|reasoning|>"
     )
     assert fmt.answer_marker == "<|response|>" and fmt.append_eos is False
+
+
+def test_saved_format_keeps_the_prompt_format_json_layout(tmp_path: Path) -> None:
+    # Model folders written before the layouts split must load, and new ones must load in older versions.
+    path = PromptFormat.get("reasoning").save(tmp_path)
+    assert path == tmp_path / FORMAT_FILE
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert list(data) == [
+        "name",
+        "template",
+        "query_var",
+        "context_var",
+        "answer_var",
+        "system",
+        "systems_by_flag",
+        "answer_marker",
+        "append_eos",
+        "stop",
+        "record_fields",
+        "input_var",
+        "flag_var",
+        "output_var",
+        "optional_fields",
+    ]
+    assert data["systems_by_flag"]["creator"] == SYSTEM_CREATOR
+    assert data["stop"] == ["<|endoftext|>", "<|instruction|>", "<|context|>"]

@@ -215,7 +215,9 @@ def test_fast_decode_gives_each_familys_eager_attention_tokens(
     import torch
     from transformers import AutoModelForCausalLM
 
-    from llama_unsloth.decoding import fast as fd
+    from llama_unsloth.decoding.attention import DECODE_ATTENTION
+    from llama_unsloth.decoding.buckets import buckets
+    from llama_unsloth.decoding.decoder import FastDecoder
     from tests.tiny_models import save_tiny_arch
 
     extra: Dict[str, Any] = {"attn_logit_softcapping": 0.5} if name == "gemma2-27b" else {}
@@ -223,12 +225,12 @@ def test_fast_decode_gives_each_familys_eager_attention_tokens(
         extra["sliding_window"] = 100  # the window is longer than the call, as Phi-3's 2047 and Gemma-2's 4096 are
     folder = save_tiny_arch(name, tmp_path / name, tokenizers[name], **extra)
     reference = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
-    decoder = fd.FastDecoder(
+    decoder = FastDecoder(
         AutoModelForCausalLM.from_pretrained(folder).eval(), max_seq_length=256, mode="eager", min_bucket=64
     )
-    assert decoder.stats.attention == fd.DECODE_ATTENTION
+    assert decoder.stats.attention == DECODE_ATTENTION
     if extra.get("sliding_window"):  # buckets stop at the window: 64, then 100
-        assert decoder.max_seq_length == 100 and fd.buckets(decoder.max_seq_length, 64) == [64, 100]
+        assert decoder.max_seq_length == 100 and buckets(decoder.max_seq_length, 64) == [64, 100]
     torch.manual_seed(0)
     ids = torch.randint(200, 2000, (1, 40))
     gen = {

@@ -60,3 +60,33 @@ def test_python_callers_get_the_same_one_line_checks(cls: str, kwargs: dict, mes
     with pytest.raises(OptionError) as err:
         getattr(arguments, cls)(**kwargs)
     assert str(err.value) == message
+
+
+def test_the_settings_record_is_every_option_our_classes_declare_under_its_flag_name() -> None:
+    """train_log.json's settings and the model card's table: read from the dataclasses, not copied by hand."""
+    from llama_unsloth.training.arguments import (
+        FinetuneScriptArguments,
+        FinetuneSFTConfig,
+        LoraModelConfig,
+        settings_record,
+    )
+
+    script = FinetuneScriptArguments(data="d.json", save="merged_16bit")
+    model = LoraModelConfig(lora_r=8, use_rslora=True)
+    training = FinetuneSFTConfig(output_dir="out/x", max_length=512)
+    record = settings_record(script, model, training, model="org/base", backend="transformers")
+    assert (record["data"], record["save"], record["output_dir"]) == ("d.json", "merged_16bit", "out/x")
+    # A flag alias names the setting: --model, --r, --target-modules, --max-seq-length.
+    assert (record["model"], record["r"], record["max_seq_length"], record["use_rslora"]) == ("org/base", 8, 512, True)
+    assert record["target_modules"] == model.lora_target_modules and "lora_r" not in record
+    # TRL's enums as their values; what the run resolved replaces what was asked.
+    assert (record["lr_scheduler_type"], record["optim"], record["backend"]) == (
+        "linear",
+        "adamw_torch",
+        "transformers",
+    )
+    assert {"packing", "completion_only_loss", "precision", "seed", "random_state"} <= set(record)
+    # TRL's many other fields (and ours that are not options) stay out.
+    assert not {"report_to", "bf16", "use_peft", "push_to_hub_token", "logging_dir"} & set(record)
+    with pytest.raises(ValueError, match="Not settings of this run: modle"):
+        settings_record(script, model, training, modle="org/base")

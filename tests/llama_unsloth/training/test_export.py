@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def test_model_card_says_how_to_serve_a_4bit_merge_with_vllm() -> None:
     from llama_unsloth import training as T
@@ -29,3 +31,28 @@ def test_model_card_says_how_to_serve_a_4bit_merge_with_vllm() -> None:
         summary=T.TrainingSummary(),
     )
     assert "vllm serve out" not in lora and "--save merged_16bit" in lora
+
+
+def test_a_base_loaded_from_a_4bit_checkpoint_is_seen_from_the_adapter_or_the_config(tmp_path: Path) -> None:
+    """merged_16bit on Unsloth merges in memory when the base is on disk only in 4 bits."""
+    import json
+    from types import SimpleNamespace
+
+    from llama_unsloth.training.export import _base_is_prequantized
+
+    quantized = tmp_path / "bnb-4bit"
+    quantized.mkdir()
+    (quantized / "config.json").write_text(json.dumps({"quantization_config": {"load_in_4bit": True}}))
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "config.json").write_text("{}")
+
+    def peft_model(base: object, loaded_from: object) -> object:
+        return SimpleNamespace(
+            peft_config={"default": SimpleNamespace(base_model_name_or_path=base)},
+            config=SimpleNamespace(_name_or_path=loaded_from),
+        )
+
+    assert _base_is_prequantized(peft_model(str(quantized), None))
+    assert _base_is_prequantized(peft_model(None, str(quantized)))
+    assert not _base_is_prequantized(peft_model(str(plain), str(plain)))

@@ -59,18 +59,6 @@ def test_fused_phi3_names_count_as_their_projections() -> None:
     assert fused.lora == plain.lora > 0
 
 
-def test_adapter_folder_reads_its_base_config(tmp_path: Path) -> None:
-    from llama_unsloth.training.memory import read_model_config
-
-    base = tmp_path / "base"
-    ARCHITECTURES["mistral-nemo-12b"].config().save_pretrained(base)
-    adapter = tmp_path / "adapter"
-    adapter.mkdir()
-    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base)}))
-    assert read_model_config(str(adapter))["hidden_size"] == 5120
-    assert read_model_config(str(tmp_path / "nothing-here")) is None
-
-
 @pytest.mark.parametrize("budget", [None])
 def test_no_plan_without_a_gpu_or_a_budget(tmp_path: Path, budget: object) -> None:
     from llama_unsloth.training.memory import check_finetune_memory

@@ -99,3 +99,16 @@ def test_summary_is_read_from_the_trainers_log_history(tiny_llama_path: Path, tm
     assert summary.final_loss == summary.steps[-1]["loss"] and summary.global_step == 3 == summary.max_steps
     assert summary.train_loss is not None and summary.median_step_seconds() > 0
     assert T.plot_loss(tmp_path / "loss.png", summary).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_auto_precision_on_a_gpu_without_bf16_is_fp16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same rule as the model's dtype (llama_unsloth.models.auto_dtype): a T4 trains in fp16."""
+    import torch
+
+    from llama_unsloth import import_utils
+    from llama_unsloth.training import resolve_precision
+
+    monkeypatch.setattr(import_utils, "cuda_available", lambda: True)
+    for bf16, expected in ((False, "fp16"), (True, "bf16")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda bf16=bf16: bf16)
+        assert resolve_precision("auto") == expected
