@@ -28,11 +28,13 @@ demo: $(STAMP)
 demo-finetune: $(STAMP)
 	$(PY) -m recipes.demo_finetune
 
-# Lint, format check and type check, as configured in pyproject.toml (`make format` fixes what ruff can).
+# Lint, format check, type check and the import layers, as configured in pyproject.toml (`make format` fixes what
+# ruff can; `lint-imports` fails on an import that points up a layer: docs/architecture.md draws them).
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
 	$(PY) -m ruff check --fix .

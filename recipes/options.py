@@ -163,10 +163,9 @@ class ModelOptions:
     def __post_init__(self) -> None:
         check_range("max_new_tokens", self.max_new_tokens, min=1)
         check_range("max_seq_length", self.max_seq_length, min=2)
-        if self.max_new_tokens >= self.max_seq_length:
-            raise OptionError(
-                f"--max-new-tokens ({self.max_new_tokens}) must be below --max-seq-length ({self.max_seq_length}): the prompt needs room too."
-            )
+        from llama_unsloth.llms import check_window_settings
+
+        check_window_settings(self.max_new_tokens, self.max_seq_length)
         if (self.weights or self.warm_up or self.fast_decode_mode != "auto") and not self.fast_decode:
             given = "--weights" if self.weights else "--warm-up" if self.warm_up else "--fast-decode-mode"
             raise OptionError(f"{given} applies to the fast decode path only: add --fast-decode (or drop {given}).")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.architectures import ARCHITECTURES, TOKENIZER_FAMILIES, family_tokenizer
+from benchmarks.architectures import ARCHITECTURES, TOKENIZER_FAMILIES, family_tokenizer
 
 # The published ids of each family's special tokens.
 REAL_IDS = {

@@ -34,11 +34,11 @@ def save_tiny_llama(tokenizer: Any, folder: Path, **config: Any) -> Path:
 
 
 def save_tiny_arch(name: str, folder: Path, tokenizer: Optional[Any] = None, **config: Any) -> Path:
-    """Saves a random tiny model of one of our users' architectures (``tests.architectures.ARCHITECTURES``).
+    """Saves a random tiny model of one of our users' architectures (``benchmarks.architectures.ARCHITECTURES``).
 
     The model is the family's own transformers class at 2 layers, hidden 64 (``Architecture.tiny_config``), with
     the tokenizer's special ids; ``tokenizer`` defaults to the family's stand-in at its real size
-    (:func:`tests.architectures.family_tokenizer`). A real-sized tokenizer gets the real number of embedding rows
+    (:func:`benchmarks.architectures.family_tokenizer`). A real-sized tokenizer gets the real number of embedding rows
     (Phi-3: 32064 for its 32011 tokens), a smaller one exactly ``len(tokenizer)``.
 
     Args:
@@ -50,7 +50,7 @@ def save_tiny_arch(name: str, folder: Path, tokenizer: Optional[Any] = None, **c
     import torch
     from transformers import AutoModelForCausalLM
 
-    from tests.architectures import ARCHITECTURES, TOKENIZER_FAMILIES, family_tokenizer
+    from benchmarks.architectures import ARCHITECTURES, TOKENIZER_FAMILIES, family_tokenizer
 
     tokenizer = tokenizer if tokenizer is not None else family_tokenizer(name)
     architecture = ARCHITECTURES[name]

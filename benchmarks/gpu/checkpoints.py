@@ -1,7 +1,7 @@
 """Random-weight checkpoints of our users' architectures, written the way they download them: bitsandbytes 4-bit.
 
 Weights do not change speed or memory, so the GPU runs build a checkpoint from the real configuration
-(``tests/architectures.py``) instead of downloading one. Our users load pre-quantized
+(``benchmarks/architectures.py``) instead of downloading one. Our users load pre-quantized
 ``unsloth/*-bnb-4bit`` checkpoints, so ``--weights nf4`` writes exactly that: the model is created in
 bf16 on the GPU, every decoder projection is quantized to NF4 (double quantization, blocksize 64, as
 transformers does when it loads with ``BitsAndBytesConfig(load_in_4bit=True)``), and the folder is
@@ -82,7 +82,7 @@ def build(
     seed: int = 0,
     **overrides: Any,
 ) -> Dict[str, Any]:
-    """Writes a random-weight checkpoint of architecture ``name`` (a key of ``tests.architectures.ARCHITECTURES``).
+    """Writes a random-weight checkpoint of architecture ``name`` (a key of ``benchmarks.architectures.ARCHITECTURES``).
 
     Args:
         name: ``llama3-8b``, ``mistral-nemo-12b``, ``phi3-medium-14b`` or ``gemma2-27b``.
@@ -100,7 +100,7 @@ def build(
     import torch
     from transformers import AutoModelForCausalLM
 
-    from tests.architectures import ARCHITECTURES
+    from benchmarks.architectures import ARCHITECTURES
 
     arch = ARCHITECTURES[name]
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -158,7 +158,7 @@ def main(argv: Optional[list] = None) -> None:
         "--tokenizer-dir", default=None, help="SmolLM2 tokenizer folder the family stand-in is built from"
     )
     args = parser.parse_args(argv)
-    from tests.architectures import family_tokenizer
+    from benchmarks.architectures import family_tokenizer
 
     tokenizer = family_tokenizer(args.architecture, base_dir=args.tokenizer_dir)
     print(json.dumps(build(args.architecture, args.folder, tokenizer, layers=args.layers, weights=args.weights)))

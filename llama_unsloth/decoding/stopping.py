@@ -23,8 +23,15 @@ class StopOnStrings(StoppingCriteria):
         self.tokenizer = tokenizer
         self.stops: List[str] = [s for s in stops if s]
         self.prompt_width = prompt_width
-        # A stop string spans at most this many tokens (+2 for pieces merged across its edges).
-        self.window = max(len(tokenizer.encode(s, add_special_tokens=False)) for s in self.stops) + 2
+        # A stop string spans at most this many tokens (+2 for pieces merged across its edges): as many as its
+        # UTF-8 bytes, since a model may spell it in other pieces than the tokenizer's own (every piece adds a byte).
+        self.window = (
+            max(
+                (max(len(tokenizer.encode(s, add_special_tokens=False)), len(s.encode("utf-8"))) for s in self.stops),
+                default=0,
+            )
+            + 2
+        )
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch

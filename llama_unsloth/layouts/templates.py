@@ -228,9 +228,9 @@ def _record_fields(
     required = [v for v in variables if v not in optional and v not in TOKENIZER_VARS]
     if not output_var:
         required.append("output")  # no answer slot: training appends the record's answer
-    # A system variable is filled from the layout, never from a required record field.
-    kept = [v for v in optional if ROLE_OF.get(v) != "system"]
-    return required + kept, kept
+    # System variables are no record fields: the layout fills them (a record's own system text still wins).
+    not_system = [v for v in optional if ROLE_OF.get(v) != "system"]
+    return required + not_system, not_system
 
 
 def layout_fields(text: str, name: str, system: str) -> Dict[str, Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Union
 
 from llama_index.core.base.llms.types import CompletionResponse
 from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator, model_validator
@@ -208,11 +208,11 @@ class ServedLLM(LayoutLLM):
             result = self._request(text, gen_kwargs)
             generated = result.choices[0].text or ""
             usage = getattr(result, "usage", None)
-            n_prompt: Optional[int] = getattr(usage, "prompt_tokens", None) or len(ids)
+            n_prompt = int(getattr(usage, "prompt_tokens", None) or len(ids))
             n_new = getattr(usage, "completion_tokens", None) or len(
                 self._tokenizer.encode(generated, add_special_tokens=False)
             )
-            responses.append(self._response(text, generated, int(n_prompt), n_new, time.perf_counter() - began))
+            responses.append(self._response(text, generated, n_prompt, n_new, time.perf_counter() - began))
         return responses
 
     def _answer_stream(self, text: str, ids: List[int], gen_kwargs: Dict[str, Any]) -> Iterator[CompletionResponse]:

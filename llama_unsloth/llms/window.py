@@ -144,12 +144,20 @@ def _rag_context_room(llm: Any, question: str) -> int:
             llm.refine_template().partial_format(query_str=question),
         ]
     )
+    helper = prompt_helper(llm)
     try:
-        splitter = prompt_helper(llm).get_text_splitter_given_prompt(
+        splitter = helper.get_text_splitter_given_prompt(
             biggest, num_chunks=1, padding=DEFAULT_RESPONSE_PADDING_SIZE, llm=llm
         )
-    except ValueError:  # LlamaIndex's "Calculated available context size ... was not non-negative"
-        return 0
+    except ValueError:
+        # LlamaIndex's "Calculated available context size ... was not non-negative": by how much, for the advice,
+        # counted as the helper counts (LlamaIndex's global tokenizer).
+        from llama_index.core.prompts.prompt_utils import get_empty_prompt_txt
+        from llama_index.core.utils import get_tokenizer
+
+        count = get_tokenizer()
+        fixed = len(count(get_empty_prompt_txt(biggest))) + len(count(llm.system_prompt or ""))
+        return min(0, helper.context_window - fixed - helper.num_output - DEFAULT_RESPONSE_PADDING_SIZE)
     return int(splitter.chunk_size)
 
 

@@ -32,6 +32,7 @@ class OpenAIStandIn:
         self.prompts: List[str] = []
         self.stops: List[List[str]] = []
         self.requests = 0
+        self.bodies: List[Dict[str, Any]] = []  # every request's JSON body, as received
         self.fail_next = 0
         self.delay = 0.0  # seconds added to every answer, so a test can interrupt a run in the middle
         self.in_flight = 0
@@ -110,6 +111,7 @@ class OpenAIStandIn:
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
                 standin.requests += 1
+                standin.bodies.append(body)
                 if standin.fail_next > 0:
                     standin.fail_next -= 1
                     self._json(503, {"error": {"message": "Service Unavailable", "type": "ServiceUnavailableError"}})

@@ -1,6 +1,6 @@
 """The plumbing of every recipe on the GPU, for one of our users' architectures (imported by ``test_gpu_<arch>.py``).
 
-Each ``test_gpu_<arch>.py`` module sets ``ARCH`` (a key of ``tests.architectures.ARCHITECTURES``) and
+Each ``test_gpu_<arch>.py`` module sets ``ARCH`` (a key of ``benchmarks.architectures.ARCHITECTURES``) and
 ``WEIGHTS`` (``nf4``: a pre-quantized checkpoint, as ``unsloth/*-bnb-4bit`` downloads are; ``bf16``: a
 16-bit one that Unsloth quantizes on load), then imports the tests below. A random-weight checkpoint
 at the real widths with ``LAYERS`` decoder layers (reduced depth: the plumbing, not quality) and the
@@ -96,8 +96,8 @@ def work(arch: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def checkpoint(arch: str, work: Path, request: pytest.FixtureRequest) -> Path:
+    from benchmarks.architectures import family_tokenizer
     from benchmarks.gpu.checkpoints import build
-    from tests.architectures import family_tokenizer
 
     tokenizer = family_tokenizer(arch, base_dir=os.environ.get("LLAMA_UNSLOTH_GPU_TOKENIZER"))
     info = build(arch, work / "base", tokenizer, layers=LAYERS, weights=request.module.WEIGHTS, **BUILD_OVERRIDES)

@@ -15,7 +15,7 @@ from typing import Any, Dict, List
 
 import pytest
 
-from tests.architectures import TOKENIZER_FAMILIES, family_tokenizer
+from benchmarks.architectures import TOKENIZER_FAMILIES, family_tokenizer
 from tests.recipes._helpers import embed_model, finetune_recipe
 
 pytestmark = pytest.mark.slow

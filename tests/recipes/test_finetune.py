@@ -569,7 +569,7 @@ def test_offline_hub_base_model_is_one_line_before_anything_loads(
 def test_a_run_that_cannot_fit_the_gpu_stops_before_loading_and_names_a_setting_that_fits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    from tests.architectures import ARCHITECTURES
+    from benchmarks.architectures import ARCHITECTURES
     from tests.recipes._helpers import exit_code
 
     model = tmp_path / "gemma-2-27b"

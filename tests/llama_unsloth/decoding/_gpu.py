@@ -52,3 +52,20 @@ def assert_equal_but_for_ties(llm: Any, ids: list, fast: list, eager: list, at_l
         f"fast and eager differ at token {first} where eager's choice was clear (gap {gap:.4f}, logit {scale:.2f})"
     )
     print(f"fast == eager for {first} tokens, then a near-tie (gap {gap:.4f} at logit {scale:.2f})")
+
+
+def assert_fast_equals_eager(llm: Any, question: str, n_tokens: int) -> None:
+    """``llm``'s fast-path answer to ``question`` (``n_tokens`` greedy tokens) is the eager ``generate`` one, but for ties."""
+    import torch
+
+    ids = llm._encode(llm.completion_to_prompt_text(question))
+    fast = llm._run_generate([ids], llm._generation_kwargs({}))[0][0, len(ids) :].tolist()
+    with torch.inference_mode():
+        eager = llm.model.generate(
+            input_ids=torch.tensor([ids], device="cuda"),
+            max_new_tokens=n_tokens,
+            min_new_tokens=n_tokens,
+            do_sample=False,
+            pad_token_id=llm.tokenizer.pad_token_id,
+        )[0, len(ids) :].tolist()
+    assert_equal_but_for_ties(llm, ids, fast, eager)

@@ -51,7 +51,7 @@ def test_grouped_decode_attention_equals_transformers_attention() -> None:
 
 def test_sliding_window_of_each_architecture() -> None:
     """Phi-3-medium (2047) and Gemma-2 (4096) have sliding windows; Llama and Mistral-Nemo none."""
-    from tests.architectures import ARCHITECTURES
+    from benchmarks.architectures import ARCHITECTURES
 
     assert [attention.sliding_window(ARCHITECTURES[n].config(num_hidden_layers=1)) for n in ARCHITECTURES] == [
         None,
@@ -62,7 +62,7 @@ def test_sliding_window_of_each_architecture() -> None:
 
 
 def test_full_attention_config_makes_every_layer_full_attention() -> None:
-    from tests.architectures import ARCHITECTURES
+    from benchmarks.architectures import ARCHITECTURES
 
     config = ARCHITECTURES["gemma2-27b"].config(num_hidden_layers=2)
     full = attention.full_attention_config(config)

@@ -14,7 +14,7 @@ import pytest
 from llama_unsloth import UnslothLLM
 from llama_unsloth.decoding import decoder as dec
 from llama_unsloth.decoding.attention import DECODE_ATTENTION
-from tests.llama_unsloth.decoding._gpu import assert_equal_but_for_ties
+from tests.llama_unsloth.decoding._gpu import assert_fast_equals_eager
 
 
 def test_static_cache_path_gives_the_dynamic_cache_tokens_across_buckets(tiny_llm: UnslothLLM) -> None:
@@ -136,17 +136,7 @@ def test_gpu_greedy_bf16_fast_path_equals_eager_bf16(peaked_path: Path, mode: st
     )
     assert llm.fast_decoder is not None and next(llm.model.parameters()).dtype == torch.bfloat16
     for question in ["What is a customs union?", "Name a trade bloc in South America. " * 20]:
-        ids = llm._encode(llm.completion_to_prompt_text(question))
-        fast = llm._run_generate([ids], llm._generation_kwargs({}))[0][0, len(ids) :].tolist()
-        with torch.inference_mode():
-            eager = llm.model.generate(
-                input_ids=torch.tensor([ids], device="cuda"),
-                max_new_tokens=48,
-                min_new_tokens=48,
-                do_sample=False,
-                pad_token_id=llm.tokenizer.pad_token_id,
-            )[0, len(ids) :].tolist()
-        assert_equal_but_for_ties(llm, ids, fast, eager)
+        assert_fast_equals_eager(llm, question, 48)
     assert llm.fast_decode_stats()["graphs"] >= 1
 
 

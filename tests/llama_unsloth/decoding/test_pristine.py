@@ -11,7 +11,7 @@ from llama_unsloth.decoding import pristine
 from llama_unsloth.decoding.decoder import FastDecoder
 from llama_unsloth.decoding.weights import load_fast_model
 from llama_unsloth.errors import FastDecodeUnavailable
-from tests.llama_unsloth.decoding._gpu import assert_equal_but_for_ties
+from tests.llama_unsloth.decoding._gpu import assert_fast_equals_eager
 
 
 def test_a_method_replaced_in_place_marks_the_module_patched(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,7 +47,6 @@ def test_patched_transformers_classes_are_not_run_by_the_fast_path(
 @pytest.mark.gpu
 def test_gpu_fast_path_after_unsloth_patched_transformers(peaked_path: Path) -> None:
     """Unsloth loaded a model first (patching transformers' Llama classes); the fast path still runs transformers' code."""
-    import torch
     import unsloth  # noqa: F401
     from unsloth import FastLanguageModel
 
@@ -68,14 +67,4 @@ def test_gpu_fast_path_after_unsloth_patched_transformers(peaked_path: Path) -> 
     )
     assert llm.fast_decoder is not None
     assert pristine.foreign_forwards(llm.model) == [] and "_llama_unsloth_pristine_" in type(llm.model).__module__
-    ids = llm._encode(llm.completion_to_prompt_text("What is a customs union?"))
-    fast = llm._run_generate([ids], llm._generation_kwargs({}))[0][0, len(ids) :].tolist()
-    with torch.inference_mode():
-        eager = llm.model.generate(
-            input_ids=torch.tensor([ids], device="cuda"),
-            max_new_tokens=40,
-            min_new_tokens=40,
-            do_sample=False,
-            pad_token_id=llm.tokenizer.pad_token_id,
-        )[0, len(ids) :].tolist()
-    assert_equal_but_for_ties(llm, ids, fast, eager)
+    assert_fast_equals_eager(llm, "What is a customs union?", 40)

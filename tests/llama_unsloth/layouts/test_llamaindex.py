@@ -36,8 +36,8 @@ def test_qa_template_maps_query_and_context(name: str) -> None:
 def test_every_kind_of_template_is_marked_as_laid_out(method: str, variables: set, prompt_type: str) -> None:
     template = getattr(PromptFormat.get("instruction-context"), method)()
     assert set(template.template_vars) == variables
-    assert template.metadata == {LAYOUT_METADATA_KEY: "instruction-context"}
-    assert template.prompt_type.value == prompt_type
+    assert template.metadata[LAYOUT_METADATA_KEY] == "instruction-context"
+    assert template.metadata["prompt_type"].value == prompt_type
 
 
 def test_refine_and_condense_write_their_instruction_into_the_users_layout() -> None:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from llama_unsloth.errors import PromptFormatError
 from llama_unsloth.layouts.format import PromptFormat
 from llama_unsloth.layouts.templates import (
-    PromptFormatError,
     layout_fields,
     markers,
     python_format_to_jinja,
@@ -53,8 +53,8 @@ def test_j2_without_instruction_variable_is_rejected(tmp_path: Path) -> None:
 def test_users_rag_format_string_becomes_the_same_jinja_text() -> None:
     jinja = python_format_to_jinja(ALPACA_RAG, ["instruction", "input", "context"])
     assert jinja == ALPACA_RAG.format("{{ instruction }}", "{{ input }}", "{{ context }}")
-    # Literal Jinja2 syntax in a format string is kept as text.
-    assert python_format_to_jinja("{{{{x}}}} {instruction}", None) == "{% raw %}{{x}} {% endraw %}{{ instruction }}"
+    # A brace pair of the format string is one literal brace in the Jinja2 text.
+    assert python_format_to_jinja('JSON {{"a": 1}} {instruction}', None) == 'JSON {"a": 1} {{ instruction }}'
 
 
 def test_to_jinja_keeps_jinja_and_converts_format_strings() -> None:

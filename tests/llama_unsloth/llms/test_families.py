@@ -11,9 +11,9 @@ from typing import Any, Dict
 
 import pytest
 
+from benchmarks.architectures import TOKENIZER_FAMILIES, family_tokenizer
 from llama_unsloth.layouts import BUILTIN_FORMATS, PromptFormat, encode_prompt
 from llama_unsloth.training.data import tokenize_record
-from tests.architectures import TOKENIZER_FAMILIES, family_tokenizer
 
 FAMILIES = sorted(TOKENIZER_FAMILIES)
 TURN_END = {

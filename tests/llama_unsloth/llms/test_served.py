@@ -223,3 +223,46 @@ def test_query_and_batch_recipes_answer_through_the_server(
         == 2
     )
     assert capsys.readouterr().err.startswith("error: The server at ")
+
+
+def test_generate_kwargs_reach_the_server_or_fail_naming_the_key(
+    tiny_llama_path: Path, standin: OpenAIStandIn
+) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_path)
+    served = ServedLLM(
+        tokenizer=tokenizer,
+        api_base=standin.url,
+        served_model="tiny",
+        max_new_tokens=4,
+        max_retries=0,
+        generate_kwargs={"repetition_penalty": 1.0, "seed": 7},
+    )
+    served.complete("Hello?")
+    # vLLM's sampling extension goes in the body beside the OpenAI parameters; nothing is dropped on the way.
+    assert standin.bodies[-1]["repetition_penalty"] == 1.0 and standin.bodies[-1]["seed"] == 7
+    # A key no completions request carries: an error naming it, at construction and per call, before any request.
+    with pytest.raises(ValueError, match="'no_repeat_ngram_size'"):
+        ServedLLM(
+            tokenizer=tokenizer,
+            api_base=standin.url,
+            served_model="tiny",
+            generate_kwargs={"no_repeat_ngram_size": 3},
+        )
+    sent = standin.requests
+    with pytest.raises(ValueError, match="'num_beams'"):
+        served.complete("Hello?", num_beams=2)
+    assert standin.requests == sent
+
+
+@pytest.mark.parametrize("setting", [{"load_in_4bit": True}, {"fast_decode": True}, {"dtype": "bfloat16"}])
+def test_settings_of_in_process_models_are_refused_not_ignored(tiny_llama_path: Path, setting: dict) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_path)
+    with pytest.raises(ValueError, match=f"ServedLLM does not take {next(iter(setting))}"):
+        ServedLLM(tokenizer=tokenizer, api_base="http://127.0.0.1:9/v1", served_model="tiny", **setting)
+    # No stand-in model: what generates is the server.
+    served = ServedLLM(tokenizer=tokenizer, api_base="http://127.0.0.1:9/v1", served_model="tiny")
+    assert served.backend_name == "served" and not hasattr(served, "model")

@@ -3,35 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
-import warnings
 from pathlib import Path
 
 import pytest
-
-
-def test_a_finetuned_folder_loads_with_its_saved_layout_in_full_precision_on_cpu(
-    tiny_llama_path: Path, tmp_path: Path
-) -> None:
-    import torch
-
-    from llama_unsloth.layouts import PromptFormat
-    from llama_unsloth.llms.factory import load_llm
-
-    if torch.cuda.is_available():
-        pytest.skip("CPU policy")
-    folder = tmp_path / "finetuned"
-    shutil.copytree(tiny_llama_path, folder)
-    PromptFormat.get("instruction-context").save(folder)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # load_in_4bit=None: no "4-bit needs CUDA" warning on CPU
-        llm = load_llm(model_dir=str(folder), max_new_tokens=4, set_global_tokenizer=False)
-    assert llm.format.name == "instruction-context" and llm.backend_name == "transformers"
-    assert not getattr(llm.model, "is_loaded_in_4bit", False)
-    prompt = llm.complete("Which bloc?").raw["prompt"]
-    assert "Which bloc?" in prompt and prompt == llm.format.render_prompt("Which bloc?")
-    # A name, not a folder: the default layout of a plain model (its chat template).
-    assert load_llm(str(tiny_llama_path), max_new_tokens=4, set_global_tokenizer=False).format.is_chat
 
 
 def test_unsloth_backend_without_a_gpu_says_what_to_do_and_never_imports_unsloth(

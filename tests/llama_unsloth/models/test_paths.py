@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.architectures import ARCHITECTURES
+from benchmarks.architectures import ARCHITECTURES
 
 
 def _adapter(folder: Path, base: object) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.architectures import ARCHITECTURES
+from benchmarks.architectures import ARCHITECTURES
 
 RESULTS = Path(__file__).resolve().parents[3] / "benchmarks" / "results" / "gpu_finetune_memory.json"
 GIB = 2**30
