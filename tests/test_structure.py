@@ -1,0 +1,62 @@
+"""The shape of the code: small units in the three packages, and benchmarks that stand on their own.
+
+The import layers themselves are checked by import-linter (`make lint` runs `lint-imports`, configured in
+pyproject.toml); this keeps the sizes the architecture promises (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import List
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("llama_unsloth", "postprocessors", "recipes")
+MAX_MODULE, MAX_CLASS, MAX_FUNCTION = 600, 400, 80
+
+
+def _sources(*folders: str) -> List[Path]:
+    return sorted(p for folder in folders for p in (ROOT / folder).rglob("*.py"))
+
+
+def test_no_module_class_or_function_is_oversized() -> None:
+    too_big = []
+    for path in _sources(*PACKAGES):
+        text = path.read_text(encoding="utf-8")
+        name = path.relative_to(ROOT)
+        if text.count("\n") + 1 > MAX_MODULE:
+            too_big.append(f"{name}: {text.count(chr(10)) + 1} lines (module limit {MAX_MODULE})")
+        for node in ast.walk(ast.parse(text)):
+            size = (getattr(node, "end_lineno", 0) or 0) - getattr(node, "lineno", 0) + 1
+            if isinstance(node, ast.ClassDef) and size > MAX_CLASS:
+                too_big.append(f"{name}:{node.name}: {size} lines (class limit {MAX_CLASS})")
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and size > MAX_FUNCTION:
+                too_big.append(f"{name}:{node.name}: {size} lines (function limit {MAX_FUNCTION})")
+    assert not too_big, "split by job, not in halves:\n" + "\n".join(too_big)
+
+
+def test_benchmarks_import_nothing_from_tests() -> None:
+    offenders = []
+    for path in _sources("benchmarks"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n == "tests" or n.startswith("tests.")]
+    assert not offenders, "benchmarks must not depend on the test suite:\n" + "\n".join(offenders)
+
+
+def test_the_layer_contract_names_every_package_of_llama_unsloth() -> None:
+    import tomllib
+
+    layers = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]["contracts"][
+        0
+    ]["layers"]
+    named = {part.strip() for layer in layers for part in layer.replace(":", "|").split("|")}
+    modules = {
+        "llama_unsloth." + p.stem if p.is_file() else "llama_unsloth." + p.name
+        for p in (ROOT / "llama_unsloth").iterdir()
+        if (p.suffix == ".py" and p.stem != "__init__") or (p.is_dir() and (p / "__init__.py").is_file())
+    }
+    # The package's own __init__ (the public names) and data folders sit outside the layers.
+    assert modules - named == set(), f"add these to [tool.importlinter] layers: {sorted(modules - named)}"
