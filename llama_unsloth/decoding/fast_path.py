@@ -37,7 +37,7 @@ class FastPathSettings:
 
 
 class FastPath:
-    """A :class:`~llama_unsloth.decoding.fast.FastDecoder` and the rule that falls back to ``generate``.
+    """A :class:`~llama_unsloth.decoding.decoder.FastDecoder` and the rule that falls back to ``generate``.
 
     Build it with :meth:`start`; ``decoder`` is None once it has fallen back.
     """

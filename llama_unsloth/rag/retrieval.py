@@ -18,6 +18,7 @@ from llama_unsloth.defaults import POV_TOP_N as DEFAULT_POV_TOP_N
 from llama_unsloth.defaults import QUERY_TOP_N as DEFAULT_QUERY_TOP_N
 from llama_unsloth.defaults import TOP_K as DEFAULT_TOP_K
 from llama_unsloth.errors import RagError
+from llama_unsloth.llms import prompt_helper
 from llama_unsloth.rag.chunking import KEY_FILE_NAME, KEY_FILE_PATH
 from llama_unsloth.rag.store import retrieval_cosine
 
@@ -165,16 +166,6 @@ class RagPrompt:
         return "\n\n".join(self.pieces)
 
 
-def _prompt_helper(llm: Any) -> Any:
-    from llama_index.core import Settings
-    from llama_index.core.indices.prompt_helper import PromptHelper
-
-    # The query engine's own packing (LlamaIndex's global tokenizer): batch prompts are the engine's prompts.
-    # The private attribute is what the synthesizer itself reads: the public Settings.prompt_helper getter
-    # would build and cache one from Settings.llm (resolving LlamaIndex's OpenAI default when none is set).
-    return Settings._prompt_helper or PromptHelper.from_llm_metadata(llm.metadata)
-
-
 def build_rag_prompt(llm: Any, query: str, nodes: Sequence[Any]) -> RagPrompt:
     """Renders the prompt LlamaIndex's default (compact) query engine sends for ``nodes``.
 
@@ -190,7 +181,7 @@ def build_rag_prompt(llm: Any, query: str, nodes: Sequence[Any]) -> RagPrompt:
 
     qa, refine = llm.qa_template(), llm.refine_template()
     texts = [n.node.get_content(metadata_mode=MetadataMode.LLM) for n in nodes]
-    helper = _prompt_helper(llm)
+    helper = prompt_helper(llm)
     biggest = get_biggest_prompt([qa.partial_format(query_str=query), refine.partial_format(query_str=query)])
     packed = helper.repack(biggest, texts, llm=llm, padding=DEFAULT_RESPONSE_PADDING_SIZE)
     # Refine's loop repacks each compacted piece once more before the first call.

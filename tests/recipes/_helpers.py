@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 DATA = Path(__file__).resolve().parents[2] / "llama_unsloth" / "data"
 SMALL_CORPUS = [
@@ -97,14 +97,57 @@ TRAIN = [
 
 
 def finetune_recipe(
-    tmp_path: Path, model: Path, template: str, steps: int, extra: List[str], records: List[Dict[str, Any]]
+    tmp_path: Path,
+    model: Path,
+    template: str,
+    steps: int,
+    extra: List[str],
+    records: List[Dict[str, Any]],
+    *,
+    threads: Optional[int] = None,
+    max_loss: Optional[float] = None,
 ) -> Path:
-    """Runs ``recipes.finetune.main`` on ``records`` (written to ``tmp_path/train.json``); returns the output folder."""
+    """Runs ``recipes.finetune.main`` on ``records`` (written to ``tmp_path/train.json``); returns the output folder.
+
+    Args:
+        threads: torch's CPU threads while training (restored after), so that the run is the same on any number
+            of cores; ``None`` leaves torch's setting.
+        max_loss: When given, the run must end learned: ``train_log.json``'s final loss and each of its last 10
+            step losses below it. A marker test that fails this says "did not learn", not "wrong layout".
+    """
+    import torch
+
     from recipes.finetune import main
 
     data = tmp_path / "train.json"
     data.write_text(json.dumps(records), encoding="utf-8")
     out = tmp_path / "out"
     argv = ["--model", str(model), "--data", str(data), "--prompt-format", template, "--output-dir", str(out)]
-    assert main([*argv, "--max-steps", str(steps), *TRAIN, *extra]) == 0
+    saved = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        assert main([*argv, "--max-steps", str(steps), *TRAIN, *extra]) == 0
+    finally:
+        torch.set_num_threads(saved)
+    if max_loss is not None:
+        assert_learned(out, max_loss)
     return out
+
+
+def assert_learned(out: Path, max_loss: float, last: int = 10) -> List[float]:
+    """Asserts that the run in ``out`` learned: its final loss and each of its ``last`` step losses below ``max_loss``.
+
+    Returns:
+        The per-step losses of ``train_log.json``.
+    """
+    log = json.loads((out / "train_log.json").read_text(encoding="utf-8"))
+    losses = [float(step["loss"]) for step in log["steps"]]
+    tail = losses[-last:]
+    assert log["final_loss"] is not None and log["final_loss"] < max_loss and max(tail) < max_loss, (
+        f"the tiny model did not learn its training data in {log['global_step']} steps (so the answers below would "
+        f"say nothing about the layout): final loss {log['final_loss']:.4f}, last {last} step losses "
+        f"{[round(x, 4) for x in tail]}, all must be < {max_loss}; lr {log['settings']['learning_rate']}, "
+        f"torch threads {__import__('torch').get_num_threads()}"
+    )
+    return losses
