@@ -8,7 +8,10 @@ so the recipes print it as the one error line. Python callers see the same text 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Optional
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Optional, Union
 
 from llama_unsloth.errors import OptionError
 
@@ -83,4 +86,41 @@ def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
         raise OptionError(f"{flag_name(name)} must be one of {', '.join(map(str, choices))}; got {value!r}.")
 
 
-__all__ = ["check_choice", "check_range", "flag_name"]
+def check_output_location(path: Union[str, Path], name: str, folder: bool = False) -> None:
+    """Checks that ``path`` can be written, before any work: its answers or model must not be lost at the end.
+
+    Nothing is created: the nearest existing folder is probed with a temporary file, removed at once.
+
+    Args:
+        path: The file (``folder=False``) or folder to be written; it need not exist yet.
+        name: The flag that gave it (``--out``, ``--output_dir``), for the message.
+        folder: Whether ``path`` is a folder (a regular file there is then an error too).
+
+    Raises:
+        OptionError: One line: ``path`` lies inside a regular file, is a file where a folder belongs (or the
+            reverse), or its folder is read-only.
+    """
+    target = Path(path).expanduser()
+    if target.exists() and folder and not target.is_dir():
+        raise OptionError(f"{name} {path} is a file, not a folder: choose a folder path.")
+    if target.exists() and not folder and target.is_dir():
+        raise OptionError(f"{name} {path} is a folder, not a file: give a file path inside it.")
+    existing = target if target.exists() else target.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OptionError(f"{name} {path} lies inside {existing}, which is a file, not a folder: choose another path.")
+    probe_in = target if target.is_dir() else existing
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".llama-unsloth-write-check-", dir=probe_in)
+    except OSError as err:
+        raise OptionError(
+            f"{name} {path} cannot be written: {probe_in} is read-only ({err.strerror}). Choose a writable location."
+        ) from None
+    os.close(handle)
+    os.unlink(probe)
+    if target.is_file() and not os.access(target, os.W_OK):
+        raise OptionError(f"{name} {path} cannot be written: the file is read-only. Choose a writable location.")
+
+
+__all__ = ["check_choice", "check_output_location", "check_range", "flag_name"]

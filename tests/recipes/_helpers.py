@@ -131,11 +131,11 @@ def finetune_recipe(
     finally:
         torch.set_num_threads(saved)
     if max_loss is not None:
-        assert_learned(out, max_loss)
+        assert_learned(out, max_loss, note=f"torch threads {threads or saved}")
     return out
 
 
-def assert_learned(out: Path, max_loss: float, last: int = 10) -> List[float]:
+def assert_learned(out: Path, max_loss: float, last: int = 10, note: str = "") -> List[float]:
     """Asserts that the run in ``out`` learned: its final loss and each of its ``last`` step losses below ``max_loss``.
 
     Returns:
@@ -147,7 +147,6 @@ def assert_learned(out: Path, max_loss: float, last: int = 10) -> List[float]:
     assert log["final_loss"] is not None and log["final_loss"] < max_loss and max(tail) < max_loss, (
         f"the tiny model did not learn its training data in {log['global_step']} steps (so the answers below would "
         f"say nothing about the layout): final loss {log['final_loss']:.4f}, last {last} step losses "
-        f"{[round(x, 4) for x in tail]}, all must be < {max_loss}; lr {log['settings']['learning_rate']}, "
-        f"torch threads {__import__('torch').get_num_threads()}"
+        f"{[round(x, 4) for x in tail]}, all must be < {max_loss}; lr {log['settings']['learning_rate']} {note}"
     )
     return losses
