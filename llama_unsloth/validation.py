@@ -105,7 +105,8 @@ def check_output_location(path: Union[str, Path], name: str, folder: bool = Fals
         raise OptionError(f"{name} {path} is a file, not a folder: choose a folder path.")
     if target.exists() and not folder and target.is_dir():
         raise OptionError(f"{name} {path} is a folder, not a file: give a file path inside it.")
-    existing = target if target.exists() else target.parent
+    # An existing file to be replaced is probed in its folder (it does not lie inside itself).
+    existing = target if target.is_dir() else target.parent
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():

@@ -8,11 +8,14 @@ Commands:
 
 Questions: .txt (one per line), .json/.jsonl (strings or objects with question/instruction), .csv/.xlsx
 (question or instruction column); text files in UTF-8, UTF-16, Shift-JIS/CP932 or EUC-JP. Every answer
-is appended to <out>.jsonl at once; re-running the same command resumes where a crash left off. At the
+is appended to <out>.jsonl at once; re-running the same command resumes where a crash left off (the settings
+the answers were made with are kept in <out>.settings.json: a re-run with other settings is refused, and
+--fresh answers everything again instead). At the
 end <out>.xlsx and <out>.csv (UTF-8 with BOM, for Excel) hold columns instruction, context, answer,
 abstained, seconds, sources, error. Retrieval and reranking take the same options as `query`
 (--povs, --similarity-top-k, --query-top-n, --top-n). A question too long for the model's window gets an error in its
-row; every other question is answered (a re-run tries it again).
+row, and so does one that cannot be encoded or retrieved for; every other question is answered (a re-run
+tries them again).
 """
 
 from __future__ import annotations
@@ -36,6 +39,14 @@ class BatchArguments:
     )
     rag: bool = field(default=True, metadata={"help": "Retrieve context (--no-rag: fine-tune only)."})
 
+    def __post_init__(self) -> None:
+        from llama_unsloth.batch import output_paths
+        from llama_unsloth.validation import check_output_location
+
+        # Before anything loads: answers generated for an output that cannot be written would be lost at the end.
+        for path in output_paths(self.out).values():
+            check_output_location(path, "--out")
+
 
 def make_parser():  # noqa: ANN201 - RecipeParser, imported lazily
     """The recipe's options: TRL's parser over the shared option dataclasses."""
@@ -57,6 +68,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         model.check_model()
         patterns = batch.patterns()
         questions = load_questions(args.questions)
+        settings = batch.settings(model, retrieval if args.rag else None)
+        batch.check_resume(args.out, settings)  # before the index and the model load
         index, postprocessors = None, []
         if args.rag:
             index, embed_model = index_options.open()
@@ -71,6 +84,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     index=index,
                     postprocessors=postprocessors,
                     similarity_top_k=retrieval.similarity_top_k,
+                    settings=settings,
                 )
         except KeyboardInterrupt:
             # Every answer written so far is in the JSONL (fsync per record); the rerun continues from there.

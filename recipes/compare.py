@@ -7,7 +7,7 @@ Commands:
     python -m recipes.compare --questions llama_unsloth/data/questions.txt --max-new-tokens 128
 
 With --questions the batch machinery answers each question twice (into <out-dir>/rag.jsonl and
-<out-dir>/no_rag.jsonl, resumable); with --rag-jsonl/--no-rag-jsonl existing batch outputs are compared
+<out-dir>/no_rag.jsonl, resumable; a re-run with other settings is refused, --fresh answers again); with --rag-jsonl/--no-rag-jsonl existing batch outputs are compared
 without loading a model. Writes <out-dir>/compare.xlsx and <out-dir>/compare.md and prints the summary.
 An answer "uses retrieved text" when >= 20% of its word 4-grams occur in the context RAG retrieved.
 Japanese (CJK) text counts one word per character, so length and overlap work for it too; "I don't know"
@@ -37,6 +37,12 @@ class CompareArguments:
     no_rag_jsonl: Optional[str] = field(
         default=None, metadata={"help": "Existing no-RAG answers (.jsonl from batch --no-rag)."}
     )
+
+    def __post_init__(self) -> None:
+        from llama_unsloth.validation import check_output_location
+
+        # Before anything loads: answers and a report for a folder that cannot be written would be lost at the end.
+        check_output_location(self.out_dir, "--out-dir", folder=True)
 
 
 def make_parser():  # noqa: ANN201 - RecipeParser, imported lazily
@@ -77,11 +83,20 @@ def main(argv: Optional[List[str]] = None) -> int:
                 read_answers_jsonl(args.rag_jsonl),
                 read_answers_jsonl(args.no_rag_jsonl),
             )
-            if not with_rag or not without:
-                raise errors.RagError("An answers file holds no complete answers.")
+            for path, records in ((args.rag_jsonl, with_rag), (args.no_rag_jsonl, without)):
+                if not records:
+                    raise errors.RagError(
+                        f"Answers file {path} holds no complete answers: run `llama-unsloth batch` again."
+                    )
+            _check_common_questions(with_rag, without, args.rag_jsonl, args.no_rag_jsonl)
         elif args.questions:
             model.check_model()  # only answering loads a model
             questions = load_questions(args.questions)
+            settings = {
+                mode: batch.settings(model, retrieval if mode == "rag" else None) for mode in ("rag", "no_rag")
+            }
+            for mode, known in settings.items():  # before the index and the model load
+                batch.check_resume(out_dir / mode, known)
             index, embed_model = index_options.open()
             postprocessors = retrieval.postprocessors(embed_model)
             cache: dict = {}
@@ -98,8 +113,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                 index=index,
                 postprocessors=postprocessors,
                 similarity_top_k=retrieval.similarity_top_k,
+                settings=settings["rag"],
             )
-            without = batch.answer(load, questions, out_dir / "no_rag")
+            without = batch.answer(load, questions, out_dir / "no_rag", settings=settings["no_rag"])
         else:
             raise errors.RagError("Pass --questions <file>, or --rag-jsonl and --no-rag-jsonl.")
     summary, rows = compare_records(with_rag, without, abstention_patterns=patterns)
@@ -107,6 +123,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(markdown_table(summary, SUMMARY_COLUMNS))
     print(f"Report: {paths['md']} and {paths['xlsx']} ({len(rows)} questions side by side)")
     return 0
+
+
+def _check_common_questions(with_rag: list, without: list, rag_name: str, plain_name: str) -> None:
+    """Refuses two answer files that share no question: a summary of them would compare nothing with nothing."""
+    from llama_unsloth.errors import RagError
+
+    answered = {r["instruction"] for r in with_rag if not r.get("error")}
+    if not answered & {r["instruction"] for r in without if not r.get("error")}:
+        raise RagError(
+            f"{rag_name} and {plain_name} answer no question in common: pass the outputs of two runs over the same "
+            "questions file (batch, then batch --no-rag)."
+        )
 
 
 if __name__ == "__main__":

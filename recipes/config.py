@@ -3,7 +3,8 @@
 Each dataclass field is a flag (``--chunk-size`` and ``--chunk_size``), ``Literal`` fields become
 choices, booleans take ``--flag`` / ``--no-flag``, ``--config file.yaml`` sets any option (flags win),
 and ``--help`` shows each default. Values are checked in the dataclasses' ``__post_init__``
-(:mod:`llama_unsloth.validation`).
+(:mod:`llama_unsloth.validation`); values from ``--config`` are first checked against their fields' types
+(:func:`check_config_types`), which argparse does for command-line text only.
 
 One error path: whatever a user can fix (a bad value, an unreadable or unknown ``--config``, a model
 that cannot load) is one line ``error: ...`` on stderr and exit code 2, before any model or database
@@ -15,14 +16,18 @@ locale's encoding) and because a broken file must be one line, not a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import datetime
+import enum
 import json
 import os
 import re
 import sys
+import types
 import typing
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from llama_unsloth.errors import OptionError  # noqa: F401 (recipes raise it from their checks)
 from llama_unsloth.import_utils import import_unsloth_first
@@ -69,6 +74,194 @@ def _read_config_file(path: str) -> dict:
     return {str(key).replace("-", "_"): value for key, value in data.items()}
 
 
+class _Mismatch(Exception):
+    """A value of another type than its field's.
+
+    Attributes:
+        expected: The type in words (``an integer``, ``one of a, b``).
+        text: Whether text was one of the types wanted (an unquoted YAML number or yes/no is then the likely slip).
+    """
+
+    def __init__(self, expected: str, text: bool = False) -> None:
+        super().__init__(expected)
+        self.expected, self.text = expected, text
+
+
+class _Unreadable(Exception):
+    """A field type this check cannot read with confidence: the value is left to the field's own checks."""
+
+
+_NONE = type(None)
+# Plural words for a list's items, by item type.
+_ITEMS = {int: "integers", float: "numbers", str: "text", bool: "true/false values"}
+
+
+def _conform_choice(value: Any, choices: Sequence[Any], enum_type: Optional[type] = None) -> Any:
+    """``value`` if it is one of ``choices`` (a Literal's values, an Enum's values or members)."""
+    if enum_type is not None and isinstance(value, enum_type):
+        return value
+    if any(value == choice and type(value) is type(choice) for choice in choices):
+        return value
+    # YAML reads an unquoted true/false as a bool: where "true"/"false" are choices, that text is what was meant.
+    if isinstance(value, bool) and str(value).lower() in choices:
+        return str(value).lower()
+    raise _Mismatch("one of " + ", ".join(map(str, choices)))
+
+
+def _conform_union(value: Any, members: Sequence[Any]) -> Any:
+    """``value`` as the first member type that takes it as it is, else the first that takes it converted."""
+    if value is None and _NONE in members:
+        return None
+    wanted: List[_Mismatch] = []
+    unreadable = False
+    for convert in (False, True):  # "12" stays text in Union[int, str]; it becomes 12 in Optional[int]
+        for member in (m for m in members if m is not _NONE):
+            try:
+                return _conform(value, member, convert)
+            except _Mismatch as err:
+                wanted.append(err)
+            except _Unreadable:
+                unreadable = True
+    if unreadable:
+        raise _Unreadable
+    text = any(w.text for w in wanted)
+    # Where any text is allowed, naming the choices of an Enum beside it would only mislead.
+    words = list(dict.fromkeys(w.expected for w in wanted if not (text and w.expected.startswith("one of"))))
+    if _NONE in members:
+        words.append("null")
+    raise _Mismatch(" or ".join(words), text)
+
+
+def _conform_list(value: Any, item: Any, convert: bool) -> List[Any]:
+    """``value`` as a list of ``item``; one value alone is one item, as one value after the flag would be."""
+    words = f"a list of {_ITEMS.get(item, 'values')}"
+    if not isinstance(value, list):
+        if not convert or isinstance(value, (dict, _NONE)):
+            raise _Mismatch(words)
+        value = [value]
+    if item is Any:
+        return value
+    try:
+        return [_conform(v, item) for v in value]
+    except _Mismatch:
+        raise _Mismatch(words) from None
+
+
+def _conform_number(value: Any, hint: type, convert: bool) -> Any:
+    """``value`` as an int/float field takes it: bools are no numbers, floats no integers (12.5 and 16.0 alike)."""
+    if isinstance(value, bool):
+        raise _Mismatch("an integer" if hint is int else "a number")
+    if isinstance(value, int) or (hint is float and isinstance(value, float)):
+        return value
+    if convert and isinstance(value, str):  # quoted: read as the command line reads it
+        if hint is int and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+            return int(value)
+        if hint is float:
+            try:
+                return float(value)  # YAML 1.1 reads 2e-4 (no dot) as text; the command line reads it as a number
+            except ValueError:
+                pass
+    raise _Mismatch("an integer" if hint is int else "a number")
+
+
+def _conform(value: Any, hint: Any, convert: bool = True) -> Any:
+    """``value`` as a field of type ``hint`` takes it (quoted numbers and booleans converted where ``convert``).
+
+    Raises:
+        _Mismatch: The value is of another type.
+        _Unreadable: ``hint`` is a type this check does not read (``Any``, a class, ...).
+    """
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        return _conform_union(value, args)
+    if origin is typing.Literal:
+        return _conform_choice(value, args)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return _conform_choice(value, [member.value for member in hint], hint)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if convert and isinstance(value, str):
+            from transformers.hf_argparser import string_to_bool  # what --flag yes/no accepts
+
+            try:
+                return string_to_bool(value.strip())
+            except Exception:  # noqa: BLE001 - argparse's ArgumentTypeError: the words below say it
+                pass
+        raise _Mismatch("true or false")
+    if hint in (int, float):
+        return _conform_number(value, hint, convert)
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise _Mismatch("text", text=True)
+    if origin is list or hint is list:
+        return _conform_list(value, args[0] if args else Any, convert)
+    if origin is dict or hint is dict:
+        if isinstance(value, dict):
+            return value
+        raise _Mismatch("a mapping")
+    raise _Unreadable
+
+
+def _shown(value: Any) -> str:
+    """A config value as the message shows it: YAML's words (true, null), text quoted, long values cut."""
+    if isinstance(value, str):
+        shown = repr(value)
+    elif isinstance(value, (datetime.date, datetime.time)):
+        shown = value.isoformat()
+    else:
+        shown = json.dumps(value, ensure_ascii=False, default=str)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+def _field_types(dataclass_types: Iterable[type]) -> Dict[str, Any]:
+    """Each option's declared type, by its name (HfArgumentParser narrows ``field.type`` in place: read the hints)."""
+    hints_by_name: Dict[str, Any] = {}
+    for dtype in dataclass_types:
+        try:
+            hints = typing.get_type_hints(dtype)
+        except Exception:  # noqa: BLE001 - a hint that does not resolve: those fields keep their own checks only
+            continue
+        for f in dataclasses.fields(dtype):
+            if f.init and f.name in hints:
+                hints_by_name.setdefault(f.name, hints[f.name])
+    return hints_by_name
+
+
+def check_config_types(path: str, values: Dict[str, Any], dataclass_types: Iterable[type]) -> Dict[str, Any]:
+    """The ``--config`` values, each checked against its option's type before any dataclass is built.
+
+    argparse converts and checks command-line text only: TRL sets config values as defaults, which reach
+    the dataclasses unchecked (a float in an int option, a number where text belongs) and fail late, after
+    the index and the model loaded. Quoted numbers and booleans are converted as the command line would;
+    one value for a list option is one item. Types that cannot be read with confidence (``Any``, classes of
+    TRL and transformers) are left to the fields' own checks; unknown keys are left to the caller.
+
+    Returns:
+        The values, converted where they were quoted.
+
+    Raises:
+        SystemExit: (via :func:`fail`) ``--config run.yaml: max_new_tokens must be an integer; got 12.5.``
+    """
+    hints, checked = _field_types(dataclass_types), dict(values)
+    for key, value in values.items():
+        if key not in hints:
+            continue
+        try:
+            checked[key] = _conform(value, hints[key])
+        except _Unreadable:
+            pass
+        except _Mismatch as err:
+            kind = (
+                "true/false" if isinstance(value, bool) else "date" if isinstance(value, datetime.date) else "number"
+            )
+            slip = err.text and isinstance(value, (bool, int, float, datetime.date))
+            hint = f" (YAML reads it as {kind}: put the value in quotes)" if slip else ""
+            fail(f"--config {path}: {key} must be {err.expected}; got {_shown(value)}{hint}.")
+    return checked
+
+
 class RecipeParser(TrlParser):
     """``TrlParser`` that reads ``--config`` in any encoding and reports every user error in one line."""
 
@@ -94,8 +287,13 @@ class RecipeParser(TrlParser):
             path = args[at + 1]
             del args[at : at + 2]
             values = _read_config_file(path)
-            for key, value in dict(values.pop("env", None) or {}).items():  # TRL's `env:` section
+            env = values.pop("env", None) or {}
+            if not isinstance(env, dict):
+                fail(f"--config {path}: env must be a mapping of variable names to values; got {_shown(env)}.")
+            for key, value in env.items():  # TRL's `env:` section
                 os.environ[str(key)] = str(value)
+            # Before they become argparse defaults, which argparse neither converts nor checks.
+            values = check_config_types(path, values, self.dataclass_types)
             unknown = self.set_defaults_with_config(**values)
             if unknown:
                 names = sorted(k[2:] for k in unknown[::2])
@@ -155,6 +353,7 @@ def check_model_option(name: Optional[str], flag: str = "--model") -> None:
 
 __all__ = [
     "RecipeParser",
+    "check_config_types",
     "check_model_option",
     "exit_on_user_error",
     "fail",

@@ -28,6 +28,12 @@ The output folder holds the LoRA adapter, its tokenizer, `prompt_format.json` (s
 `<output-dir>/merged`. Every record is checked before any model loads. Ctrl-C stops training and
 saves the adapter trained so far. Options can also come from `--config file.yaml`.
 
+An output folder that already holds a run is refused before anything loads: `--overwrite_output_dir`
+replaces that run (every file of it, `merged/` and checkpoints included, is removed first), and
+`--save-strategy steps` then `--resume_from_checkpoint <output-dir>/checkpoint-<step>` (or `last`)
+continues one, keeping its checkpoints. A folder holding files a fine-tune never writes is refused even
+with the flag, and nothing in it is deleted.
+
 The options are TRL's own: `SFTConfig` (every `SFTTrainer` setting, e.g. `--save-strategy steps`) and
 `ModelConfig` (`--lora-r`/`--r`, `--lora-alpha`, `--use-rslora`, ...), with our users' notebook settings
 as defaults (`llama_unsloth/training/arguments.py`); `llama-unsloth finetune --help` lists them all.
@@ -40,7 +46,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 logger = logging.getLogger("llama_unsloth.finetune")
 
@@ -101,6 +107,11 @@ def run(script_args: Any, model_args: Any, training_args: Any, callbacks: Option
     from llama_unsloth.defaults import default_model_name
     from llama_unsloth.training.arguments import settings_record
 
+    # The output folder first: a folder that cannot be written, or holds an earlier run without
+    # --overwrite_output_dir, is one line before the data is read and long before a model loads.
+    output = T.plan_output_dir(
+        training_args.output_dir, training_args.overwrite_output_dir, training_args.resume_from_checkpoint
+    )
     data = _check_data(script_args, training_args)
     model_name = model_args.model_name_or_path or default_model_name()
     memory = _memory_settings(model_args, training_args)
@@ -108,9 +119,10 @@ def run(script_args: Any, model_args: Any, training_args: Any, callbacks: Option
     model, tokenizer, backend = _load_with_lora(model_name, model_args, training_args)
     output_dir = Path(training_args.output_dir)
     created_output_dir = not output_dir.exists()
+    _clear_earlier_run(output)
     trainer = _trainer(model, tokenizer, backend, data, output_dir, model_args, training_args, callbacks)
     try:
-        summary, interrupted = _train(trainer)
+        summary, interrupted = _train(trainer, output.resume_from)
     except torch.OutOfMemoryError:
         step, steps = trainer.state.global_step, trainer.state.max_steps
         print(file=sys.stderr)  # the error line starts below the progress bar, not on it
@@ -251,14 +263,19 @@ def _optimizer(trainer: Any) -> str:
     return str(getattr(trainer.args.optim, "value", trainer.args.optim))
 
 
-def _train(trainer: Any) -> Tuple[Any, bool]:
-    """Trains; Ctrl-C stops it and keeps what was trained. Returns the summary and whether it was interrupted."""
+def _train(trainer: Any, resume_from: Optional[Path] = None) -> Tuple[Any, bool]:
+    """Trains (on from ``resume_from``, a checkpoint); Ctrl-C stops it and keeps what was trained.
+
+    Returns:
+        The summary and whether it was interrupted.
+    """
     from llama_unsloth import training as T
 
     interrupted = False
     began = time.time()
     try:
-        trainer.train()
+        # TrainingArguments.resume_from_checkpoint is "not directly used by Trainer": it is handed over here.
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except KeyboardInterrupt:
         interrupted = True
         print(file=sys.stderr)  # the next line starts below the progress bar, not on it
@@ -268,6 +285,20 @@ def _train(trainer: Any) -> Tuple[Any, bool]:
             trainer.state.max_steps,
         )
     return T.TrainingSummary.from_state(trainer.state, seconds=time.time() - began), interrupted
+
+
+def _clear_earlier_run(output: Any) -> None:
+    """Removes the earlier run's files (``--overwrite_output_dir``, or a resume's), once the model has loaded."""
+    from llama_unsloth import training as T
+
+    if output.remove:
+        kept = " (its checkpoints kept for the resume)" if output.resume_from else ""
+        logger.info(
+            "Removing the earlier run's %d files and folders in %s%s ...", len(output.remove), output.folder, kept
+        )
+        T.clear_earlier_run(output)
+    if output.resume_from:
+        logger.info("Resuming from %s.", output.resume_from)
 
 
 def _remove_if_empty(output_dir: Path, created: bool) -> None:
@@ -285,8 +316,12 @@ def _write_reports(
     settings: Dict[str, Any],
     summary: Any,
     interrupted: bool,
-) -> Tuple[str, Optional[Path]]:
-    """Writes ``train_log.json``, ``loss.png`` and the model card; returns the card's text and the plot's path."""
+) -> Tuple[Callable[[Optional[str]], str], Optional[Path]]:
+    """Writes ``train_log.json``, ``loss.png`` and the model card; returns the card's maker and the plot's path.
+
+    The card is written now, so an adapter folder always has one; a merge rewrites it with what the merged
+    folder really holds (the maker's argument: 16-bit where ``merged_4bit`` fell back without CUDA).
+    """
     from llama_unsloth import training as T
 
     T.write_train_log(
@@ -306,18 +341,22 @@ def _write_reports(
     )
     title = f"{Path(model_name).name} / {data.prompt_format.name}"
     plot = T.plot_loss(output_dir / T.LOSS_PLOT_FILE, summary, title=title)
-    card = T.model_card(
-        base_model=model_name,
-        data_file=data.file,
-        data_sha256=data.sha256,
-        records=data.records,
-        prompt_format=data.prompt_format,
-        backend=backend,
-        settings=settings,
-        summary=summary,
-        interrupted=interrupted,
-    )
-    (output_dir / T.MODEL_CARD_FILE).write_text(card, encoding="utf-8")
+
+    def card(merged: Optional[str] = None) -> str:
+        return T.model_card(
+            base_model=model_name,
+            data_file=data.file,
+            data_sha256=data.sha256,
+            records=data.records,
+            prompt_format=data.prompt_format,
+            backend=backend,
+            settings=settings,
+            summary=summary,
+            interrupted=interrupted,
+            merged=merged,
+        )
+
+    (output_dir / T.MODEL_CARD_FILE).write_text(card(None), encoding="utf-8")
     return card, plot
 
 
@@ -334,7 +373,15 @@ def _report_interrupted(summary: Any, output_dir: Path, plot: Optional[Path], sa
     )
 
 
-def _save_final(model: Any, tokenizer: Any, backend: str, data: _Data, output_dir: Path, card: str, save: str) -> Path:
+def _save_final(
+    model: Any,
+    tokenizer: Any,
+    backend: str,
+    data: _Data,
+    output_dir: Path,
+    card: Callable[[Optional[str]], str],
+    save: str,
+) -> Path:
     """The folder the run hands over: the adapter folder, or ``<output-dir>/merged`` with ``--save merged_*``."""
     from llama_unsloth import training as T
 
@@ -342,7 +389,10 @@ def _save_final(model: Any, tokenizer: Any, backend: str, data: _Data, output_di
         return output_dir
     logger.info("Merging the adapter into the base model (%s) ...", save)
     folder = T.save_merged(model, tokenizer, data.prompt_format, output_dir / T.MERGED_FOLDER, save, backend)
-    merged_card = card.replace("library_name: peft", "library_name: transformers")
+    # Both cards tell how to serve what the folder holds, read back from it, not the method asked for.
+    text = card(T.merged_save_method(folder))
+    (output_dir / T.MODEL_CARD_FILE).write_text(text, encoding="utf-8")
+    merged_card = text.replace("library_name: peft", "library_name: transformers")
     (folder / T.MODEL_CARD_FILE).write_text(merged_card, encoding="utf-8")
     return folder
 

@@ -6,13 +6,15 @@ Commands:
     llama-unsloth index --input-dir my_docs/ --chunk-unit tokens --chunk-size 384 --chunk-overlap 24
     llama-unsloth index --input-dir my_docs/ --embed-model path/to/multilingual-e5-base
     COHERE_API_KEY=... llama-unsloth index --input-dir my_docs/ --embed-backend cohere --collection docs_cohere
+    llama-unsloth index --input-dir my_docs/ --chunk-size 1000 --fresh   # other settings: rebuild the collection
     python -m recipes.index --input-dir llama_unsloth/data/corpus
 
 Files may be UTF-8 (with or without BOM), UTF-16, Shift-JIS/CP932 or EUC-JP: each file's encoding is
 detected. Empty, binary and undecodable files are skipped and listed. Chunks are 2000 characters with
 120 overlap by default (cut at paragraphs, then sentences incl. Japanese 。！？), whatever the
 language; --chunk-unit tokens counts cl100k tokens instead. Re-running adds only new or changed files
-and removes chunks of deleted ones. Ctrl-C (or SIGTERM) keeps every file already indexed; run the same
+and removes chunks of deleted ones; a re-run with another embedding model or other chunk settings is
+refused (the collection records them) unless --fresh rebuilds the collection. Ctrl-C (or SIGTERM) keeps every file already indexed; run the same
 command again to index the rest.
 """
 
@@ -53,12 +55,22 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _run(indexing: IndexingOptions, target: IndexOptions) -> int:
     from llama_unsloth import errors
-    from llama_unsloth.rag import ChunkSettings, build_index, embed_model_id, list_documents, make_embed_model
+    from llama_unsloth.rag import (
+        ChunkSettings,
+        build_index,
+        chroma_server,
+        embed_model_name,
+        list_documents,
+        make_embed_model,
+    )
+    from llama_unsloth.validation import check_output_location
     from recipes.config import exit_on_user_error
 
     with exit_on_user_error():
         try:
             chunking = ChunkSettings.make(indexing.chunk_unit, indexing.chunk_size, indexing.chunk_overlap)
+            if chroma_server(target.location) is None:  # where the index goes: checked before a model loads
+                check_output_location(target.location, "--persist-dir", folder=True)
             list_documents(indexing.input_dir)  # fail on a bad folder before loading a model
             embed_model = make_embed_model(indexing.embed_backend, target.embed_model)
             _, stats = build_index(
@@ -72,6 +84,7 @@ def _run(indexing: IndexingOptions, target: IndexOptions) -> int:
                 embed_batch_size=indexing.embed_batch_size,
                 progress=indexing.progress,
                 warn=lambda line: print(line, file=sys.stderr, flush=True),
+                fresh=indexing.fresh,
             )
         except errors.IndexInterrupted as err:
             print(str(err), file=sys.stderr)
@@ -84,7 +97,7 @@ def _run(indexing: IndexingOptions, target: IndexOptions) -> int:
             + " (the others UTF-8)"
         )
     print(
-        f"Index: collection {target.collection!r} in {target.location}/ (embeddings: {embed_model_id(embed_model)}; "
+        f"Index: collection {target.collection!r} in {target.location}/ (embeddings: {embed_model_name(embed_model)}; "
         f"chunks: {chunking.describe()})"
     )
     return 0

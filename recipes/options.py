@@ -243,6 +243,13 @@ class BatchOptions:
         },
     )
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+    fresh: bool = field(
+        default=False,
+        metadata={
+            "help": "Answer everything again, replacing the answers, tables and settings record already at the output "
+            "(default: resume them, refused when they were made with other settings)."
+        },
+    )
 
     def __post_init__(self) -> None:
         check_range("batch_size", self.batch_size, min=1)
@@ -256,6 +263,40 @@ class BatchOptions:
 
         return load_patterns(self.abstention_patterns)
 
+    def settings(self, model: ModelOptions, retrieval: Optional[RetrievalOptions]) -> Dict[str, Any]:
+        """The settings of a run that the options tell before anything loads (``retrieval`` None: no RAG).
+
+        Recorded beside the answers and compared on a resume (:mod:`llama_unsloth.batch.settings`); the model
+        is named by its folder's fingerprint, which needs no load.
+        """
+        from llama_unsloth.batch.settings import layout_settings, model_identity
+        from llama_unsloth.defaults import default_model_name
+
+        name = model.model_dir or model.model or default_model_name()
+        out: Dict[str, Any] = model_identity(name, model.llm_url, model.served_model)
+        out.update(max_new_tokens=model.max_new_tokens, max_seq_length=model.max_seq_length, rag=retrieval is not None)
+        if model.layout is not None:
+            out["layout"] = layout_settings(model.layout)
+        elif model.model_dir and (Path(model.model_dir) / "prompt_format.json").is_file():
+            from llama_unsloth.layouts import PromptFormat
+
+            out["layout"] = layout_settings(PromptFormat.load(model.model_dir))
+        if retrieval is not None:
+            out["similarity_top_k"] = retrieval.similarity_top_k or (
+                defaults.POV_TOP_K if retrieval.povs else defaults.TOP_K
+            )
+            out["povs"] = _read_povs(retrieval.povs) if retrieval.povs else None
+            if retrieval.povs:
+                out.update(query_top_n=retrieval.query_top_n, top_n=retrieval.top_n)
+        return out
+
+    def check_resume(self, out: Union[str, Path], settings: Dict[str, Any]) -> None:
+        """Refuses, before anything loads, an output holding answers made with other ``settings`` (unless --fresh)."""
+        from llama_unsloth.batch import output_paths
+        from llama_unsloth.batch.settings import check_resume
+
+        check_resume(output_paths(out)["jsonl"], settings, fresh=self.fresh)
+
     def answer(
         self,
         llm: Any,
@@ -264,8 +305,9 @@ class BatchOptions:
         index: Any = None,
         postprocessors: Sequence[Any] = (),
         similarity_top_k: Optional[int] = None,
+        settings: Optional[Dict[str, Any]] = None,
     ) -> List[Dict[str, Any]]:
-        """:func:`~llama_unsloth.batch.run_batch` with these options' batch size, progress bar and workers.
+        """:func:`~llama_unsloth.batch.run_batch` with these options' batch size, progress bar, workers and --fresh.
 
         Args:
             llm: The model, or a zero-argument callable loading it (called only if something is left to answer).
@@ -274,6 +316,7 @@ class BatchOptions:
             index: The index to retrieve from; ``None``: fine-tune only.
             postprocessors: Node postprocessors (:meth:`RetrievalOptions.postprocessors`).
             similarity_top_k: Chunks retrieved (``None``: the default for the postprocessors).
+            settings: The run's settings from the options (:meth:`settings`), recorded beside the answers.
 
         Returns:
             The answer records in question order.
@@ -290,7 +333,20 @@ class BatchOptions:
             batch_size=self.batch_size,
             progress=self.progress,
             workers=self.workers,
+            settings=settings,
+            fresh=self.fresh,
         )
+
+
+def _read_povs(path: str) -> List[str]:
+    """The POVs of a file as the reranker reads them (a file it refuses is one line, exit 2)."""
+    from llama_unsloth.errors import RagError
+    from postprocessors.pov_reranker import load_povs
+
+    try:
+        return list(load_povs(path))
+    except ValueError as err:  # no POV, or an encoding it cannot read: the reranker would refuse it too
+        raise RagError(str(err)) from err
 
 
 @dataclass
@@ -321,6 +377,13 @@ class IndexingOptions:
         metadata={"help": "Chunks per embedding call (also the unit of work kept on Ctrl-C)."},
     )
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+    fresh: bool = field(
+        default=False,
+        metadata={
+            "help": "Delete the collection (its chunks and vectors) and index everything again: the way to change "
+            "the embedding model or chunk settings of an existing collection."
+        },
+    )
 
     def __post_init__(self) -> None:
         from llama_unsloth.rag import MIN_CHUNK_SIZE

@@ -7,10 +7,11 @@ resumes after a crash; at the end ``<out>.xlsx`` and ``<out>.csv`` are written a
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
+from typing import IO, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 from llama_unsloth.batch.answers import (
     append_jsonl,
@@ -19,10 +20,14 @@ from llama_unsloth.batch.answers import (
     pending_questions,
     read_answers_jsonl,
 )
+from llama_unsloth.batch.settings import ResumeKey, llm_settings, retrieval_settings
 from llama_unsloth.batch.tables import write_table
 from llama_unsloth.errors import PromptTooLongError, RagError
 from llama_unsloth.llms import check_question_fits
 from llama_unsloth.rag import Answer, answer_plain_batch, answer_rag_batch, build_rag_prompt, retrieve
+
+# Questions failing one after another before the run stops: one bad question is its row's error, a streak is not.
+STOP_AFTER_FAILURES = 5
 
 
 def run_batch(
@@ -35,6 +40,8 @@ def run_batch(
     batch_size: int = 8,
     progress: bool = True,
     workers: int = 1,
+    settings: Optional[Mapping[str, Any]] = None,
+    fresh: bool = False,
 ) -> List[Dict[str, Any]]:
     """Answers ``questions`` (with RAG when ``index`` is given), resumable, and writes the tables.
 
@@ -43,9 +50,15 @@ def run_batch(
     and tolerates a torn last line. At the end ``<out>.xlsx`` and ``<out>.csv`` are written
     atomically with columns instruction, context, answer, abstained, seconds, sources, error.
 
-    A question too long for the model's window (see :func:`check_question_fits`) is not an answer
-    but not a crash either: its row records the error, every other question is answered, and a
-    re-run tries it again. Nothing is created on disk before the first record exists.
+    The settings the answers are made with (model and its fingerprint, layout, retrieval, generation,
+    embedding model) are recorded in ``<out>.settings.json`` before the first answer
+    (:mod:`llama_unsloth.batch.settings`). A re-run with other settings is refused before the model loads
+    where the difference is known by then (else once it has loaded, before any answer), unless ``fresh``.
+
+    A question too long for the model's window (see :func:`check_question_fits`), or one that cannot be
+    encoded or retrieved for, is not an answer but not a crash either: its row records the error, every
+    other question is answered, and a re-run tries it again. Nothing is created on disk before the first
+    record exists.
 
     Args:
         llm: An ``UnslothLLM``, or a zero-argument callable returning one (called only if
@@ -61,9 +74,16 @@ def run_batch(
             ``ServedLLM``; an in-process model answers one group at a time anyway). One thread writes the
             JSONL, so each answered question is recorded exactly once, in any order; the tables are in
             question order.
+        settings: Settings known to the caller (a recipe's options); they win over the ones read from
+            ``llm`` and ``postprocessors``.
+        fresh: Replace what ``out`` holds instead of resuming it (removed when the first answer comes).
 
     Returns:
         The records in question order.
+
+    Raises:
+        RagError: ``out`` holds answers made with other settings; or questions failed one after another
+            (:data:`STOP_AFTER_FAILURES`), which is the run's problem, not a question's.
     """
     from tqdm.auto import tqdm
 
@@ -72,10 +92,17 @@ def run_batch(
     if workers < 1:
         raise RagError(f"workers must be at least 1, got {workers}.")
     paths = output_paths(out)
-    records = read_answers_jsonl(paths["jsonl"], repair=True)
+    key = ResumeKey(paths["jsonl"], fresh)
+    resumed = not fresh and bool(read_answers_jsonl(paths["jsonl"]))
+    known = {**retrieval_settings(index, postprocessors, similarity_top_k), **(settings or {})}
+    key.check(known, resumed)
+    key.warn_if_unrecorded(resumed)
+    records = [] if fresh else read_answers_jsonl(paths["jsonl"], repair=True)
     todo = pending_questions(questions, records)
     if todo:
         model = llm() if callable(llm) and not hasattr(llm, "complete_batch") else llm
+        current = {**llm_settings(model), **known}
+        key.check(current, resumed)  # what only the loaded model tells (its own layout), before any answer
         bar = tqdm(
             total=len(questions),
             initial=len(questions) - len(todo),
@@ -86,6 +113,7 @@ def run_batch(
         answering = _Answering(model, questions, index, postprocessors, similarity_top_k, batch_size)
         groups = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
         writer = _RecordWriter(paths["jsonl"], records, answering.rag, bar)
+        writer.before_first = lambda: key.start(current, stale=(paths["xlsx"], paths["csv"]))
         try:
             with _finished_groups(answering.process, groups, workers) as finished:
                 for results in finished:
@@ -109,6 +137,7 @@ class _Answering:
     postprocessors: Sequence[Any]
     similarity_top_k: Optional[int]
     batch_size: int
+    streak: _FailureStreak = field(default_factory=lambda: _FailureStreak())
 
     @property
     def rag(self) -> bool:
@@ -116,37 +145,90 @@ class _Answering:
         return self.index is not None
 
     def process(self, group: List[int]) -> Dict[int, Answer]:
-        """Answers for the question positions ``group``; a question too long for the window gets an error record."""
+        """Answers for the question positions ``group``; a question that fails alone gets an error record."""
         results: Dict[int, Answer] = {}
-        fits = []
+        prepared: Dict[int, Any] = {}
         for i in group:
             try:
-                check_question_fits(self.model, self.questions[i], rag=self.rag)
-                fits.append(i)
+                prepared[i] = self._prepare(i)
             except PromptTooLongError as err:
                 results[i] = self._failed(i, err)
+            except Exception as err:  # noqa: BLE001 - one question's failure is its row's; a streak stops the run
+                results[i] = self._failed(i, self.streak.failed(self.questions[i], err))
+            else:
+                self.streak.succeeded()
+        fits = list(prepared)
         try:
-            results.update(zip(fits, self._answer(fits)) if fits else [])
+            results.update(zip(fits, self._answer(fits, prepared)) if fits else [])
         except PromptTooLongError:
             for i in fits:  # find the culprit; answer the others
                 try:
-                    results[i] = self._answer([i])[0]
+                    results[i] = self._answer([i], prepared)[0]
                 except PromptTooLongError as err:
                     results[i] = self._failed(i, err)
         return results
 
-    def _answer(self, group: List[int]) -> List[Answer]:
-        qs = [self.questions[i] for i in group]
+    def _prepare(self, i: int) -> Any:
+        """The question checked against the window, and with RAG its retrieved prompt."""
+        question = self.questions[i]
+        try:
+            check_question_fits(self.model, question, rag=self.rag)
+        except PromptTooLongError:
+            raise
+        except Exception as err:
+            raise _QuestionFailed("could not encode this question", err) from err
         if not self.rag:
-            return answer_plain_batch(self.model, qs, batch_size=self.batch_size)
-        prompts = [
-            build_rag_prompt(self.model, q, retrieve(self.index, q, self.postprocessors, self.similarity_top_k))
-            for q in qs
-        ]
-        return answer_rag_batch(self.model, prompts, batch_size=self.batch_size)
+            return question
+        try:
+            nodes = retrieve(self.index, question, self.postprocessors, self.similarity_top_k)
+        except Exception as err:
+            raise _QuestionFailed("could not retrieve context for this question", err) from err
+        return build_rag_prompt(self.model, question, nodes)
+
+    def _answer(self, group: List[int], prepared: Dict[int, Any]) -> List[Answer]:
+        if not self.rag:
+            return answer_plain_batch(self.model, [prepared[i] for i in group], batch_size=self.batch_size)
+        return answer_rag_batch(self.model, [prepared[i] for i in group], batch_size=self.batch_size)
 
     def _failed(self, i: int, err: Exception) -> Answer:
         return Answer(self.questions[i], "", False, 0.0, error=str(err))
+
+
+class _QuestionFailed(Exception):
+    """One question could not be prepared: ``what`` happened, and the error that said so."""
+
+    def __init__(self, what: str, cause: Exception) -> None:
+        super().__init__(f"{what} ({type(cause).__name__}: {' '.join(str(cause).split()) or 'no message'}).")
+
+
+class _FailureStreak:
+    """Counts questions that failed one after another: so many in a row are the run's problem, not theirs."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def succeeded(self) -> None:
+        """A question was prepared: the streak ends."""
+        with self.lock:
+            self.count = 0
+
+    def failed(self, question: str, err: Exception) -> Exception:
+        """The error for the question's row; raises when :data:`STOP_AFTER_FAILURES` failed in a row.
+
+        Raises:
+            RagError: One line with the last error; the answers so far are kept and a re-run goes on from them.
+        """
+        with self.lock:
+            self.count += 1
+            streak = self.count
+        if streak >= STOP_AFTER_FAILURES:
+            raise RagError(
+                f"{streak} questions in a row failed, the last ({question[:60]!r}) with: {err} This is the run's "
+                "problem, not a question's (the embedding model, the index or its server?): fix it and run the same "
+                "command again; the answers so far are saved."
+            ) from err
+        return err
 
 
 @contextmanager
@@ -175,12 +257,14 @@ class _RecordWriter:
     def __init__(self, path: Path, records: List[Dict[str, Any]], rag: bool, bar: Any) -> None:
         self.path, self.records, self.rag, self.bar = path, records, rag, bar
         self.handle: Optional[IO[str]] = None
+        self.before_first: Callable[[], None] = lambda: None
 
     def write(self, results: Dict[int, Answer]) -> None:
         """Records one group's answers in question order."""
         if self.handle is None:
             # Opened only now: a run that fails before its first answer leaves no empty file behind.
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.before_first()  # the settings record (and with --fresh the old answers' removal) comes first
             self.handle = open(self.path, "a", encoding="utf-8")
         for i in sorted(results):
             record = {"position": i, **results[i].__dict__, "rag": self.rag}

@@ -11,7 +11,7 @@ One module per concept:
 Modules inside the package import from each other's modules, never from here (that would be a cycle).
 """
 
-from llama_unsloth.models import embed_model_id, make_embed_model
+from llama_unsloth.models import embed_model_id, embed_model_name, make_embed_model
 from llama_unsloth.rag.chunking import (
     CHUNK_UNITS,
     MIN_CHUNK_SIZE,
@@ -43,11 +43,15 @@ from llama_unsloth.rag.store import (
     check_chunk_settings,
     check_embed_model,
     chroma_location,
+    chroma_server,
     collection_space,
     delete_collection,
+    embed_metadata,
+    folder_open_problem,
     open_collection,
     open_index,
     open_index_with_embeddings,
+    reproduces_stored_vectors,
     retrieval_cosine,
 )
 
@@ -67,11 +71,15 @@ __all__ = [
     "check_chunk_settings",
     "check_embed_model",
     "chroma_location",
+    "chroma_server",
     "chunk_file",
     "collection_space",
     "default_top_k",
     "delete_collection",
+    "embed_metadata",
     "embed_model_id",
+    "embed_model_name",
+    "folder_open_problem",
     "format_sources",
     "has_pov_reranker",
     "list_documents",
@@ -84,6 +92,7 @@ __all__ = [
     "open_index",
     "open_index_with_embeddings",
     "read_documents",
+    "reproduces_stored_vectors",
     "retrieval_cosine",
     "retrieve",
     "short_model_name",

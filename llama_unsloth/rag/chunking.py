@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from llama_unsloth import defaults
 from llama_unsloth.errors import CorpusError
-from llama_unsloth.models import embed_model_id
+from llama_unsloth.models import embed_model_name
 
 CHUNK_UNITS = ("characters", "tokens")
 DEFAULT_CHUNK_UNIT = defaults.CHUNK_UNIT
@@ -260,11 +260,7 @@ def long_chunk_report(texts: Sequence[str], embed_model: Any, chunking: ChunkSet
 
 def short_model_name(embed_model: Any) -> str:
     """A readable model name: a hub id as is, a folder by its last part (``pkg/model`` when that part says nothing)."""
-    name = embed_model_id(embed_model)
-    path = Path(name)
-    if not path.is_absolute():
-        return name
-    return f"{path.parent.name}/{path.name}" if path.name in ("model", "models", "weights") else path.name
+    return embed_model_name(embed_model)
 
 
 __all__ = [

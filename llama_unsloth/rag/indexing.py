@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from llama_unsloth import defaults
 from llama_unsloth.errors import CorpusError, IndexInterrupted
-from llama_unsloth.models import embed_backend_of, embed_model_id, embedding_dimension, make_embed_model
+from llama_unsloth.models import embedding_dimension, make_embed_model
 from llama_unsloth.rag.chunking import (
     DEFAULT_CHUNK_UNIT,
     KEY_CHUNKS_IN_FILE,
@@ -33,14 +33,15 @@ from llama_unsloth.rag.documents import DocumentRead, read_documents
 from llama_unsloth.rag.store import (
     DEFAULT_COLLECTION,
     DEFAULT_PERSIST_DIR,
-    META_EMBED_BACKEND,
-    META_EMBED_DIM,
-    META_EMBED_MODEL,
     META_SPACE,
     check_chunk_settings,
     check_embed_model,
+    chroma_server,
+    delete_collection,
+    embed_metadata,
     open_collection,
 )
+from llama_unsloth.validation import check_output_location
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ def build_index(
     progress: bool = True,
     chunk_unit: str = DEFAULT_CHUNK_UNIT,
     warn: Optional[Callable[[str], None]] = _log_warning,
+    fresh: bool = False,
 ) -> Tuple[Any, IndexStats]:
     """Brings a Chroma collection in step with a folder of documents.
 
@@ -134,12 +136,15 @@ def build_index(
         progress: Show tqdm progress bars (stderr).
         chunk_unit: ``characters`` or ``tokens``.
         warn: Receives one line per skipped binary/undecodable file and per long-chunk note (default: the ``llama_unsloth.rag.indexing`` logger).
+        fresh: Delete the collection first (its chunks and vectors) and index everything again: the way to
+            change the embedding model or chunk settings of an existing collection.
 
     Returns:
         ``(VectorStoreIndex, IndexStats)``.
 
     Raises:
         CorpusError: Missing folder, no readable document, bad chunk settings.
+        OptionError: ``persist_dir`` is a file, lies inside one, or cannot be written (checked before anything is read).
         EmbeddingMismatchError: The collection was built with another embedding model.
         ChunkSettingsMismatchError: The collection was chunked with other settings.
         IndexInterrupted: SIGINT/SIGTERM arrived; committed files are kept.
@@ -151,10 +156,14 @@ def build_index(
     chunking = ChunkSettings.make(chunk_unit, chunk_size, chunk_overlap)
     if embed_batch_size < 1:
         raise CorpusError(f"--embed-batch-size must be at least 1, got {embed_batch_size}.")
+    if chroma_server(persist_dir) is None:
+        check_output_location(persist_dir, "--persist-dir", folder=True)
     root = Path(input_dir).expanduser().resolve()
     reads = read_documents(root, warn=warn, progress=progress)  # bad folders fail before anything is created
     if embed_model is None or isinstance(embed_model, str):
         embed_model = make_embed_model("huggingface", embed_model)
+    if fresh:
+        _drop_collection(persist_dir, collection)
     writer = _CollectionWriter(_open_for_indexing(persist_dir, collection, embed_model, chunking))
     stats = writer.stats
     pending, stale = _plan(reads, writer.stored, chunking, stats)
@@ -177,17 +186,20 @@ def _open_for_indexing(
         persist_dir,
         collection,
         create=True,
-        metadata={
-            META_EMBED_MODEL: embed_model_id(embed_model),
-            META_EMBED_DIM: dim,
-            META_EMBED_BACKEND: embed_backend_of(embed_model),
-            META_SPACE: "cosine",
-            **chunking.metadata(),
-        },
+        metadata={**embed_metadata(embed_model, dim), META_SPACE: "cosine", **chunking.metadata()},
     )
     check_embed_model(chroma, embed_model, dim)
     check_chunk_settings(chroma, chunking)
     return chroma
+
+
+def _drop_collection(persist_dir: Union[str, Path], collection: str) -> None:
+    """Deletes ``collection`` (``fresh=True``); one that does not exist yet is created first, so nothing is guessed.
+
+    A damaged or read-only index, or an unreachable server, fails here as it would when opened.
+    """
+    open_collection(persist_dir, collection, create=True)
+    delete_collection(persist_dir, collection)
 
 
 def _stored_files(chroma: Any, page: int = 5000) -> StoredFiles:

@@ -2,8 +2,9 @@
 
 * :func:`chroma_location` / :func:`open_collection`: a Chroma folder (one process) or a Chroma server
   (``http://host:port``, shared by several processes or machines), opened the same way.
-* A collection records its embedding model and dimension and its chunk settings;
-  :func:`check_embed_model` and :func:`check_chunk_settings` refuse what does not match.
+* A collection records its embedding model (name, content fingerprint, where it was, dimension) and
+  its chunk settings; :func:`check_embed_model` and :func:`check_chunk_settings` refuse what does not
+  match. The same model at another path (a re-created venv, a re-clone, another machine) opens it.
 * :func:`open_index` reopens a collection written by :func:`~llama_unsloth.rag.indexing.build_index`
   as a LlamaIndex ``VectorStoreIndex``, with the embedding model it records.
 """
@@ -18,14 +19,26 @@ from typing import Any, List, Optional, Tuple, Union
 
 from llama_unsloth import defaults
 from llama_unsloth.errors import ChunkSettingsMismatchError, EmbeddingMismatchError, IndexNotFoundError, RagError
-from llama_unsloth.models import embed_model_id, embedding_dimension, make_embed_model
+from llama_unsloth.models import (
+    embed_backend_of,
+    embed_fingerprint,
+    embed_model_folder,
+    embed_model_id,
+    embed_model_name,
+    embedding_dimension,
+    make_embed_model,
+)
 from llama_unsloth.rag.chunking import ChunkSettings
 
 DEFAULT_PERSIST_DIR = defaults.PERSIST_DIR
 DEFAULT_COLLECTION = defaults.COLLECTION
 
 # Collection metadata written by build_index (the chunk settings' keys are in llama_unsloth.rag.chunking).
+# The model's name (hub id or folder name; before fingerprints: a folder's absolute path), what it is
+# (embed_fingerprint), and, for a folder, where it was when the index was built (for messages and reopening).
 META_EMBED_MODEL = "llama_unsloth_embed_model"
+META_EMBED_FINGERPRINT = "llama_unsloth_embed_fingerprint"
+META_EMBED_PATH = "llama_unsloth_embed_path"
 META_EMBED_DIM = "llama_unsloth_embed_dim"
 META_EMBED_BACKEND = "llama_unsloth_embed_backend"
 META_SPACE = "hnsw:space"
@@ -123,6 +136,10 @@ def open_collection(
 
 def _check_chroma_folder(folder: Path) -> None:
     """Raises :class:`IndexNotFoundError` unless ``folder`` holds a Chroma database (checked before chromadb creates one)."""
+    if folder.exists() and not folder.is_dir():
+        raise IndexNotFoundError(
+            f"--persist-dir {folder} is a file, not a folder: point it at the folder `llama-unsloth index` wrote."
+        )
     if not folder.is_dir():
         raise IndexNotFoundError(
             f"No index at {str(folder)!r}: the folder does not exist. Build one first: "
@@ -135,17 +152,62 @@ def _check_chroma_folder(folder: Path) -> None:
         )
 
 
+# What SQLite says (chromadb passes its words on) when the database file is shown to be damaged, or cannot be written.
+_DAMAGED = ("file is not a database", "database disk image is malformed", "(code: 26)", "(code: 11)")
+_READ_ONLY = ("readonly database", "read-only file system", "(code: 8)", "permission denied")
+
+
 def _unreachable(where: str, server: Optional[Tuple[str, int]], err: Exception) -> IndexNotFoundError:
     """The error for a folder chromadb cannot open, or a server that does not answer as Chroma."""
     if server is None:
-        return IndexNotFoundError(
-            f"Could not open the Chroma index at {where!r} ({type(err).__name__}: {err}). The folder is "
-            "damaged or from an incompatible chromadb version: delete it and run `llama-unsloth index` again."
-        )
+        return IndexNotFoundError(folder_open_problem(Path(where), err))
     return IndexNotFoundError(
         f"Could not reach the Chroma server at {where}. Start it with "
         f"`chroma run --path chroma_db --host {server[0]} --port {server[1]}`, or check --chroma-host/--chroma-port."
     )
+
+
+def folder_open_problem(folder: Path, err: Exception) -> str:
+    """What to say when chromadb cannot open a Chroma folder: a file, read-only, damaged, or another failure.
+
+    Deleting is advised only when SQLite shows the database damaged: a healthy index on a read-only disk,
+    or one chromadb fails on for another reason, is data to keep.
+    """
+    first = (str(err).strip().splitlines() or [""])[0]
+    said = f"{type(err).__name__}: {first}" if first else type(err).__name__
+    text = str(err).lower()
+    if folder.exists() and not folder.is_dir():
+        return f"--persist-dir {folder} is a file, not a folder: point it at the folder `llama-unsloth index` wrote."
+    if any(words in text for words in _READ_ONLY) or not _writable(folder):
+        return (
+            f"The Chroma index at {str(folder)!r} is read-only here ({said}); chromadb writes to its folder even to "
+            "read it. Nothing is wrong with the index: make the folder writable, or copy it to a writable place and "
+            "pass that as --persist-dir."
+        )
+    if any(words in text for words in _DAMAGED):
+        return (
+            f"The Chroma index at {str(folder)!r} is damaged ({said}): SQLite cannot read chroma.sqlite3. Delete the "
+            "folder and run `llama-unsloth index` again (or restore it from a backup)."
+        )
+    import chromadb
+
+    return (
+        f"Could not open the Chroma index at {str(folder)!r} ({said}). It may come from another chromadb version "
+        f"(this is {chromadb.__version__}): open it with that version, or index into a new --persist-dir."
+    )
+
+
+def _writable(folder: Path) -> bool:
+    """Whether a file can be created in ``folder`` (as root, permissions do not stop writes: a read-only disk does)."""
+    import tempfile
+
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".llama-unsloth-write-check-", dir=folder)
+    except OSError:
+        return not folder.is_dir()  # no folder: nothing to say about writing
+    os.close(handle)
+    os.unlink(probe)
+    return True
 
 
 def _no_collection(where: str, server: Optional[Tuple[str, int]], collection: str, names: List[str]) -> str:
@@ -163,8 +225,31 @@ def _no_collection(where: str, server: Optional[Tuple[str, int]], collection: st
 
 
 # ---------------------------------------------------------------------------------------------- what a collection records
+def embed_metadata(embed_model: Any, dim: int) -> dict:
+    """The collection metadata naming ``embed_model`` by what it is: name, fingerprint, where it was, dimension."""
+    meta: dict = {
+        META_EMBED_MODEL: embed_model_name(embed_model),
+        META_EMBED_DIM: dim,
+        META_EMBED_BACKEND: embed_backend_of(embed_model),
+    }
+    fingerprint = embed_fingerprint(embed_model)
+    if fingerprint is not None:
+        meta[META_EMBED_FINGERPRINT] = fingerprint
+    folder = embed_model_folder(embed_model)
+    if folder is not None and Path(embed_model_id(embed_model)).is_absolute():  # a folder, not a hub id
+        meta[META_EMBED_PATH] = str(folder)
+    return meta
+
+
 def check_embed_model(collection: Any, embed_model: Any, dim: Optional[int] = None) -> None:
-    """Raises :class:`EmbeddingMismatchError` when ``embed_model`` is not the one the collection records."""
+    """Raises :class:`EmbeddingMismatchError` unless ``embed_model`` is the model the collection was built with.
+
+    The model is compared by what it is, not where it lies: by fingerprint when the collection records one
+    (a different fingerprint is always refused), else by name. A collection written before fingerprints
+    records a folder's absolute path: the model at that path opens it, and so does any model that
+    reproduces the vectors stored for a few of its chunks (the same model moved, proved by its output;
+    a folder's name or dimension alone proves nothing: many models share them).
+    """
     meta = collection.metadata or {}
     recorded_name, recorded_dim = meta.get(META_EMBED_MODEL), meta.get(META_EMBED_DIM)
     if recorded_dim is not None:
@@ -172,16 +257,75 @@ def check_embed_model(collection: Any, embed_model: Any, dim: Optional[int] = No
         if int(recorded_dim) != dim:
             raise EmbeddingMismatchError(
                 f"Collection {collection.name!r} holds {recorded_dim}-dimensional embeddings from "
-                f"{recorded_name!r}, but the embedding model {embed_model_id(embed_model)!r} gives {dim}. Use the "
+                f"{_recorded(meta)}, but the embedding model {embed_model_id(embed_model)!r} gives {dim}. Use the "
                 "model the index was built with (leave --embed-model unset to use it), or index into a new "
                 "--collection / --persist-dir."
             )
-    if recorded_name is not None and recorded_name != embed_model_id(embed_model):
-        raise EmbeddingMismatchError(
-            f"Collection {collection.name!r} was built with the embedding model {recorded_name!r}, not "
-            f"{embed_model_id(embed_model)!r}; vectors of different models cannot be compared. Leave "
-            "--embed-model unset to use the recorded one, or index into a new --collection / --persist-dir."
-        )
+    if recorded_name is None or _same_model(collection, meta, embed_model):
+        return
+    raise EmbeddingMismatchError(
+        f"Collection {collection.name!r} was built with the embedding model {_recorded(meta)}, not "
+        f"{_given(embed_model)}; vectors of different models cannot be compared. Pass --embed-model with the "
+        "model it was built with (a folder holding the same files opens it from any path), rebuild it with "
+        "`llama-unsloth index --fresh`, or index into a new --collection / --persist-dir."
+    )
+
+
+def _same_model(collection: Any, meta: dict, embed_model: Any) -> bool:
+    """Whether ``embed_model`` is the recorded model (see :func:`check_embed_model`)."""
+    recorded_name = str(meta[META_EMBED_MODEL])
+    recorded_fingerprint = meta.get(META_EMBED_FINGERPRINT)
+    if recorded_fingerprint is not None:
+        given = embed_fingerprint(embed_model)
+        return given == recorded_fingerprint if given is not None else recorded_name == embed_model_name(embed_model)
+    # Recorded before fingerprints: the same path or hub id as before, else the model's output decides.
+    if recorded_name in (embed_model_id(embed_model), embed_model_name(embed_model)):
+        return True
+    return reproduces_stored_vectors(collection, embed_model)
+
+
+def reproduces_stored_vectors(collection: Any, embed_model: Any, samples: int = 3, min_cosine: float = 0.999) -> bool:
+    """Whether ``embed_model`` gives (cosine >= ``min_cosine``) the vectors stored for the first ``samples`` chunks.
+
+    The stored text of a chunk is what was embedded (the bookkeeping metadata is excluded from embedding),
+    so the model the collection was built with reproduces its vectors up to float rounding; another
+    model does not. An empty collection has no vectors to disagree with.
+    """
+    import numpy as np
+
+    got = collection.get(limit=samples, include=["documents", "embeddings"])
+    texts, stored = got.get("documents") or [], got.get("embeddings")
+    if stored is None or len(texts) == 0:
+        return True
+    fresh = np.asarray(embed_model.get_text_embedding_batch(list(texts)), dtype=np.float64)
+    stored = np.asarray(stored, dtype=np.float64)
+    if fresh.shape != stored.shape:
+        return False
+    norms = np.linalg.norm(fresh, axis=1) * np.linalg.norm(stored, axis=1)
+    cosines = np.sum(fresh * stored, axis=1) / np.where(norms == 0, 1.0, norms)
+    return bool(np.all(cosines >= min_cosine))
+
+
+def _recorded(meta: dict) -> str:
+    """The recorded model for messages: its name, where it was, and a short fingerprint."""
+    name, path = meta.get(META_EMBED_MODEL), meta.get(META_EMBED_PATH)
+    fingerprint = str(meta.get(META_EMBED_FINGERPRINT) or "")
+    details = [f"at {path}"] if path and path != name else []
+    if fingerprint.startswith("sha256:"):
+        details.append(f"fingerprint {fingerprint[7:19]}")
+    elif not fingerprint and name and Path(str(name)).is_absolute():
+        details.append("recorded by path only, by an earlier version")
+    return f"{name!r}" + (f" ({', '.join(details)})" if details else "")
+
+
+def _given(embed_model: Any) -> str:
+    """The model given, for messages: its name, where it is, and a short fingerprint."""
+    name, where = embed_model_name(embed_model), embed_model_id(embed_model)
+    fingerprint = str(embed_fingerprint(embed_model) or "")
+    details = [f"at {where}"] if where != name else []
+    if fingerprint.startswith("sha256:"):
+        details.append(f"fingerprint {fingerprint[7:19]}")
+    return f"{name!r}" + (f" ({', '.join(details)})" if details else "")
 
 
 def check_chunk_settings(collection: Any, chunking: ChunkSettings) -> None:
@@ -196,14 +340,15 @@ def check_chunk_settings(collection: Any, chunking: ChunkSettings) -> None:
             return
         raise ChunkSettingsMismatchError(
             f"Collection {collection.name!r} does not record how it was chunked (built by an older version), so new "
-            f"chunks of {chunking.describe()} could not be matched to it. Index into a new --collection (or delete "
-            "the --persist-dir folder and index again)."
+            f"chunks of {chunking.describe()} could not be matched to it. Rebuild it with `llama-unsloth index "
+            "--fresh` (its chunks are deleted and made again), or index into a new --collection."
         )
     if recorded != chunking:
         raise ChunkSettingsMismatchError(
             f"Collection {collection.name!r} was chunked with {recorded.describe()}, not {chunking.describe()}; one "
             f"index must not mix the two. Re-run with --chunk-unit {recorded.unit} --chunk-size {recorded.size} "
-            f"--chunk-overlap {recorded.overlap}, or index into a new --collection / --persist-dir."
+            f"--chunk-overlap {recorded.overlap} to add to it, --fresh to rebuild it with the new settings, or index "
+            "into a new --collection / --persist-dir."
         )
 
 
@@ -248,18 +393,44 @@ def open_index_with_embeddings(
     if isinstance(embed_model, str):
         embed_model = make_embed_model(meta.get(META_EMBED_BACKEND, "huggingface"), embed_model)
     if embed_model is None:
-        recorded = meta.get(META_EMBED_MODEL)
-        backend = meta.get(META_EMBED_BACKEND, "huggingface")
-        try:
-            embed_model = make_embed_model(backend, recorded)
-        except RagError as err:
-            raise EmbeddingMismatchError(
-                f"The index records the embedding model {recorded!r}, which cannot be loaded here ({err}). Pass "
-                "--embed-model with the same model."
-            ) from err
+        embed_model = _recorded_embed_model(chroma, meta)
     check_embed_model(chroma, embed_model)
     store = ChromaVectorStore(chroma_collection=chroma)
     return VectorStoreIndex.from_vector_store(store, embed_model=embed_model), embed_model
+
+
+def _recorded_embed_model(chroma: Any, meta: dict) -> Any:
+    """Loads the model a collection records: from where it was, else (that folder gone) the default, if the same.
+
+    Raises:
+        EmbeddingMismatchError: The recorded model cannot be loaded here, or is gone and the default is another.
+    """
+    backend = meta.get(META_EMBED_BACKEND, "huggingface")
+    name = meta.get(META_EMBED_MODEL)
+    fingerprinted = META_EMBED_FINGERPRINT in meta
+    # Where the folder was: recorded since fingerprints; before, the name was the path.
+    where = meta.get(META_EMBED_PATH) or (
+        name if name and not fingerprinted and Path(str(name)).is_absolute() else None
+    )
+    if backend == "cohere" or where is None or Path(where).is_dir():
+        try:
+            return make_embed_model(backend, where or name)
+        except RagError as err:
+            raise EmbeddingMismatchError(
+                f"The index records the embedding model {name!r}, which cannot be loaded here ({err}). Pass "
+                "--embed-model with the same model."
+            ) from err
+    # The folder is not here (a re-created venv, a re-clone, another machine): the default, if it is that model.
+    model = make_embed_model(backend, None)
+    try:
+        check_embed_model(chroma, model)
+    except EmbeddingMismatchError:
+        raise EmbeddingMismatchError(
+            f"Collection {chroma.name!r} was built with the embedding model {_recorded(meta)}, which is not there "
+            f"any more, and the default embedding model {_given(model)} is another one. Pass --embed-model with a "
+            "folder holding the model it was built with."
+        ) from None
+    return model
 
 
 # ---------------------------------------------------------------------------------------------- scores
@@ -286,8 +457,11 @@ __all__ = [
     "chroma_server",
     "collection_space",
     "delete_collection",
+    "embed_metadata",
+    "folder_open_problem",
     "open_collection",
     "open_index",
     "open_index_with_embeddings",
+    "reproduces_stored_vectors",
     "retrieval_cosine",
 ]

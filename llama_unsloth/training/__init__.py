@@ -14,6 +14,7 @@
 * :mod:`~llama_unsloth.training.arguments`: every setting, once (imports trl: import it after unsloth).
 * :mod:`~llama_unsloth.training.trainer`: LoRA per backend, the trainer, :class:`TrainingSummary`.
 * :mod:`~llama_unsloth.training.export`: adapter/merged folders, train log, loss plot, model card, Hub.
+* :mod:`~llama_unsloth.training.outputs`: the output folder, checked before loading; ``--overwrite_output_dir``.
 
 Importing this package imports neither torch, transformers, peft nor trl.
 """
@@ -35,6 +36,7 @@ from llama_unsloth.training.export import (
     TRAIN_LOG_FILE,
     environment_summary,
     hub_token_from_env,
+    merged_save_method,
     model_card,
     peak_gpu_memory_gib,
     plot_loss,
@@ -44,6 +46,13 @@ from llama_unsloth.training.export import (
     write_train_log,
 )
 from llama_unsloth.training.memory import check_finetune_memory, estimate_finetune_memory, out_of_memory_error
+from llama_unsloth.training.outputs import (
+    OVERWRITE_FLAG,
+    OutputPlan,
+    clear_earlier_run,
+    plan_output_dir,
+    resolve_checkpoint,
+)
 from llama_unsloth.training.trainer import (
     TrainingSummary,
     add_lora,
@@ -61,6 +70,8 @@ __all__ = [
     "LOSS_PLOT_FILE",
     "MERGED_FOLDER",
     "MODEL_CARD_FILE",
+    "OVERWRITE_FLAG",
+    "OutputPlan",
     "SAVE_METHODS",
     "TOKEN_ENV",
     "TRAIN_LOG_FILE",
@@ -69,17 +80,21 @@ __all__ = [
     "build_trainer",
     "check_finetune_memory",
     "check_records",
+    "clear_earlier_run",
     "environment_summary",
     "estimate_finetune_memory",
     "file_sha256",
     "hub_token_from_env",
+    "merged_save_method",
     "model_card",
     "out_of_memory_error",
     "peak_gpu_memory_gib",
+    "plan_output_dir",
     "plot_loss",
     "push_folder_to_hub",
     "read_records",
     "render_text",
+    "resolve_checkpoint",
     "resolve_optimizer",
     "resolve_precision",
     "save_adapter",

@@ -219,6 +219,25 @@ class FinetuneSFTConfig(SFTConfig):
     output_dir: Optional[str] = _spec(
         SFTConfig, "output_dir", "outputs/finetune", help="Folder for the adapter, logs, loss plot and model card."
     )
+    # transformers 5 dropped TrainingArguments.overwrite_output_dir and TRL's SFTConfig has none: ours, read by
+    # llama_unsloth.training.outputs before any model loads (SFTTrainer ignores the extra field).
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace an earlier run in --output_dir: its adapter, merged/, checkpoints, train_log.json, "
+            "loss.png, README.md and tokenizer files are removed before the new run writes. Without it a folder "
+            "that holds files is refused. A folder holding anything a fine-tune never writes (your data, notes) "
+            "is refused even with it, and nothing is deleted."
+        },
+    )
+    resume_from_checkpoint: Optional[str] = _spec(
+        SFTConfig,
+        "resume_from_checkpoint",
+        None,
+        help="Continue a run from a checkpoint-<step> folder it saved (--save-strategy steps), or 'last' for the "
+        "newest in --output_dir; resuming inside --output_dir keeps its checkpoints and needs no "
+        "--overwrite_output_dir.",
+    )
     max_length: Optional[int] = _spec(
         SFTConfig,
         "max_length",

@@ -75,6 +75,15 @@ def save_merged(
     return folder
 
 
+def merged_save_method(folder: str | Path) -> str:
+    """What a merged folder really holds: ``merged_4bit`` (a bitsandbytes checkpoint) or ``merged_16bit``.
+
+    Read from the folder's ``config.json``, not from the method asked for: without CUDA and bitsandbytes a
+    ``merged_4bit`` save writes 16-bit weights, and the model card must say how to serve what is there.
+    """
+    return "merged_4bit" if is_prequantized(str(folder)) else "merged_16bit"
+
+
 def _base_is_prequantized(model: Any) -> bool:
     """True when the adapter's base model folder is a bitsandbytes-quantized checkpoint."""
     # The adapter's record of its base, and the folder the loaded base came from (the same folder when
@@ -180,8 +189,14 @@ def model_card(
     settings: Mapping[str, Any],
     summary: TrainingSummary,
     interrupted: bool = False,
+    merged: Optional[str] = None,
 ) -> str:
-    """The ``README.md`` model card text for a fine-tuned adapter or merged model."""
+    """The ``README.md`` model card text for a fine-tuned adapter or merged model.
+
+    Args:
+        merged: What ``<output_dir>/merged`` really holds (:func:`merged_save_method`) once it is written;
+            ``None``: what ``settings["save"]`` asked for.
+    """
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     final = f"{summary.final_loss:.4f}" if summary.final_loss is not None else "n/a"
     status = (
@@ -224,7 +239,7 @@ print(llm.complete("Your question"))
 ```
 
 `prompt_format.json` holds the prompt layout; `train_log.json` the per-step loss; `loss.png` its plot.
-{_serving_section(settings)}
+{_serving_section(settings, merged)}
 ## Settings
 
 | setting | value |
@@ -233,21 +248,30 @@ print(llm.complete("Your question"))
 """
 
 
-def _serving_section(settings: Mapping[str, Any]) -> str:
-    """How to serve the merged model with vLLM and prompt it in its layout from LlamaIndex (ServedLLM)."""
-    save = settings.get("save", "lora")
-    if save not in ("merged_16bit", "merged_4bit"):
+def _serving_section(settings: Mapping[str, Any], merged: Optional[str] = None) -> str:
+    """How to serve the merged model with vLLM and prompt it in its layout from LlamaIndex (ServedLLM).
+
+    ``merged`` is what the folder holds when it differs from what ``--save`` asked (a 16-bit fallback).
+    """
+    asked = settings.get("save", "lora")
+    if asked not in ("merged_16bit", "merged_4bit"):
         return (
             "\n## Serve it\n\nvLLM serves a merged model: run the recipe again with `--save merged_16bit` (or `merged_4bit`); "
             "its model card then gives the exact `vllm serve` command.\n"
         )
     folder = f"{settings.get('output_dir', '.')}/{MERGED_FOLDER}"
     name = Path(str(settings.get("output_dir", "model"))).name or "model"
-    # vLLM reads bitsandbytes-quantized checkpoints only when told to.
+    save = merged or asked
+    # vLLM reads bitsandbytes-quantized checkpoints only when told to; a 16-bit folder it reads as it is.
     quant = " --quantization bitsandbytes" if save == "merged_4bit" else ""
+    fallback = ""
+    if save != asked:
+        why = " this machine had no CUDA GPU with bitsandbytes, so" if asked == "merged_4bit" else ""
+        bits = "16-bit" if save == "merged_16bit" else "4-bit (bitsandbytes)"
+        fallback = f"\n`--save {asked}` was asked, but{why} `{folder}` holds the merged model in **{bits}**.\n"
     return f"""
 ## Serve it
-
+{fallback}
 ```bash
 vllm serve {folder}{quant} --served-model-name {name} --port 8001
 ```
@@ -341,6 +365,7 @@ __all__ = [
     "TRAIN_LOG_FILE",
     "environment_summary",
     "hub_token_from_env",
+    "merged_save_method",
     "model_card",
     "peak_gpu_memory_gib",
     "plot_loss",

@@ -617,3 +617,118 @@ def test_out_of_memory_mid_run_is_one_line_and_leaves_nothing_half_written(
     )
     assert "--gradient-accumulation-steps" in err
     assert not out.exists()
+
+
+# ------------------------------------------------------------------------------------------------ output folder (issue 24)
+def _snapshot(folder: Path) -> Dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _one_error_line(capsys: pytest.CaptureFixture, code: Any) -> str:
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_an_existing_output_folder_is_refused_before_loading_and_left_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from tests.recipes._helpers import exit_code
+
+    _forbid_model_loading(monkeypatch)
+    data = _write_json(tmp_path / "train.json", _records())
+    out = tmp_path / "out"
+    (out / "merged").mkdir(parents=True)
+    (out / "merged" / "model.safetensors").write_bytes(b"old weights")
+    for name in ("adapter_model.safetensors", "prompt_format.json", "train_log.json", "README.md"):
+        (out / name).write_text(f"earlier run: {name}")
+    before = _snapshot(out)
+    args = ["--model", str(tmp_path / "never-loaded"), "--data", str(data), "--output-dir", str(out), *FAST]
+    err = _one_error_line(capsys, exit_code(_finetune, args))
+    assert f"--output_dir {out} already holds an earlier run (merged/, adapter_model.safetensors" in err
+    assert "pass --overwrite_output_dir to replace it" in err
+    # Files a fine-tune never writes: refused with the flag too, and nothing deleted.
+    (out / "my_notes.txt").write_text("mine")
+    before["my_notes.txt"] = b"mine"
+    err = _one_error_line(capsys, exit_code(_finetune, [*args, "--overwrite_output_dir"]))
+    assert "holds files a fine-tune does not write (my_notes.txt)" in err and "nothing was deleted" in err
+    assert _snapshot(out) == before
+
+
+def test_overwrite_output_dir_leaves_nothing_of_the_earlier_run(tmp_path: Path, tiny_llama_path: Path) -> None:
+    data = _write_json(tmp_path / "train.json", _records())
+    out = tmp_path / "out"
+    base = ["--model", str(tiny_llama_path), "--output-dir", str(out), *FAST, "--max-steps", "1"]
+    assert _finetune([*base, "--data", str(data), "--prompt-format", "alpaca", "--save", "merged_16bit"]) == 0
+    assert (out / "merged" / "config.json").is_file()
+    code = _finetune([*base, "--data", str(REASONING_DATA), "--prompt-format", "reasoning", "--overwrite_output_dir"])
+    assert code == 0
+    assert not (out / "merged").exists(), "the earlier run's merged model must not stay beside the new adapter"
+    log = json.loads((out / "train_log.json").read_text())
+    assert log["prompt_format"] == "reasoning" and log["records"] == 8
+    assert "`reasoning`" in (out / "README.md").read_text()
+    assert _reload(out).format.name == "reasoning"
+
+
+def test_resume_from_a_checkpoint_in_the_output_folder_keeps_its_checkpoints(
+    tmp_path: Path, tiny_llama_path: Path
+) -> None:
+    from transformers import TrainerCallback
+
+    class CtrlCOnStep2(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+            if state.global_step == 2:
+                raise KeyboardInterrupt
+
+    data = _write_json(tmp_path / "train.json", _records())
+    out = tmp_path / "out"
+    args = ["--model", str(tiny_llama_path), "--data", str(data), "--output-dir", str(out), *FAST]
+    args += ["--max-steps", "4", "--save-strategy", "steps", "--save-steps", "1"]
+    assert _finetune(args, callbacks=[CtrlCOnStep2()]) == 130
+    assert (out / "checkpoint-2" / "trainer_state.json").is_file()
+    # No --overwrite_output_dir needed: the checkpoint is in the folder, and stays.
+    assert _finetune([*args, "--resume_from_checkpoint", str(out / "checkpoint-2")]) == 0
+    log = json.loads((out / "train_log.json").read_text())
+    assert log["global_step"] == 4 and log["interrupted"] is False
+    assert [s["step"] for s in log["steps"]] == [1, 2, 3, 4]  # steps 1-2 from the checkpoint, 3-4 trained now
+    assert {"checkpoint-1", "checkpoint-2", "checkpoint-4"} <= {p.name for p in out.glob("checkpoint-*")}
+    assert "Interrupted" not in (out / "README.md").read_text()
+    assert _reload(out).format.name == "alpaca"
+
+
+def test_an_output_dir_that_cannot_be_written_is_refused_before_loading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from tests.recipes._helpers import exit_code
+
+    _forbid_model_loading(monkeypatch)
+    data = _write_json(tmp_path / "train.json", _records())
+    base = ["--model", str(tmp_path / "never-loaded"), "--data", str(data), *FAST]
+    err = _one_error_line(capsys, exit_code(_finetune, [*base, "--output-dir", str(data / "out")]))
+    assert f"--output_dir {data / 'out'} lies inside {data}, which is a file, not a folder" in err
+    if os.geteuid() != 0:  # root writes into read-only folders
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        try:
+            err = _one_error_line(capsys, exit_code(_finetune, [*base, "--output-dir", str(locked / "out")]))
+        finally:
+            locked.chmod(0o700)
+        assert "cannot be written" in err and "read-only" in err
+
+
+def test_merged_4bit_on_a_cpu_machine_has_a_card_that_says_16bit(tmp_path: Path, tiny_llama_path: Path) -> None:
+    from llama_unsloth.import_utils import is_bitsandbytes_available
+
+    if is_bitsandbytes_available():
+        pytest.skip("this machine can write a 4-bit merge")
+    data = _write_json(tmp_path / "train.json", _records())
+    out = tmp_path / "out"
+    args = ["--model", str(tiny_llama_path), "--data", str(data), "--output-dir", str(out), *FAST]
+    with pytest.warns(UserWarning, match="saving the merged model in 16-bit"):
+        assert _finetune([*args, "--max-steps", "1", "--save", "merged_4bit"]) == 0
+    assert "quantization_config" not in json.loads((out / "merged" / "config.json").read_text())
+    for card in ((out / "README.md").read_text(), (out / "merged" / "README.md").read_text()):
+        assert "--quantization bitsandbytes" not in card
+        assert f"vllm serve {out}/merged --served-model-name out --port 8001" in card
+        assert "holds the merged model in **16-bit**" in card

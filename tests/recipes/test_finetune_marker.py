@@ -3,14 +3,20 @@ through every path (zero-config query engine, chat engine, ``query`` and ``batch
 
 A tiny random Llama learns to answer ``Zebra`` to questions in the layout it was trained on; every prompt
 that reaches ``generate`` is checked to be in that layout, and the marker must come back through each path.
+
+Each learner first has to have learned (``train_log.json``: final and last 10 step losses below ``MAX_LOSS``), so
+a failure says "did not learn" before it could say "wrong layout". Training runs with torch pinned to
+``LLAMA_UNSLOTH_TEST_THREADS`` CPU threads (default 2, CI's cores; the whole test too, restored after): the
+settings here converge with margin at 1 and 2 threads (run ``LLAMA_UNSLOTH_TEST_THREADS=1 pytest ...`` to check).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List
 
 import pytest
 
@@ -19,6 +25,12 @@ from tests.recipes._helpers import DATA, embed_model, finetune_recipe, reuse_emb
 pytestmark = pytest.mark.slow
 
 MARKER = "Zebra"  # two SmolLM2 tokens, which no answer of the untrained model contains
+THREADS = int(os.environ.get("LLAMA_UNSLOTH_TEST_THREADS", "2"))
+# 48 varied records, 200 steps at 2e-2 (linear decay): converged runs end near loss 0.001 at 1 and 2 threads,
+# while 3e-2 plateaus near 0.25 (it writes "<|>" for "<|response|>") and 24 records are memorised, not learned.
+STEPS = 200
+LEARNING_RATE = "2e-2"
+MAX_LOSS = 0.02
 TEMPLATES = Path(__file__).resolve().parents[2] / "examples" / "templates"
 QUESTIONS = [
     "What limits trade inside the bloc?",
@@ -85,8 +97,23 @@ def _records() -> List[Dict[str, Any]]:
     return records
 
 
-def _finetune(tmp_path: Path, model: Path, template: str, steps: int, extra: List[str]) -> Path:
-    return finetune_recipe(tmp_path, model, template, steps, extra, _records())
+@pytest.fixture(autouse=True)
+def pinned_torch_threads() -> Iterator[int]:
+    """torch uses ``THREADS`` CPU threads in each test here (training and answers), as on CI; restored after."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        yield THREADS
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _finetune(tmp_path: Path, model: Path, template: str, extra: List[str]) -> Path:
+    """Trains the learner until it has learned (asserted from ``train_log.json``); returns the output folder."""
+    extra = ["--learning-rate", LEARNING_RATE, *extra]  # after the shared TRAIN options: this one wins
+    return finetune_recipe(tmp_path, model, template, STEPS, extra, _records(), threads=THREADS, max_loss=MAX_LOSS)
 
 
 def _ask_everywhere(folder: Path, index: Any, generated: List[str]) -> Dict[str, str]:
@@ -153,7 +180,6 @@ def test_users_j2_layout_round_trip_adapter_merged_query_and_batch(
         tmp_path,
         learner_path,
         str(TEMPLATES / "QA_finetune_Instruction_Context_new.j2"),
-        40,
         ["--save", "merged_16bit"],
     )
     persist = build_small_index(tmp_path)
@@ -208,7 +234,7 @@ def test_users_j2_layout_round_trip_adapter_merged_query_and_batch(
 
 
 def test_users_phi3_reasoning_layout_round_trip(tmp_path: Path, learner_path: Path, generated: List[str]) -> None:
-    out = _finetune(tmp_path, learner_path, str(TEMPLATES / "phi3_reasoning.j2"), 100, [])
+    out = _finetune(tmp_path, learner_path, str(TEMPLATES / "phi3_reasoning.j2"), [])
     saved = json.loads((out / "prompt_format.json").read_text(encoding="utf-8"))
     assert saved["answer_marker"] == "<|response|>" and saved["append_eos"] is False
     answers = _ask_everywhere(out, _open(build_small_index(tmp_path)), generated)
@@ -223,7 +249,6 @@ def test_users_python_format_alpaca_trains_with_prompt_fields(
         tmp_path,
         learner_path,
         str(TEMPLATES / "alpaca_rag_inference.txt"),
-        40,
         ["--prompt-fields", "instruction", "input", "context"],
     )
     answers = _ask_everywhere(out, _open(build_small_index(tmp_path)), generated)

@@ -294,3 +294,51 @@ def test_config_files_in_cp932_and_broken_ones_are_one_line(tmp_path: Path, caps
             and message in err
             and err.count("\n") == 1
         ), err
+
+
+# ---------------------------------------------------------------------------------------------- settings, locations
+def test_a_rerun_with_other_settings_is_refused_and_fresh_rebuilds(
+    tmp_path: Path, minilm_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from llama_unsloth.rag import open_collection
+    from tests.llama_unsloth.models.test_embeddings import copy_model, retrained_model
+
+    docs = small_corpus(tmp_path / "docs")
+    args = ["--input-dir", str(docs), "--persist-dir", str(tmp_path / "db")]
+    assert _run(args, capsys)[0] == 0
+    rc, _, err = _run([*args, "--chunk-size", "500"], capsys)
+    assert rc == 2 and err.count("\n") == 1 and "--fresh to rebuild it" in err
+    other = retrained_model(minilm_path, tmp_path / "other" / "model")
+    rc, _, err = _run([*args, "--embed-model", str(other)], capsys)
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert rc == 2 and len(lines) == 1 and f"built with the embedding model '{minilm_path.parent.name}/model'" in err
+    assert "--fresh" in lines[0]
+    # The same model from another folder adds to it.
+    rc, out, _ = _run([*args, "--embed-model", str(copy_model(minilm_path, tmp_path / "moved"))], capsys)
+    assert rc == 0 and "6 unchanged" in out and "(embeddings: moved;" in out
+    rc, out, _ = _run([*args, "--chunk-size", "500", "--chunk-overlap", "50", "--fresh"], capsys)
+    assert rc == 0 and "6 new, 0 changed, 0 unchanged" in out and "chunks: 500 characters, overlap 50" in out
+    assert open_collection(tmp_path / "db", "documents").metadata["llama_unsloth_chunk_size"] == 500
+    rc, out, _ = _run([*args, "--embed-model", str(other), "--fresh"], capsys)
+    assert rc == 0 and "6 new" in out and "(embeddings: other/model;" in out
+
+
+def test_a_persist_dir_that_is_a_file_or_read_only_stops_before_the_model_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import llama_unsloth.rag
+    from tests.llama_unsloth.rag.test_store import read_only_view
+
+    docs = small_corpus(tmp_path / "docs")
+    notes = tmp_path / "chroma_db"
+    notes.write_text("my notes\n", encoding="utf-8")
+    monkeypatch.setattr(llama_unsloth.rag, "make_embed_model", lambda *a, **k: pytest.fail("loaded the model"))
+    rc, _, err = _run(["--input-dir", str(docs), "--persist-dir", str(notes)], capsys)
+    assert (rc, err) == (2, f"error: --persist-dir {notes} is a file, not a folder: choose a folder path.\n")
+    assert notes.read_text(encoding="utf-8") == "my notes\n"
+    rc, _, err = _run(["--input-dir", str(docs), "--persist-dir", str(notes / "db")], capsys)
+    assert rc == 2 and "lies inside" in err and "which is a file" in err
+    (tmp_path / "disk" / "db").mkdir(parents=True)
+    with read_only_view(tmp_path / "disk") as view:
+        rc, _, err = _run(["--input-dir", str(docs), "--persist-dir", str(view / "db")], capsys)
+    assert rc == 2 and "is read-only" in err and "damaged" not in err and err.count("\n") == 1
