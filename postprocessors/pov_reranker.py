@@ -42,6 +42,8 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from llama_unsloth import defaults
+from llama_unsloth.errors import EmptyFileError, UnreadableFileError
+from llama_unsloth.text_files import read_text
 from postprocessors._nodes import copy_node_with_score
 from postprocessors.cohere_support import (
     check_cohere_embedding,
@@ -69,7 +71,11 @@ def clean_povs(povs: Sequence[str]) -> List[str]:
 
 
 def load_povs(path: Union[str, Path]) -> List[str]:
-    """Read POVs from a UTF-8 text file: one per line, ``#`` lines and blanks ignored.
+    """Read POVs from a text file: one per line, ``#`` lines and blanks ignored.
+
+    The encoding is detected as for corpus and question files (UTF-8 with or without BOM, UTF-16,
+    Shift-JIS/CP932, EUC-JP: :func:`llama_unsloth.text_files.read_text`): our users' viewpoint lists
+    are often saved by Windows tools.
 
     Args:
         path: The file.
@@ -78,9 +84,15 @@ def load_povs(path: Union[str, Path]) -> List[str]:
         The POVs, de-duplicated, in file order.
 
     Raises:
-        ValueError: the file holds no POV.
+        ValueError: the file holds no POV, or cannot be read or decoded
+            (:class:`~llama_unsloth.errors.UnreadableFileError`, naming the file).
     """
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    try:
+        lines = read_text(path).text.splitlines()
+    except EmptyFileError:
+        lines = []  # the message below says what a POV file holds
+    except UnreadableFileError as err:
+        raise UnreadableFileError(f"POV file {err}", reason=err.reason) from err
     povs = clean_povs([line for line in lines if line.strip() and not line.lstrip().startswith("#")])
     if not povs:
         raise ValueError(
@@ -212,12 +224,12 @@ class POVReranker(BaseNodePostprocessor):
         """Build a reranker with POVs read from a text file.
 
         Args:
-            path: UTF-8 file, one POV per line; blank lines and lines starting
-                with ``#`` are ignored.
+            path: Text file in any common encoding (see :func:`load_povs`), one POV
+                per line; blank lines and lines starting with ``#`` are ignored.
             **kwargs: Other fields (``embed_model``, ``query_top_n``, ``top_n``, ...).
 
         Raises:
-            ValueError: the file holds no POV.
+            ValueError: the file holds no POV, or cannot be read or decoded (the message names it).
             TypeError: ``povs`` given as well.
         """
         if "povs" in kwargs:

@@ -10,7 +10,8 @@ One error path: whatever a user can fix (a bad value, an unreadable or unknown `
 that cannot load) is one line ``error: ...`` on stderr and exit code 2, before any model or database
 loads (:func:`fail`). :class:`RecipeParser` differs from ``TrlParser`` in one way only: it reads the
 ``--config`` file itself, because our users' editors save YAML in CP932 or UTF-16 (TRL opens it in the
-locale's encoding) and because a broken file must be one line, not a traceback.
+locale's encoding) and because a broken file, or a value of the wrong type in it, must be one line, not a
+traceback after the model loaded.
 """
 
 from __future__ import annotations
@@ -253,17 +254,20 @@ def check_config_types(path: str, values: Dict[str, Any], dataclass_types: Itera
         except _Unreadable:
             pass
         except _Mismatch as err:
-            kind = (
-                "true/false" if isinstance(value, bool) else "date" if isinstance(value, datetime.date) else "number"
-            )
-            slip = err.text and isinstance(value, (bool, int, float, datetime.date))
-            hint = f" (YAML reads it as {kind}: put the value in quotes)" if slip else ""
-            fail(f"--config {path}: {key} must be {err.expected}; got {_shown(value)}{hint}.")
+            fail(f"--config {path}: {key} must be {err.expected}; got {_shown(value)}{_quote_hint(value, err)}.")
     return checked
 
 
+def _quote_hint(value: Any, err: _Mismatch) -> str:
+    """Where text belongs and YAML read an unquoted 2024, 1.10, no or 2024-01-01 as something else: say so."""
+    if err.expected not in ("text", "text or null") or not isinstance(value, (bool, int, float, datetime.date)):
+        return ""
+    kind = "true/false" if isinstance(value, bool) else "a date" if isinstance(value, datetime.date) else "a number"
+    return f" (YAML reads it as {kind}: put the value in quotes)"
+
+
 class RecipeParser(TrlParser):
-    """``TrlParser`` that reads ``--config`` in any encoding and reports every user error in one line."""
+    """``TrlParser`` that reads ``--config`` in any encoding, checks its values' types, errs in one line."""
 
     def error(self, message: str) -> typing.NoReturn:  # type: ignore[override]
         # argparse would print the whole usage first: hundreds of lines with SFTConfig's options.

@@ -61,6 +61,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "alpaca",
         "--output-dir",
         args.output_dir,
+        # The demo owns its folder: a second run replaces the first (finetune refuses that without the flag).
+        "--overwrite_output_dir",
         "--max-steps",
         str(args.max_steps),
         "--per-device-train-batch-size",

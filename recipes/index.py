@@ -14,8 +14,8 @@ detected. Empty, binary and undecodable files are skipped and listed. Chunks are
 120 overlap by default (cut at paragraphs, then sentences incl. Japanese 。！？), whatever the
 language; --chunk-unit tokens counts cl100k tokens instead. Re-running adds only new or changed files
 and removes chunks of deleted ones; a re-run with another embedding model or other chunk settings is
-refused (the collection records them) unless --fresh rebuilds the collection. Ctrl-C (or SIGTERM) keeps every file already indexed; run the same
-command again to index the rest.
+refused (the collection records them) unless --fresh rebuilds the collection. Ctrl-C (or SIGTERM) keeps
+every file already indexed; run the same command again to index the rest.
 """
 
 from __future__ import annotations

@@ -121,6 +121,7 @@ def recipe_command(
         backend,
         "--output-dir",
         str(out),
+        "--overwrite_output_dir",  # a retry (another compile workaround) replaces what a failed attempt left
         "--per-device-train-batch-size",
         str(run["batch"]),
         "--gradient-accumulation-steps",

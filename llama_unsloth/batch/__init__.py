@@ -2,6 +2,7 @@
 
 * :mod:`~llama_unsloth.batch.questions`: question files (``.txt``/``.json``/``.jsonl``/``.csv``/``.xlsx``, any encoding).
 * :mod:`~llama_unsloth.batch.answers`: the resumable answers JSONL (read, append, what is pending, in question order).
+* :mod:`~llama_unsloth.batch.settings`: the settings answers were made with, beside the JSONL; a resume with others is refused.
 * :mod:`~llama_unsloth.batch.runner`: :func:`run_batch`, and the check that a question fits the model's window.
 * :mod:`~llama_unsloth.batch.tables`: ``.xlsx``/``.csv``/Markdown tables, replaced atomically.
 * :mod:`~llama_unsloth.batch.comparison`: answers with and without RAG side by side.

@@ -16,12 +16,13 @@ from typing import Any, Dict, Iterable, List, Sequence, Union
 logger = logging.getLogger(__name__)
 
 
-def read_answers_jsonl(path: Union[str, Path], repair: bool = False) -> List[Dict[str, Any]]:
+def read_answers_jsonl(path: Union[str, Path], repair: bool = False, warn: bool = True) -> List[Dict[str, Any]]:
     """Complete records from an answers JSONL file; a torn last line (a crash mid-write) is ignored.
 
     Args:
         path: The file (missing: no records).
         repair: Cut a torn trailing line off the file so appends start on a fresh line.
+        warn: Warn about each line that is not JSON (off for a check that reads the file before the run does).
     """
     file = Path(path)
     if not file.is_file():
@@ -40,6 +41,8 @@ def read_answers_jsonl(path: Union[str, Path], repair: bool = False) -> List[Dic
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
+            if not warn:
+                continue
             logger.warning(
                 "warning: %s: line %d is not valid JSON; ignored (that question will be answered again).", file, n
             )

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from pathlib import Path
 from typing import Any, List, Union
 
 from llama_unsloth.errors import QuestionsFileError
+
+logger = logging.getLogger(__name__)
 
 QUESTION_COLUMNS = ("question", "instruction")
 QUESTION_SUFFIXES = (".txt", ".json", ".jsonl", ".csv", ".xlsx", ".xls")
@@ -48,7 +51,26 @@ def load_questions(path: Union[str, Path]) -> List[str]:
     questions = [str(q).strip() for q in items if str(q).strip()]
     if not questions:
         raise QuestionsFileError(f"{str(path)!r} holds no questions.")
-    return questions
+    return [_whole_characters(q, path, n) for n, q in enumerate(questions, 1)]
+
+
+def _whole_characters(question: str, path: Union[str, Path], n: int) -> str:
+    """The question with each unpaired surrogate (a JSON ``\\ud83d`` escape cut from its pair) as U+FFFD.
+
+    No tokenizer, embedding model or UTF-8 file takes half a character: left in, the question could be neither
+    answered nor recorded.
+    """
+    try:
+        question.encode("utf-8")
+        return question
+    except UnicodeEncodeError:
+        fixed = question.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        logger.warning(
+            "warning: %s: question %d holds half of a character (an unpaired \\u escape); it is read as U+FFFD.",
+            path,
+            n,
+        )
+        return fixed
 
 
 def _questions_text(file: Path) -> str:

@@ -85,46 +85,47 @@ def run_batch(
         RagError: ``out`` holds answers made with other settings; or questions failed one after another
             (:data:`STOP_AFTER_FAILURES`), which is the run's problem, not a question's.
     """
-    from tqdm.auto import tqdm
-
     if batch_size < 1:
         raise RagError(f"batch_size must be at least 1, got {batch_size}.")
     if workers < 1:
         raise RagError(f"workers must be at least 1, got {workers}.")
     paths = output_paths(out)
     key = ResumeKey(paths["jsonl"], fresh)
-    resumed = not fresh and bool(read_answers_jsonl(paths["jsonl"]))
+    records = [] if fresh else read_answers_jsonl(paths["jsonl"], repair=True)  # cuts a torn last line only
+    resumed = bool(records)
     known = {**retrieval_settings(index, postprocessors, similarity_top_k), **(settings or {})}
     key.check(known, resumed)
     key.warn_if_unrecorded(resumed)
-    records = [] if fresh else read_answers_jsonl(paths["jsonl"], repair=True)
     todo = pending_questions(questions, records)
     if todo:
         model = llm() if callable(llm) and not hasattr(llm, "complete_batch") else llm
         current = {**llm_settings(model), **known}
         key.check(current, resumed)  # what only the loaded model tells (its own layout), before any answer
-        bar = tqdm(
-            total=len(questions),
-            initial=len(questions) - len(todo),
-            desc="Answering",
-            unit="answer",
-            disable=not progress,
-        )
         answering = _Answering(model, questions, index, postprocessors, similarity_top_k, batch_size)
-        groups = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
-        writer = _RecordWriter(paths["jsonl"], records, answering.rag, bar)
+        writer = _RecordWriter(paths["jsonl"], records, answering.rag, None)
         writer.before_first = lambda: key.start(current, stale=(paths["xlsx"], paths["csv"]))
-        try:
-            with _finished_groups(answering.process, groups, workers) as finished:
-                for results in finished:
-                    writer.write(results)
-        finally:
-            writer.close()
-            bar.close()
+        _answer_all(answering, todo, writer, progress, workers)
     ordered = ordered_records(questions, records)
     write_table(ordered, paths["xlsx"])
     write_table(ordered, paths["csv"])
     return ordered
+
+
+def _answer_all(answering: _Answering, todo: List[int], writer: _RecordWriter, progress: bool, workers: int) -> None:
+    """Answers the questions at positions ``todo`` in groups of the batch size, each recorded as it comes."""
+    from tqdm.auto import tqdm
+
+    total = len(answering.questions)
+    writer.bar = tqdm(total=total, initial=total - len(todo), desc="Answering", unit="answer", disable=not progress)
+    size = answering.batch_size
+    groups = [todo[start : start + size] for start in range(0, len(todo), size)]
+    try:
+        with _finished_groups(answering.process, groups, workers) as finished:
+            for results in finished:
+                writer.write(results)
+    finally:
+        writer.close()
+        writer.bar.close()
 
 
 @dataclass

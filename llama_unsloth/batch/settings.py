@@ -99,7 +99,8 @@ def retrieval_settings(index: Any, postprocessors: Sequence[Any], similarity_top
     """RAG on/off, chunks retrieved, each postprocessor's settings and the embedding model, from the objects."""
     if index is None:
         return {"rag": False}
-    from llama_unsloth.rag import default_top_k, embed_model_id
+    from llama_unsloth.models import embed_fingerprint, embed_model_name
+    from llama_unsloth.rag import default_top_k
 
     out: Dict[str, Any] = {
         "rag": True,
@@ -108,7 +109,11 @@ def retrieval_settings(index: Any, postprocessors: Sequence[Any], similarity_top
     }
     embed_model = getattr(index, "_embed_model", None)  # VectorStoreIndex keeps the model it queries with there
     if embed_model is not None:
-        out["embed_model"] = embed_model_id(embed_model)
+        # What the model is, not where it lies: the same model in a re-created venv resumes.
+        out["embed_model"] = embed_model_name(embed_model)
+        fingerprint = embed_fingerprint(embed_model)
+        if fingerprint is not None:
+            out["embed_fingerprint"] = fingerprint
     return out
 
 
@@ -145,6 +150,10 @@ def differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> List
 
 
 def _value_differences(key: str, before: Any, after: Any) -> List[str]:
+    if key == "layout" and isinstance(before, dict) and isinstance(after, dict):
+        # A layout is many fields of template text: its name says which, or that its text changed.
+        names = (before.get("name"), after.get("name"))
+        return [f"layout {names[0]} -> {names[1]}" if names[0] != names[1] else f"layout {names[1]}: its text changed"]
     if isinstance(before, dict) and isinstance(after, dict):
         return [
             d
@@ -258,7 +267,7 @@ def check_resume(jsonl: Path, settings: Mapping[str, Any], fresh: bool = False) 
         RagError: The output holds answers made with other settings.
     """
     key = ResumeKey(jsonl, fresh)
-    key.check(settings, has_answers=bool(key.recorded is not None and read_answers_jsonl(jsonl)))
+    key.check(settings, has_answers=bool(key.recorded is not None and read_answers_jsonl(jsonl, warn=False)))
 
 
 __all__ = [

@@ -68,6 +68,7 @@ from llama_unsloth.layouts.templates import (
     render_jinja,
     template_variables,
     to_jinja,
+    warn_unknown_variables,
 )
 from llama_unsloth.layouts.tokens import encode_prompt, encode_training
 
@@ -182,7 +183,7 @@ class PromptFormat:
             FileNotFoundError: The file does not exist.
             PromptFormatError: The template has no instruction variable, or bad syntax.
         """
-        return cls.from_string(read_template(path), name=Path(path).stem, system=system)
+        return cls.from_string(read_template(path), name=Path(path).stem, system=system, source=str(path))
 
     @classmethod
     def from_file(cls, path: str | Path, fields: Optional[Sequence[str]] = None) -> PromptFormat:
@@ -192,11 +193,16 @@ class PromptFormat:
             FileNotFoundError: The file does not exist.
             PromptFormatError: The template has no instruction variable, or bad syntax.
         """
-        return cls.from_string(read_template(path), fields=fields, name=Path(path).stem)
+        return cls.from_string(read_template(path), fields=fields, name=Path(path).stem, source=str(path))
 
     @classmethod
     def from_string(
-        cls, text: str, fields: Optional[Sequence[str]] = None, name: Optional[str] = None, system: str = ""
+        cls,
+        text: str,
+        fields: Optional[Sequence[str]] = None,
+        name: Optional[str] = None,
+        system: str = "",
+        source: Optional[str] = None,
     ) -> PromptFormat:
         """Builds a layout from a user's template text, used byte for byte.
 
@@ -212,11 +218,16 @@ class PromptFormat:
             fields: Roles of positional ``{}`` placeholders, in order (Python format strings only).
             name: A short name for the layout (default ``custom``).
             system: Text for a ``{{ system }}`` variable, if the template has one.
+            source: The file the text came from, named by the warning about variables the layout does not
+                fill (a typo such as ``{{ contxt }}``: empty at inference); default: the name.
 
         Raises:
             PromptFormatError: No instruction variable, an unknown variable, or bad syntax.
         """
-        return cls(**layout_fields(to_jinja(text, fields), name=name or "custom", system=system))
+        jinja_text = to_jinja(text, fields)
+        fields_of_layout = layout_fields(jinja_text, name=name or "custom", system=system)
+        warn_unknown_variables(jinja_text, source or name or "custom")
+        return cls(**fields_of_layout)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PromptFormat:

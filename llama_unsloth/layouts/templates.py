@@ -9,15 +9,18 @@ which section markers end generation.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import re
 import string
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from llama_unsloth.errors import PromptFormatError
+from llama_unsloth.errors import PromptFormatError, UnreadableFileError
 from llama_unsloth.layouts.records import ROLE_NAMES, ROLE_OF
 from llama_unsloth.layouts.tokens import BOUNDARY_TOKENS, END_MARKERS
+from llama_unsloth.once import warn_once
+from llama_unsloth.text_files import read_text
 
 #: Stands in for the answer while rendering: the prompt is the text before it.
 ANSWER_SENTINEL = "\x00ANSWER\x00"
@@ -59,6 +62,45 @@ def template_variables(text: str) -> List[str]:
     return sorted(meta.find_undeclared_variables(parsed))
 
 
+def unknown_variables(text: str) -> List[str]:
+    """The variables of a Jinja2 text that no role, tokenizer or Jinja2 global fills, sorted.
+
+    Raises:
+        PromptFormatError: The text is not valid Jinja2.
+    """
+    known = {*ROLE_OF, *TOKENIZER_VARS, *sandbox().globals}  # globals: range, namespace, ...
+    return [name for name in template_variables(text) if name not in known]
+
+
+def warn_unknown_variables(text: str, source: str) -> None:
+    """Warns once, in one line, about variables of a user's template that the layout does not fill.
+
+    Such a variable (``{{ persona }}``, or a typo such as ``{{ contxt }}``) renders empty at inference and
+    is a required record field in training. It is not refused: users' own ``.j2`` files must work as-is,
+    and an extra variable their records carry is theirs to use.
+
+    Args:
+        text: The Jinja2 template.
+        source: The template file (or the layout's name) the message names.
+    """
+    unknown = unknown_variables(text)
+    if not unknown:
+        return
+    known = [*ROLE_OF, *TOKENIZER_VARS]
+    hints = [
+        f"{{{{ {name} }}}}"
+        + (f" (did you mean {close[0]}?)" if (close := difflib.get_close_matches(name, known, 1)) else "")
+        for name in unknown
+    ]
+    one = len(unknown) == 1
+    warn_once(
+        ("template-variables", source, tuple(unknown)),
+        f"Prompt template {source}: {', '.join(hints)} {'is not a variable' if one else 'are not variables'} the layout "
+        f"fills: {'it renders' if one else 'they render'} empty at inference unless passed, and every training record "
+        f"must have {'that field' if one else 'those fields'}. Known variables: {', '.join(known)}.",
+    )
+
+
 def render_jinja(template: str, variables: Mapping[str, Any], layout_name: str) -> str:
     """Renders a layout's Jinja2 text in the sandbox.
 
@@ -72,15 +114,27 @@ def render_jinja(template: str, variables: Mapping[str, Any], layout_name: str) 
 
 
 def read_template(path: str | Path) -> str:
-    """The text of a user's template file, as it is.
+    """The text of a user's template file, as it is (UTF-8; a file saved as CP932 or UTF-16 decoded as such).
 
     Raises:
         FileNotFoundError: The file does not exist.
+        PromptFormatError: The file is binary or in no text encoding (the message names it).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Prompt template {path} does not exist.")
-    return path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+        if "\x00" not in text:  # NULs: UTF-16 without a byte-order mark, which is valid UTF-8 byte for byte
+            return text
+    except UnicodeDecodeError:
+        pass
+    # Saved by a Windows editor: detected as corpus files are, rather than a codec error naming no file.
+    try:
+        decoded = read_text(path).text
+    except UnreadableFileError as err:
+        raise PromptFormatError(f"Prompt template {err}") from err
+    return decoded.replace("\r\n", "\n").replace("\r", "\n")  # newlines as read_text(encoding=...) gives them
 
 
 def slot(text: str, name: str) -> Optional[re.Match]:

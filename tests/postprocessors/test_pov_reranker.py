@@ -315,6 +315,74 @@ def test_from_empty_file_names_the_file(tmp_path, make_table_embedding, content)
         POVReranker.from_file(str(path), embed_model=make_table_embedding({}))
 
 
+# Viewpoints as our users' Windows tools save them: Japanese, with CP932-only characters (① ～ 髙).
+JA_POVS = [
+    "域内関税の撤廃は加盟国間の貿易を増やした。",
+    "①原産地規則が域内貿易を制限している～という見方。",
+    "髙い対外共通関税は域外からの輸入を減らす。",
+]
+
+
+@pytest.mark.parametrize("encoding", ["cp932", "shift_jis", "euc_jp", "utf-16", "utf-8-sig", "utf-8"])
+def test_from_file_reads_the_povs_in_the_encoding_they_were_saved_in(tmp_path, make_table_embedding, encoding):
+    if encoding in ("shift_jis", "euc_jp"):  # no encoding for the CP932-only characters
+        povs = [p.replace("①", "").replace("～", "ー").replace("髙", "高") for p in JA_POVS]
+    else:
+        povs = JA_POVS
+    path = tmp_path / f"povs_{encoding}.txt"
+    path.write_bytes(("# 視点\r\n" + "\r\n".join(povs) + "\r\n").encode(encoding))
+    rerank = POVReranker.from_file(path, embed_model=make_table_embedding({}))
+    assert rerank.povs == povs
+
+
+def test_an_undecodable_pov_file_is_named_in_the_error(tmp_path, make_table_embedding):
+    from llama_unsloth.errors import UnreadableFileError
+
+    path = tmp_path / "povs.bin"
+    path.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(UnreadableFileError, match=r"^POV file .*povs\.bin: binary data, not text"):
+        POVReranker.from_file(path, embed_model=make_table_embedding({}))
+
+
+def _query_options(povs_file) -> tuple:
+    from recipes.config import parse
+    from recipes.query import make_parser
+
+    return parse(make_parser(), ["--question", "関税は？", "--povs", str(povs_file)])
+
+
+def test_a_cp932_pov_file_given_with_povs_reranks(tmp_path, make_table_embedding, random_table):
+    path = tmp_path / "povs.txt"
+    path.write_bytes("\r\n".join(JA_POVS).encode("cp932"))
+    _, _, retrieval, _ = _query_options(path)
+    chunks = chunk_texts(6)
+    embed = make_table_embedding(random_table([*chunks, *JA_POVS, "関税は？"], dim=8))
+    (rerank,) = [p for p in retrieval.postprocessors(embed) if isinstance(p, POVReranker)]
+    assert rerank.povs == JA_POVS
+    out = rerank.postprocess_nodes(make_nodes(chunks), query_str="関税は？")
+    assert out and all(len(n.node.metadata["pov_similarities"]) == len(JA_POVS) for n in out)
+
+
+def test_an_unreadable_pov_file_given_with_povs_is_one_line_before_the_model_loads(
+    tmp_path, make_table_embedding, monkeypatch, capsys
+):
+    import llama_unsloth.rag
+    from llama_unsloth.llms import factory
+    from recipes.query import main
+
+    path = tmp_path / "povs.txt"
+    path.write_bytes(b"\x00\x01\x02binary" * 100)
+    monkeypatch.setattr(
+        llama_unsloth.rag, "open_index_with_embeddings", lambda *a, **k: (None, make_table_embedding({}))
+    )
+    monkeypatch.setattr(factory, "load_llm", lambda *a, **k: pytest.fail("loaded the model"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["--question", "q", "--povs", str(path)])
+    assert exit_.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: POV file {path}: binary data, not text"), lines
+
+
 def test_class_name_and_fields_documented(make_table_embedding):
     assert POVReranker.class_name() == "POVReranker"
     for name, field in POVReranker.model_fields.items():

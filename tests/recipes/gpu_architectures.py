@@ -134,6 +134,8 @@ def finetuned(arch: str, checkpoint: Path, work: Path) -> Dict[str, Any]:
         "merged_16bit",
         "--output-dir",
         str(out),
+        # A retry with another compile workaround replaces what the failed attempt left.
+        "--overwrite_output_dir",
     ]
     attempts = run_with_compile_workarounds(command, timeout=420 * len(COMPILE_WORKAROUNDS))
     for number, attempt in enumerate(attempts):

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -92,8 +93,12 @@ def test_killed_run_resumes_and_answers_each_question_once(
         assert list(table.columns) == ["instruction", "context", "answer", "abstained", "seconds", "sources", "error"]
         assert table["instruction"].tolist() == questions  # input order
 
-    # Nothing left to do: a third run answers nothing (and does not load the model).
-    assert main([*args, "--model", "/does/not/exist"]) == 0
+    # Nothing left to do: a third run with the same settings answers nothing (and does not load the model).
+    from recipes.options import ModelOptions
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ModelOptions, "load", lambda *a, **k: pytest.fail("loaded the model"))
+        assert main(args) == 0
     assert len(_lines(jsonl)) == len(questions)
 
 
@@ -204,7 +209,7 @@ def test_over_long_question_is_a_recorded_error_and_the_others_are_answered(
         table = pd.read_csv(base.with_suffix(".csv"), encoding="utf-8-sig", keep_default_na=False)
         assert table["instruction"].tolist() == questions
         assert table["error"].tolist()[0] == "" and table["error"].tolist()[1].startswith("The question is too long")
-    # A re-run with a window that fits tries the failed question again, and only that one.
+    # A re-run with a window that fits is a run with other settings: refused, then --fresh answers all three.
     args = [
         "--questions",
         str(qfile),
@@ -220,9 +225,11 @@ def test_over_long_question_is_a_recorded_error_and_the_others_are_answered(
         "--max-seq-length",
         "3072",
     ]
-    assert main(args) == 0
+    assert exit_code(main, args) == 2
+    assert "max_seq_length 1024 -> 3072. Add --fresh" in capsys.readouterr().err
+    assert main([*args, "--fresh"]) == 0
     records = _lines(Path(str(out) + "_plain.jsonl"))
-    assert len(records) == 4 and records[-1]["instruction"] == questions[1] and "error" not in records[-1]
+    assert [r["instruction"] for r in records] == questions and all("error" not in r for r in records)
     table = pd.read_csv(Path(str(out) + "_plain.csv"), encoding="utf-8-sig", keep_default_na=False)
     assert table["instruction"].tolist() == questions and table["error"].tolist() == ["", "", ""]
 
@@ -350,3 +357,214 @@ def test_fast_decode_batch_warms_up_its_batch_size_and_answers_as_the_standard_p
     standard = [r["answer"] for r in _lines(tmp_path / "standard.jsonl")]
     answers = [r["answer"] for r in _lines(tmp_path / "fast.jsonl")]
     assert answers == standard and len(answers) == 3
+
+
+# ---------------------------------------------------------------------------------------------- resume keyed by settings
+QUESTIONS = ["Which countries founded Mercosur?", "What is ECOWAS?"]
+
+
+def _base_args(qfile: Path, out: Path, persist: Path, model: Path) -> list:
+    return [
+        "--questions",
+        str(qfile),
+        "--out",
+        str(out),
+        "--persist-dir",
+        str(persist),
+        "--model",
+        str(model),
+        "--no-load-in-4bit",
+        "--max-new-tokens",
+        "2",
+        "--batch-size",
+        "2",
+        "--no-progress",
+    ]
+
+
+@pytest.fixture(scope="module")
+def answered(tmp_path_factory: pytest.TempPathFactory, persist: Path, tiny_llama_path: Path) -> Path:
+    """A finished RAG run of two questions: the folder holding q.txt and answers.{jsonl,settings.json,xlsx,csv}."""
+    from recipes.batch import main
+
+    folder = tmp_path_factory.mktemp("answered")
+    (folder / "q.txt").write_text("\n".join(QUESTIONS) + "\n", encoding="utf-8")
+    with pytest.MonkeyPatch.context() as patch:
+        reuse_embed_model(patch)
+        assert main(_base_args(folder / "q.txt", folder / "answers", persist, tiny_llama_path)) == 0
+    return folder
+
+
+def _copy_of(answered: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(answered, tmp_path / "run"))
+
+
+def _other_model(tmp_path: Path, tiny_llama_path: Path) -> str:
+    import shutil
+
+    other = Path(shutil.copytree(tiny_llama_path, tmp_path / "other-model"))
+    config = json.loads((other / "config.json").read_text(encoding="utf-8"))
+    (other / "config.json").write_text(json.dumps({**config, "rms_norm_eps": 1e-5}), encoding="utf-8")
+    return str(other)
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (["--no-rag"], "rag on -> off"),
+        (["--max-new-tokens", "3"], "max_new_tokens 2 -> 3"),
+        (["--max-seq-length", "1024"], "max_seq_length 2048 -> 1024"),
+        (["--similarity-top-k", "5"], "similarity_top_k 3 -> 5"),
+        (["--povs", "POVS"], 'povs none -> ["Free trade helps members."]'),
+        (["--prompt-format", "alpaca"], "layout chat -> alpaca"),
+        (["--model", "OTHER"], "model "),
+        (["--max-new-tokens", "3", "--no-rag"], "max_new_tokens 2 -> 3; rag on -> off"),
+    ],
+)
+def test_a_resume_with_other_settings_is_refused_before_anything_loads(
+    tmp_path: Path,
+    answered: Path,
+    persist: Path,
+    tiny_llama_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    change: list,
+    expected: str,
+) -> None:
+    from recipes.batch import main
+    from recipes.options import IndexOptions, ModelOptions
+
+    run = _copy_of(answered, tmp_path)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    (tmp_path / "povs.txt").write_text("Free trade helps members.\n", encoding="utf-8")
+    other = _other_model(tmp_path, tiny_llama_path) if "OTHER" in change else ""
+    change = [{"POVS": str(tmp_path / "povs.txt"), "OTHER": other}.get(c, c) for c in change]
+    monkeypatch.setattr(ModelOptions, "load", lambda *a, **k: pytest.fail("loaded the model"))
+    monkeypatch.setattr(IndexOptions, "open", lambda *a, **k: pytest.fail("opened the index"))
+    args = _base_args(run / "q.txt", run / "answers", persist, tiny_llama_path)
+    assert exit_code(main, [*args, *change]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        f"error: {run / 'answers.jsonl'} holds answers made with other settings"
+    )
+    assert expected in err and "Add --fresh to replace them" in err, err
+    if other:
+        assert f"model {tiny_llama_path.resolve()} -> {Path(other).resolve()}" in err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # nothing touched
+
+
+def test_the_same_model_moved_elsewhere_resumes(
+    tmp_path: Path, answered: Path, persist: Path, tiny_llama_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from recipes.batch import main
+    from recipes.options import ModelOptions
+
+    run = _copy_of(answered, tmp_path)
+    moved = shutil.copytree(tiny_llama_path, tmp_path / "moved")
+    monkeypatch.setattr(ModelOptions, "load", lambda *a, **k: pytest.fail("loaded the model"))
+    assert main(_base_args(run / "q.txt", run / "answers", persist, Path(moved))) == 0  # all answered: nothing loads
+    recorded = json.loads((run / "answers.settings.json").read_text(encoding="utf-8"))
+    assert recorded["rag"] is True and recorded["embed_model"] and recorded["similarity_top_k"] == 3
+    assert recorded["layout"]["name"] == "chat" and recorded["postprocessors"][0]["class"] == "DuplicateChunkFilter"
+
+
+def test_fresh_replaces_the_old_answers(
+    tmp_path: Path, answered: Path, persist: Path, tiny_llama_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from recipes.batch import main
+
+    run = _copy_of(answered, tmp_path)
+    (run / "q.txt").write_text(QUESTIONS[0] + "\n", encoding="utf-8")  # one question now: no old answer may remain
+    args = [*_base_args(run / "q.txt", run / "answers", persist, tiny_llama_path), "--max-new-tokens", "3"]
+    assert main([*args, "--fresh"]) == 0
+    assert "1 answers (" in capsys.readouterr().out
+    assert [r["instruction"] for r in _lines(run / "answers.jsonl")] == QUESTIONS[:1]
+    assert json.loads((run / "answers.settings.json").read_text(encoding="utf-8"))["max_new_tokens"] == 3
+    assert main(args) == 0  # and its settings resume
+
+
+def test_an_answers_file_from_an_earlier_version_is_adopted_with_one_warning(
+    tmp_path: Path, tiny_llama_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from recipes.batch import main
+
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("One?\nTwo?\n", encoding="utf-8")
+    (tmp_path / "answers.jsonl").write_text(
+        '{"instruction": "One?", "answer": "old", "rag": false}\n', encoding="utf-8"
+    )
+    args = ["--questions", str(qfile), "--out", str(tmp_path / "answers"), "--no-rag", "--model", str(tiny_llama_path)]
+    assert main([*args, "--no-load-in-4bit", "--max-new-tokens", "2", "--no-progress"]) == 0
+    assert caplog.text.count("records no settings (written by an earlier version)") == 1  # one line on stderr
+    assert [r["answer"] for r in _lines(tmp_path / "answers.jsonl")][0] == "old"
+    assert json.loads((tmp_path / "answers.settings.json").read_text(encoding="utf-8"))["rag"] is False
+
+
+# ---------------------------------------------------------------------------------------------- one bad question
+def test_a_question_the_embedder_cannot_encode_gets_an_error_row_and_the_others_are_answered(
+    tmp_path: Path,
+    persist: Path,
+    tiny_llama_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+
+    from recipes.batch import main
+
+    bad = "What does the untokenisable question ask?"
+    real = HuggingFaceEmbedding._get_query_embedding
+
+    def fails_for_one(self, query: str):  # noqa: ANN001, ANN202 - the real MiniLM, except for one text
+        if query == bad:
+            raise TypeError("TextEncodeInput must be Union[TextInputSequence, Tuple[InputSequence, InputSequence]]")
+        return real(self, query)
+
+    monkeypatch.setattr(HuggingFaceEmbedding, "_get_query_embedding", fails_for_one)
+    qfile = tmp_path / "q.txt"
+    qfile.write_text(f"{QUESTIONS[0]}\n{bad}\n{QUESTIONS[1]}\n", encoding="utf-8")
+    args = _base_args(qfile, tmp_path / "answers", persist, tiny_llama_path)
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and "2 answers (" in captured.out and "1 not answered" in captured.out
+    records = _lines(tmp_path / "answers.jsonl")
+    assert [r["instruction"] for r in records] == [QUESTIONS[0], bad, QUESTIONS[1]]
+    assert records[1]["error"].startswith("could not retrieve context for this question (TypeError: TextEncodeInput")
+    assert records[0]["context"] and records[2]["context"] and "error" not in records[0]
+    # Once the embedder takes it, the same command answers that question, and only it.
+    monkeypatch.setattr(HuggingFaceEmbedding, "_get_query_embedding", real)
+    assert main(args) == 0
+    records = _lines(tmp_path / "answers.jsonl")
+    assert len(records) == 4 and records[-1]["instruction"] == bad and "error" not in records[-1]
+
+
+# ---------------------------------------------------------------------------------------------- unwritable --out
+def test_an_out_that_cannot_be_written_is_refused_before_anything_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import llama_unsloth.batch
+    from recipes.batch import main
+
+    monkeypatch.setattr(llama_unsloth.batch, "load_questions", lambda *a, **k: pytest.fail("read the questions"))
+    (tmp_path / "q.txt").write_text("One?\n", encoding="utf-8")
+    (tmp_path / "notes.txt").write_text("a regular file\n", encoding="utf-8")
+    under_file = tmp_path / "notes.txt" / "answers"
+    assert exit_code(main, ["--questions", str(tmp_path / "q.txt"), "--out", str(under_file), "--no-rag"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "which is a file, not a folder: choose another path." in err
+    read_only = Path("/sys/llama-unsloth-test/answers")  # sysfs refuses new files, even to root
+    try:
+        handle, probe = tempfile.mkstemp(dir="/sys")
+    except OSError:
+        pass
+    else:
+        os.close(handle)
+        os.unlink(probe)
+        pytest.skip("/sys takes new files here: no read-only location to try")
+    assert exit_code(main, ["--questions", str(tmp_path / "q.txt"), "--out", str(read_only), "--no-rag"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot be written: /sys is read-only" in err

@@ -114,26 +114,44 @@ def test_compare_end_to_end_with_tiny_model(
         json.dumps([{"question": "Which countries founded Mercosur?"}, "Who won the 2018 FIFA World Cup?"]),
         encoding="utf-8",
     )
-    rc = main(
-        [
-            "--questions",
-            str(qfile),
-            "--persist-dir",
-            str(persist),
-            "--model",
-            str(tiny_llama_path),
-            "--no-load-in-4bit",
-            "--max-new-tokens",
-            "6",
-            "--out-dir",
-            str(tmp_path / "cmp"),
-            "--no-progress",
-        ]
-    )
-    assert rc == 0
+    args = [
+        "--questions",
+        str(qfile),
+        "--persist-dir",
+        str(persist),
+        "--model",
+        str(tiny_llama_path),
+        "--no-load-in-4bit",
+        "--max-new-tokens",
+        "6",
+        "--out-dir",
+        str(tmp_path / "cmp"),
+        "--no-progress",
+    ]
+    assert main(args) == 0
     for name in ("rag.jsonl", "no_rag.jsonl", "rag.xlsx", "no_rag.csv", "compare.md", "compare.xlsx"):
         assert (tmp_path / "cmp" / name).is_file(), name
     assert "| RAG | 2 |" in capsys.readouterr().out
+    for mode in ("rag", "no_rag"):
+        assert json.loads((tmp_path / "cmp" / f"{mode}.settings.json").read_text(encoding="utf-8"))["rag"] is (
+            mode == "rag"
+        )
+
+    # Other settings into the same folder: refused before the index or the model loads; --fresh answers again.
+    from recipes.options import IndexOptions, ModelOptions
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ModelOptions, "load", lambda *a, **k: pytest.fail("loaded the model"))
+        patch.setattr(IndexOptions, "open", lambda *a, **k: pytest.fail("opened the index"))
+        assert exit_code(main, [*args, "--max-new-tokens", "7"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "rag.jsonl holds answers made with other settings: max_new_tokens 6 -> 7." in err
+    assert main([*args, "--max-new-tokens", "7", "--fresh"]) == 0
+    for mode in ("rag", "no_rag"):
+        assert (
+            json.loads((tmp_path / "cmp" / f"{mode}.settings.json").read_text(encoding="utf-8"))["max_new_tokens"] == 7
+        )
+        assert len((tmp_path / "cmp" / f"{mode}.jsonl").read_text(encoding="utf-8").splitlines()) == 2
 
 
 def test_compare_needs_inputs(capsys: pytest.CaptureFixture) -> None:
@@ -229,3 +247,35 @@ def test_compare_bad_options_stop_before_anything_loads(
         main(["--questions", str(tmp_path / "q.txt"), "--out-dir", str(tmp_path / "cmp"), *args])
     assert exit_.value.code == 2 and capsys.readouterr().err == f"error: {message}\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_answer_files_with_no_question_in_common_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from recipes.compare import main
+
+    rag = _write(tmp_path / "r.jsonl", [{"instruction": "Q1?", "answer": "A.", "abstained": False, "context": "c"}])
+    plain = _write(tmp_path / "p.jsonl", [{"instruction": "Other?", "answer": "B.", "abstained": False}])
+    args = ["--rag-jsonl", str(rag), "--no-rag-jsonl", str(plain), "--out-dir", str(tmp_path / "cmp")]
+    assert exit_code(main, args) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and captured.out == ""
+    assert f"{rag} and {plain} answer no question in common" in captured.err
+    assert not (tmp_path / "cmp").exists()
+
+    empty = _write(tmp_path / "empty.jsonl", [])
+    assert exit_code(main, ["--rag-jsonl", str(rag), "--no-rag-jsonl", str(empty)]) == 2
+    assert f"Answers file {empty} holds no complete answers" in capsys.readouterr().err
+
+
+def test_an_out_dir_that_cannot_be_written_is_refused_before_anything_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from recipes.compare import main
+
+    (tmp_path / "notes.txt").write_text("a regular file\n", encoding="utf-8")
+    for out_dir, message in (
+        (tmp_path / "notes.txt", "is a file, not a folder"),
+        (tmp_path / "notes.txt" / "cmp", "which is a file, not a folder"),
+    ):
+        assert exit_code(main, ["--questions", str(tmp_path / "q.txt"), "--out-dir", str(out_dir)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: --out-dir") and message in err

@@ -675,8 +675,8 @@ def test_resume_from_a_checkpoint_in_the_output_folder_keeps_its_checkpoints(
 ) -> None:
     from transformers import TrainerCallback
 
-    class CtrlCOnStep2(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+    class CtrlCAfterStep2(TrainerCallback):  # as step 3 begins: checkpoint-2 is saved by then
+        def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
             if state.global_step == 2:
                 raise KeyboardInterrupt
 
@@ -684,7 +684,7 @@ def test_resume_from_a_checkpoint_in_the_output_folder_keeps_its_checkpoints(
     out = tmp_path / "out"
     args = ["--model", str(tiny_llama_path), "--data", str(data), "--output-dir", str(out), *FAST]
     args += ["--max-steps", "4", "--save-strategy", "steps", "--save-steps", "1"]
-    assert _finetune(args, callbacks=[CtrlCOnStep2()]) == 130
+    assert _finetune(args, callbacks=[CtrlCAfterStep2()]) == 130
     assert (out / "checkpoint-2" / "trainer_state.json").is_file()
     # No --overwrite_output_dir needed: the checkpoint is in the folder, and stays.
     assert _finetune([*args, "--resume_from_checkpoint", str(out / "checkpoint-2")]) == 0
@@ -732,3 +732,26 @@ def test_merged_4bit_on_a_cpu_machine_has_a_card_that_says_16bit(tmp_path: Path,
         assert "--quantization bitsandbytes" not in card
         assert f"vllm serve {out}/merged --served-model-name out --port 8001" in card
         assert "holds the merged model in **16-bit**" in card
+
+
+@pytest.mark.parametrize(
+    "line, named",
+    [
+        ("max_steps: 2.5", "max_steps must be an integer; got 2.5"),
+        ("learning_rate: fast", "learning_rate must be a number; got 'fast'"),
+        ("lora_r: 16.0", "lora_r must be an integer; got 16.0"),
+        ("model_name_or_path: 123", "model_name_or_path must be text or null; got 123"),
+    ],
+)
+def test_wrong_types_in_a_config_file_stop_before_anything_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, line: str, named: str
+) -> None:
+    from tests.recipes._helpers import exit_code
+
+    _forbid_model_loading(monkeypatch)
+    data = _write_json(tmp_path / "train.json", _records())
+    config = tmp_path / "ft.yaml"
+    config.write_text(f"data: {data}\noutput_dir: {tmp_path / 'out'}\n{line}\n", encoding="utf-8")
+    err = _one_error_line(capsys, exit_code(_finetune, ["--config", str(config)]))
+    assert named in err, err
+    assert not (tmp_path / "out").exists()

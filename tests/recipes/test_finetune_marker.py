@@ -22,7 +22,8 @@ import pytest
 
 from tests.recipes._helpers import DATA, embed_model, finetune_recipe, reuse_embed_model
 
-pytestmark = pytest.mark.slow
+# Each test trains ~1-2 min on 2 idle cores; a shared, loaded machine can take several times that.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 MARKER = "Zebra"  # two SmolLM2 tokens, which no answer of the untrained model contains
 THREADS = int(os.environ.get("LLAMA_UNSLOTH_TEST_THREADS", "2"))

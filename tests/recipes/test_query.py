@@ -288,3 +288,77 @@ def test_bad_fast_decode_options_are_one_line(
 
     assert exit_code(main, ["--question", "q", "--persist-dir", str(tmp_path / "db"), *args]) == 2
     assert capsys.readouterr().err == f"error: {message}\n"
+
+
+# ---------------------------------------------------------------------------------------------- the index's embedding model
+def test_a_moved_embedding_model_opens_the_index_and_a_different_one_is_refused(
+    persist: Path, minilm_path: Path, tmp_path: Path, tiny_llama_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from tests.llama_unsloth.models.test_embeddings import copy_model, retrained_model
+
+    moved = copy_model(minilm_path, tmp_path / "new-venv" / "model")
+    rc, out, _ = _query(
+        ["--question", "Which countries founded Mercosur?", "--embed-model", str(moved)],
+        persist,
+        tiny_llama_path,
+        capsys,
+    )
+    assert rc == 0 and "mercosur.txt" in out
+    other = retrained_model(minilm_path, tmp_path / "other" / "model")
+    rc, _, err = _query(
+        ["--question", "Which countries founded Mercosur?", "--embed-model", str(other)],
+        persist,
+        tiny_llama_path,
+        capsys,
+    )
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err
+    assert (
+        f"built with the embedding model '{minilm_path.parent.name}/model' (at {minilm_path.resolve()}, fingerprint "
+        in lines[0]
+    )
+    assert "not 'other/model'" in lines[0] and "Pass --embed-model with the model it was built with" in lines[0]
+
+
+def test_a_persist_dir_that_is_a_file_is_not_called_missing_or_damaged(
+    tmp_path: Path, tiny_llama_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    notes = tmp_path / "chroma_db"
+    notes.write_text("my notes\n", encoding="utf-8")
+    rc, _, err = _query(["--question", "Which countries founded Mercosur?"], notes, tiny_llama_path, capsys)
+    assert rc == 2 and err == (
+        f"error: --persist-dir {notes} is a file, not a folder: point it at the folder `llama-unsloth index` wrote.\n"
+    )
+    assert notes.read_text(encoding="utf-8") == "my notes\n"
+
+
+def test_the_readme_snippet_runs_as_written_against_a_demo_index(
+    tmp_path: Path, tiny_llm, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """The README's first Python block, run as a newcomer would after `make demo` (the tiny Llama for SmolLM2)."""
+    import re
+
+    from llama_index.core import Settings
+
+    import llama_unsloth
+    from llama_unsloth.rag import build_index
+    from tests.recipes._helpers import embed_model
+
+    build_index(
+        DATA / "corpus", tmp_path / "demo_output" / "chroma", "demo", embed_model=embed_model(), progress=False
+    )
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    snippet = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    assert 'open_index_with_embeddings("demo_output/chroma", "demo")' in snippet
+    code = [ln for ln in snippet.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    assert 'index, embed_model = open_index_with_embeddings("demo_output/chroma", "demo")' in code
+    assert not any("model=model" in ln or "tokenizer=tokenizer" in ln for ln in code)  # names it never defines
+    monkeypatch.chdir(tmp_path)  # the paths as written: relative to where `make demo` ran
+    monkeypatch.setattr(llama_unsloth, "UnslothLLM", lambda **kwargs: tiny_llm if not kwargs else pytest.fail(kwargs))
+    saved = Settings._llm
+    try:
+        exec(compile(snippet, "README.md", "exec"), {"__name__": "__readme__"})
+    finally:
+        Settings._llm = saved
+    out = capsys.readouterr().out
+    assert "pov_score" not in out and re.search(r"\[-?\d", out)  # the POV scores list printed last

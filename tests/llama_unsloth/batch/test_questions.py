@@ -75,3 +75,13 @@ def test_xlsx_questions_with_japanese_and_unreadable_text_files(tmp_path: Path) 
     (tmp_path / "q.txt").write_bytes(b"")
     with pytest.raises(QuestionsFileError, match="holds no questions"):
         load_questions(tmp_path / "q.txt")
+
+
+def test_half_a_character_is_read_as_a_replacement_character(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from llama_unsloth.batch.questions import load_questions
+
+    path = tmp_path / "q.json"
+    # An emoji cut in half by a tool that splits UTF-16: valid JSON, but no tokenizer or UTF-8 file takes it.
+    path.write_text('["Which countries founded Mercosur?", "Broken emoji \\ud83d here?"]', encoding="utf-8")
+    assert load_questions(path) == ["Which countries founded Mercosur?", "Broken emoji \ufffd here?"]
+    assert "question 2 holds half of a character" in caplog.text

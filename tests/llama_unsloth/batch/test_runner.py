@@ -81,3 +81,41 @@ def test_bad_sizes_fail_before_anything_is_written(tmp_path: Path) -> None:
     with pytest.raises(RagError, match="workers must be at least 1, got 0"):
         run_batch(StubLLM(), ["A?"], tmp_path / "res" / "a", workers=0, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+class PickyLLM(StubLLM):
+    """A stub whose tokenizer cannot encode some questions (as a real one fails on a lone surrogate)."""
+
+    def __init__(self, bad: Sequence[str]) -> None:
+        super().__init__()
+        self.bad = set(bad)
+
+    def prompt_token_ids(self, text: str) -> List[str]:
+        if any(b in text for b in self.bad):
+            raise TypeError("TextEncodeInput must be Union[TextInputSequence, Tuple[InputSequence, InputSequence]]")
+        return text.split()
+
+
+def test_a_question_that_cannot_be_encoded_gets_an_error_row_and_the_others_are_answered(tmp_path: Path) -> None:
+    from llama_unsloth.batch.runner import run_batch
+
+    records = run_batch(PickyLLM(["bad"]), ["A?", "bad?", "B?"], tmp_path / "a", batch_size=3, progress=False)
+    assert [r["answer"] for r in records] == ["answer Q: A? A:", "", "answer Q: B? A:"]
+    assert records[1]["error"].startswith("could not encode this question (TypeError: TextEncodeInput must be")
+    # The same settings once the cause is gone: only that question is tried again.
+    again = StubLLM()
+    run_batch(again, ["A?", "bad?", "B?"], tmp_path / "a", progress=False)
+    assert again.prompts == ["Q: bad? A:"]
+
+
+def test_failures_one_after_another_stop_the_run_in_one_line_and_keep_the_answers(tmp_path: Path) -> None:
+    from llama_unsloth.batch.runner import STOP_AFTER_FAILURES, run_batch
+    from llama_unsloth.errors import RagError
+
+    questions = ["A?"] + [f"bad {i}?" for i in range(STOP_AFTER_FAILURES + 2)]
+    with pytest.raises(RagError, match=f"{STOP_AFTER_FAILURES} questions in a row failed, the last .*TypeError"):
+        run_batch(PickyLLM(["bad"]), questions, tmp_path / "a", batch_size=1, progress=False)
+    written = _lines(tmp_path / "a.jsonl")
+    # The answer and the error rows before the one that stopped the run are kept (a re-run tries those again).
+    assert written[0]["answer"] == "answer Q: A? A:" and len(written) == 1 + STOP_AFTER_FAILURES - 1
+    assert all(r["error"].startswith("could not encode") for r in written[1:])
