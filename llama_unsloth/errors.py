@@ -152,6 +152,30 @@ class FastDecodeUnavailable(RuntimeError):
     """The fast decode path cannot run here; the message says why (``UnslothLLM`` falls back to ``generate``)."""
 
 
+class QuestionFailedError(Exception):
+    """One question of a batch could not be prepared (encoded, retrieved): its row records this; the others go on."""
+
+    def __init__(self, what: str, cause: Exception) -> None:
+        super().__init__(f"{what} ({type(cause).__name__}: {' '.join(str(cause).split()) or 'no message'}).")
+
+
+class ConfigTypeMismatch(Exception):
+    """A ``--config`` value of another type than its field's (``recipes.config`` turns it into an OptionError line).
+
+    Attributes:
+        expected: The type in words (``an integer``, ``one of a, b``).
+        text: Whether text was one of the types wanted (an unquoted YAML number or yes/no is then the likely slip).
+    """
+
+    def __init__(self, expected: str, text: bool = False) -> None:
+        super().__init__(expected)
+        self.expected, self.text = expected, text
+
+
+class UncheckableConfigType(Exception):
+    """A field type the ``--config`` type check cannot read with confidence: the field's own checks decide."""
+
+
 # Exception types whose message alone tells a command-line user what to fix (printed as one line, exit 2).
 USER_ERRORS: Tuple[Type[BaseException], ...] = (
     RagError,

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from llama_unsloth.errors import OptionError  # noqa: F401 (recipes raise it from their checks)
+from llama_unsloth.errors import ConfigTypeMismatch, OptionError, UncheckableConfigType  # noqa: F401 (recipes raise OptionError from their checks)
 from llama_unsloth.import_utils import import_unsloth_first
 
 # TRL imports transformers: in a recipe's process unsloth must be imported before them (it patches them, and
@@ -75,23 +75,6 @@ def _read_config_file(path: str) -> dict:
     return {str(key).replace("-", "_"): value for key, value in data.items()}
 
 
-class _Mismatch(Exception):
-    """A value of another type than its field's.
-
-    Attributes:
-        expected: The type in words (``an integer``, ``one of a, b``).
-        text: Whether text was one of the types wanted (an unquoted YAML number or yes/no is then the likely slip).
-    """
-
-    def __init__(self, expected: str, text: bool = False) -> None:
-        super().__init__(expected)
-        self.expected, self.text = expected, text
-
-
-class _Unreadable(Exception):
-    """A field type this check cannot read with confidence: the value is left to the field's own checks."""
-
-
 _NONE = type(None)
 # Plural words for a list's items, by item type.
 _ITEMS = {int: "integers", float: "numbers", str: "text", bool: "true/false values"}
@@ -106,31 +89,31 @@ def _conform_choice(value: Any, choices: Sequence[Any], enum_type: Optional[type
     # YAML reads an unquoted true/false as a bool: where "true"/"false" are choices, that text is what was meant.
     if isinstance(value, bool) and str(value).lower() in choices:
         return str(value).lower()
-    raise _Mismatch("one of " + ", ".join(map(str, choices)))
+    raise ConfigTypeMismatch("one of " + ", ".join(map(str, choices)))
 
 
 def _conform_union(value: Any, members: Sequence[Any]) -> Any:
     """``value`` as the first member type that takes it as it is, else the first that takes it converted."""
     if value is None and _NONE in members:
         return None
-    wanted: List[_Mismatch] = []
+    wanted: List[ConfigTypeMismatch] = []
     unreadable = False
     for convert in (False, True):  # "12" stays text in Union[int, str]; it becomes 12 in Optional[int]
         for member in (m for m in members if m is not _NONE):
             try:
                 return _conform(value, member, convert)
-            except _Mismatch as err:
+            except ConfigTypeMismatch as err:
                 wanted.append(err)
-            except _Unreadable:
+            except UncheckableConfigType:
                 unreadable = True
     if unreadable:
-        raise _Unreadable
+        raise UncheckableConfigType
     text = any(w.text for w in wanted)
     # Where any text is allowed, naming the choices of an Enum beside it would only mislead.
     words = list(dict.fromkeys(w.expected for w in wanted if not (text and w.expected.startswith("one of"))))
     if _NONE in members:
         words.append("null")
-    raise _Mismatch(" or ".join(words), text)
+    raise ConfigTypeMismatch(" or ".join(words), text)
 
 
 def _conform_list(value: Any, item: Any, convert: bool) -> List[Any]:
@@ -138,20 +121,20 @@ def _conform_list(value: Any, item: Any, convert: bool) -> List[Any]:
     words = f"a list of {_ITEMS.get(item, 'values')}"
     if not isinstance(value, list):
         if not convert or isinstance(value, (dict, _NONE)):
-            raise _Mismatch(words)
+            raise ConfigTypeMismatch(words)
         value = [value]
     if item is Any:
         return value
     try:
         return [_conform(v, item) for v in value]
-    except _Mismatch:
-        raise _Mismatch(words) from None
+    except ConfigTypeMismatch:
+        raise ConfigTypeMismatch(words) from None
 
 
 def _conform_number(value: Any, hint: type, convert: bool) -> Any:
     """``value`` as an int/float field takes it: bools are no numbers, floats no integers (12.5 and 16.0 alike)."""
     if isinstance(value, bool):
-        raise _Mismatch("an integer" if hint is int else "a number")
+        raise ConfigTypeMismatch("an integer" if hint is int else "a number")
     if isinstance(value, int) or (hint is float and isinstance(value, float)):
         return value
     if convert and isinstance(value, str):  # quoted: read as the command line reads it
@@ -162,15 +145,15 @@ def _conform_number(value: Any, hint: type, convert: bool) -> Any:
                 return float(value)  # YAML 1.1 reads 2e-4 (no dot) as text; the command line reads it as a number
             except ValueError:
                 pass
-    raise _Mismatch("an integer" if hint is int else "a number")
+    raise ConfigTypeMismatch("an integer" if hint is int else "a number")
 
 
 def _conform(value: Any, hint: Any, convert: bool = True) -> Any:
     """``value`` as a field of type ``hint`` takes it (quoted numbers and booleans converted where ``convert``).
 
     Raises:
-        _Mismatch: The value is of another type.
-        _Unreadable: ``hint`` is a type this check does not read (``Any``, a class, ...).
+        ConfigTypeMismatch: The value is of another type.
+        UncheckableConfigType: ``hint`` is a type this check does not read (``Any``, a class, ...).
     """
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is typing.Union or origin is types.UnionType:
@@ -189,20 +172,20 @@ def _conform(value: Any, hint: Any, convert: bool = True) -> Any:
                 return string_to_bool(value.strip())
             except Exception:  # noqa: BLE001 - argparse's ArgumentTypeError: the words below say it
                 pass
-        raise _Mismatch("true or false")
+        raise ConfigTypeMismatch("true or false")
     if hint in (int, float):
         return _conform_number(value, hint, convert)
     if hint is str:
         if isinstance(value, str):
             return value
-        raise _Mismatch("text", text=True)
+        raise ConfigTypeMismatch("text", text=True)
     if origin is list or hint is list:
         return _conform_list(value, args[0] if args else Any, convert)
     if origin is dict or hint is dict:
         if isinstance(value, dict):
             return value
-        raise _Mismatch("a mapping")
-    raise _Unreadable
+        raise ConfigTypeMismatch("a mapping")
+    raise UncheckableConfigType
 
 
 def _shown(value: Any) -> str:
@@ -251,14 +234,14 @@ def check_config_types(path: str, values: Dict[str, Any], dataclass_types: Itera
             continue
         try:
             checked[key] = _conform(value, hints[key])
-        except _Unreadable:
+        except UncheckableConfigType:
             pass
-        except _Mismatch as err:
+        except ConfigTypeMismatch as err:
             fail(f"--config {path}: {key} must be {err.expected}; got {_shown(value)}{_quote_hint(value, err)}.")
     return checked
 
 
-def _quote_hint(value: Any, err: _Mismatch) -> str:
+def _quote_hint(value: Any, err: ConfigTypeMismatch) -> str:
     """Where text belongs and YAML read an unquoted 2024, 1.10, no or 2024-01-01 as something else: say so."""
     if err.expected not in ("text", "text or null") or not isinstance(value, (bool, int, float, datetime.date)):
         return ""

@@ -22,7 +22,7 @@ from llama_unsloth.batch.answers import (
 )
 from llama_unsloth.batch.settings import ResumeKey, llm_settings, retrieval_settings
 from llama_unsloth.batch.tables import write_table
-from llama_unsloth.errors import PromptTooLongError, RagError
+from llama_unsloth.errors import PromptTooLongError, QuestionFailedError, RagError
 from llama_unsloth.llms import check_question_fits
 from llama_unsloth.rag import Answer, answer_plain_batch, answer_rag_batch, build_rag_prompt, retrieve
 
@@ -177,13 +177,13 @@ class _Answering:
         except PromptTooLongError:
             raise
         except Exception as err:
-            raise _QuestionFailed("could not encode this question", err) from err
+            raise QuestionFailedError("could not encode this question", err) from err
         if not self.rag:
             return question
         try:
             nodes = retrieve(self.index, question, self.postprocessors, self.similarity_top_k)
         except Exception as err:
-            raise _QuestionFailed("could not retrieve context for this question", err) from err
+            raise QuestionFailedError("could not retrieve context for this question", err) from err
         return build_rag_prompt(self.model, question, nodes)
 
     def _answer(self, group: List[int], prepared: Dict[int, Any]) -> List[Answer]:
@@ -193,13 +193,6 @@ class _Answering:
 
     def _failed(self, i: int, err: Exception) -> Answer:
         return Answer(self.questions[i], "", False, 0.0, error=str(err))
-
-
-class _QuestionFailed(Exception):
-    """One question could not be prepared: ``what`` happened, and the error that said so."""
-
-    def __init__(self, what: str, cause: Exception) -> None:
-        super().__init__(f"{what} ({type(cause).__name__}: {' '.join(str(cause).split()) or 'no message'}).")
 
 
 class _FailureStreak:
