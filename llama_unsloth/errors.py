@@ -176,6 +176,10 @@ class UncheckableConfigType(Exception):
     """A field type the ``--config`` type check cannot read with confidence: the field's own checks decide."""
 
 
+class ExportError(ValueError):
+    """A GGUF/Ollama export that cannot run (no model, unknown quantization or architecture, no quantizer, no converter)."""
+
+
 # Exception types whose message alone tells a command-line user what to fix (printed as one line, exit 2).
 USER_ERRORS: Tuple[Type[BaseException], ...] = (
     RagError,
@@ -188,6 +192,7 @@ USER_ERRORS: Tuple[Type[BaseException], ...] = (
     OptionError,
     EmbeddingServiceError,
     TrainingMemoryError,
+    ExportError,
     ImportError,
 )
 
@@ -204,6 +209,7 @@ __all__ = [
     "EmbeddingMismatchError",
     "EmbeddingServiceError",
     "EmptyFileError",
+    "ExportError",
     "FastDecodeUnavailable",
     "GenerationOutOfMemoryError",
     "TrainingMemoryError",

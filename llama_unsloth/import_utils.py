@@ -19,6 +19,8 @@ logger = logging.getLogger(__name__)
 UNSLOTH_INSTALL_HINT = 'pip install "llama-unsloth[unsloth]"'
 COHERE_INSTALL_HINT = 'pip install "llama-unsloth[cohere]"'
 SERVED_INSTALL_HINT = 'pip install "llama-unsloth[served]"'
+# A dependency of llama-unsloth itself (pure Python): missing only after an install with --no-deps.
+LMFORMATENFORCER_INSTALL_HINT = 'pip install "lm-format-enforcer>=0.11.3,<0.12"'
 
 
 def _installed(module: str) -> bool:
@@ -86,6 +88,11 @@ def is_openai_available() -> bool:
     return _installed("openai")
 
 
+def is_lmformatenforcer_available() -> bool:
+    """True when lm-format-enforcer (structured outputs in-process: JSON-schema constrained generation) is installed."""
+    return _installed("lmformatenforcer")
+
+
 def require_cohere(what: str = "Cohere embeddings") -> None:
     """Raises ``ImportError`` with the install line when the Cohere extras are missing."""
     if not is_cohere_available():
@@ -96,6 +103,12 @@ def require_openai(what: str = "ServedLLM") -> None:
     """Raises ``ImportError`` with the install line when the openai SDK is missing."""
     if not is_openai_available():
         raise ImportError(f"{what} needs the openai package: {SERVED_INSTALL_HINT}")
+
+
+def require_lmformatenforcer(what: str = "Structured outputs (structured_predict, as_structured_llm)") -> None:
+    """Raises ``ImportError`` with the install line when lm-format-enforcer is missing."""
+    if not is_lmformatenforcer_available():
+        raise ImportError(f"{what} in-process need lm-format-enforcer: {LMFORMATENFORCER_INSTALL_HINT}")
 
 
 # trl 1.15's SFTTrainer computes every loss with a Triton kernel (trl.kernels.ChunkedLogProbFunction), which has no
@@ -127,15 +140,18 @@ def require_trainable_trl() -> None:
 __all__ = [
     "CPU_TRL",
     "COHERE_INSTALL_HINT",
+    "LMFORMATENFORCER_INSTALL_HINT",
     "SERVED_INSTALL_HINT",
     "UNSLOTH_INSTALL_HINT",
     "cuda_available",
     "import_unsloth_first",
     "is_bitsandbytes_available",
     "is_cohere_available",
+    "is_lmformatenforcer_available",
     "is_openai_available",
     "is_unsloth_available",
     "require_trainable_trl",
     "require_cohere",
+    "require_lmformatenforcer",
     "require_openai",
 ]

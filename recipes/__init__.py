@@ -9,4 +9,5 @@ RECIPES = {
     "compare": "recipes.compare",
     "demo": "recipes.demo",
     "demo-finetune": "recipes.demo_finetune",
+    "export": "recipes.export",
 }

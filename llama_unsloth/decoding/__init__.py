@@ -12,7 +12,8 @@ Modules, one concept each:
 * :mod:`~llama_unsloth.decoding.weights`: loading the plain 16-bit model; torchao int8 / int4;
 * :mod:`~llama_unsloth.decoding.pristine`: transformers' own classes after Unsloth patched them;
 * :mod:`~llama_unsloth.decoding.tinygemm`: int4 prompts at bf16 speed;
-* :mod:`~llama_unsloth.decoding.stopping`: stop strings without a per-step GPU cost.
+* :mod:`~llama_unsloth.decoding.stopping`: stop strings without a per-step GPU cost;
+* :mod:`~llama_unsloth.decoding.constrained`: answers constrained to a JSON schema (lm-format-enforcer).
 
 Other packages import these names from here, never from the modules inside (which may move). Modules inside
 this package import from each other's modules, never from here (that would be an import cycle). The bucket
@@ -23,6 +24,7 @@ maths is not re-exported: nothing outside uses it, and the function ``buckets`` 
 from typing import TYPE_CHECKING, Any
 
 from llama_unsloth.decoding.attention import DECODE_ATTENTION, grouped_decode_attention, use_grouped_decode_attention
+from llama_unsloth.decoding.constrained import json_schema_allowed_tokens
 from llama_unsloth.decoding.decoder import COMPILE_OPTIONS, FastDecoder, FastDecodeStats
 from llama_unsloth.decoding.fast_path import FastPath, FastPathSettings
 from llama_unsloth.decoding.generator import (
@@ -69,6 +71,7 @@ __all__ = [
     "free_cuda_cache",
     "generate",
     "grouped_decode_attention",
+    "json_schema_allowed_tokens",
     "left_padded",
     "load_fast_model",
     "lock_for",

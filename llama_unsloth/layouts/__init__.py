@@ -4,6 +4,12 @@ Other packages import these names from here, never from the modules inside (whic
 """
 
 from llama_unsloth.errors import PromptFormatError
+from llama_unsloth.layouts.chat_template import (
+    BASE_CHAT_TEMPLATE_FILE,
+    CHAT_TEMPLATE_FILE,
+    CONTEXT_ROLE,
+    write_chat_template,
+)
 from llama_unsloth.layouts.format import BUILTIN_FORMATS, FORMAT_FILE, PromptFormat
 from llama_unsloth.layouts.llamaindex import (
     CONDENSE_INSTRUCTION,
@@ -14,7 +20,10 @@ from llama_unsloth.layouts.llamaindex import (
 from llama_unsloth.layouts.tokens import KNOWN_SPECIAL_TOKENS, encode_prompt, encode_training
 
 __all__ = [
+    "BASE_CHAT_TEMPLATE_FILE",
     "BUILTIN_FORMATS",
+    "CHAT_TEMPLATE_FILE",
+    "CONTEXT_ROLE",
     "CONDENSE_INSTRUCTION",
     "FORMAT_FILE",
     "KNOWN_SPECIAL_TOKENS",
@@ -25,4 +34,5 @@ __all__ = [
     "PromptFormatError",
     "encode_prompt",
     "encode_training",
+    "write_chat_template",
 ]

@@ -43,6 +43,7 @@ from llama_unsloth.layouts.builtins import (
     builtin_layout,
 )
 from llama_unsloth.layouts.chat import chat_messages, render_chat, split_chat_training, turn_end_tokens
+from llama_unsloth.layouts.chat_template import chat_template
 from llama_unsloth.layouts.detection import looks_laid_out
 from llama_unsloth.layouts.llamaindex import (
     CONDENSE_INSTRUCTION,
@@ -472,6 +473,10 @@ class PromptFormat:
     ) -> bool:
         """Whether ``text`` already is a prompt in this layout (starts with its head or ends with its tail)."""
         return looks_laid_out(text, self._prompt_renderer(system, tokenizer, flag))
+
+    def to_chat_template(self, tokenizer: Any = None, *, add_bos: Optional[bool] = None) -> Optional[str]:
+        """This layout as a Jinja chat template (None for ``chat``: the tokenizer's own stays); see :mod:`.chat_template`."""
+        return chat_template(self, tokenizer, add_bos=add_bos)
 
     # ------------------------------------------------------------------ parsing
     def parse_answer(self, generated: str) -> tuple[str, Optional[str]]:

@@ -4,6 +4,9 @@ Whatever part of LlamaIndex calls it (query engines in every response mode, chat
 ``predict``/``stream``, ``chat``/``complete``, their async forms), the request is rendered in the model's
 trained layout (:mod:`llama_unsloth.llms.layout`), checked against the window
 (:mod:`llama_unsloth.llms.window`) and the answer is shaped the same way (:mod:`llama_unsloth.llms.response`).
+Structured outputs (``structured_predict``, ``as_structured_llm``) come from the base class
+:class:`~llama_unsloth.llms.structured.StructuredOutputLLM`: those calls carry the output class's JSON schema,
+which each subclass turns into its own guided decoding.
 A subclass supplies the tokenizer and two generation methods: :meth:`LayoutLLM._answer_batch` and
 :meth:`LayoutLLM._answer_stream`. :class:`~llama_unsloth.llms.unsloth.UnslothLLM` generates in-process;
 :class:`~llama_unsloth.llms.served.ServedLLM` on an OpenAI-compatible server.
@@ -27,7 +30,6 @@ from llama_index.core.base.llms.types import (
 )
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
-from llama_index.core.llms.custom import CustomLLM
 
 from llama_unsloth import defaults
 from llama_unsloth.abstention import DEFAULT_ABSTENTION_PATTERNS
@@ -35,10 +37,11 @@ from llama_unsloth.layouts import KNOWN_SPECIAL_TOKENS, PromptFormat, encode_pro
 from llama_unsloth.llms.hooks import LayoutHook, weak_tokenizer_fn
 from llama_unsloth.llms.layout import LayoutCall, LayoutPrompts, to_async
 from llama_unsloth.llms.response import clean_answer, completion, growing_answer, special_token_texts
+from llama_unsloth.llms.structured import StructuredOutputLLM
 from llama_unsloth.llms.window import check_fits, context_pieces, overflow
 
 
-class LayoutLLM(CustomLLM):
+class LayoutLLM(StructuredOutputLLM):
     """A LlamaIndex LLM that prompts in the layout the model was fine-tuned on (abstract: see the module docstring)."""
 
     model_name: Optional[str] = Field(

@@ -24,13 +24,24 @@ from llama_unsloth.errors import ServedModelError  # noqa: F401 (defined there, 
 from llama_unsloth.import_utils import require_openai
 from llama_unsloth.layouts import PromptFormat
 from llama_unsloth.llms.base import LayoutLLM
+from llama_unsloth.llms.structured import JSON_SCHEMA_KWARG, response_format
 
 # generate_kwargs a completions request can carry: the request parameter (OpenAI's own) or, for the
 # sampling extensions vLLM and llama.cpp's server read, the same name in the request body.
 REQUEST_PARAMETERS = ("presence_penalty", "frequency_penalty", "seed", "logit_bias", "logprobs", "n", "best_of")
 BODY_PARAMETERS = ("repetition_penalty", "top_k", "min_p", "min_tokens", "repeat_penalty")
-# Set from the fields on every request (max_tokens, temperature, top_p, stop).
-_FROM_FIELDS = ("max_new_tokens", "temperature", "top_p", "do_sample", "stop_strings", "pad_token_id", "eos_token_id")
+# Set from the fields on every request (max_tokens, temperature, top_p, stop), and a structured-output call's
+# JSON schema (sent as response_format).
+_FROM_FIELDS = (
+    "max_new_tokens",
+    "temperature",
+    "top_p",
+    "do_sample",
+    "stop_strings",
+    "pad_token_id",
+    "eos_token_id",
+    JSON_SCHEMA_KWARG,
+)
 # UnslothLLM's settings of the weights and of in-process decoding: on a server they are the server's own.
 _IN_PROCESS_ONLY = {
     "backend": "the server runs its own engine",
@@ -164,6 +175,10 @@ class ServedLLM(LayoutLLM):
             params["top_p"] = float(gen_kwargs["top_p"])
         params.update({k: gen_kwargs[k] for k in REQUEST_PARAMETERS if gen_kwargs.get(k) is not None})
         body = {k: gen_kwargs[k] for k in BODY_PARAMETERS if gen_kwargs.get(k) is not None}
+        if gen_kwargs.get(JSON_SCHEMA_KWARG) is not None:
+            # The SDK's completions.create has no response_format parameter (only chat has): the body carries it,
+            # which vLLM and llama.cpp's server read on /v1/completions and decode with their own guided decoding.
+            body["response_format"] = response_format(gen_kwargs[JSON_SCHEMA_KWARG])
         if body:
             params["extra_body"] = body
         return params

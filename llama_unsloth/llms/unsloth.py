@@ -16,6 +16,7 @@ from llama_unsloth.defaults import default_model_name
 from llama_unsloth.errors import GenerationOutOfMemoryError, PromptTooLongError  # noqa: F401 (defined there, re-exported here)
 from llama_unsloth.layouts import PromptFormat
 from llama_unsloth.llms.base import LayoutLLM
+from llama_unsloth.llms.structured import generation_constraint
 from llama_unsloth.models import BACKENDS, check_model_path, load_model
 from llama_unsloth.once import warn_once
 
@@ -240,7 +241,12 @@ class UnslothLLM(LayoutLLM):
         return kwargs
 
     def _run_generate(self, input_ids: List[List[int]], kwargs: Dict[str, Any]) -> Any:
-        """``(output ids, prompt width)`` for a batch of prompts: the fast path first where it is on."""
+        """``(output ids, prompt width)`` for a batch of prompts: the fast path first where it is on.
+
+        A structured-output call's JSON schema becomes a constraint here (the fast path leaves such calls to
+        ``generate``); every other call is unchanged.
+        """
+        kwargs = generation_constraint(kwargs, self._tokenizer, self._stop_token_ids)
         return generate(self._model, self._tokenizer, input_ids, kwargs, self._pad_id, fast=self._fast)
 
     # ------------------------------------------------------------------ answers

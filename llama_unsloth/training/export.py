@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
 from llama_unsloth.errors import HubTokenError
-from llama_unsloth.layouts import PromptFormat
+from llama_unsloth.layouts import PromptFormat, write_chat_template
 from llama_unsloth.models import adapter_base, auto_dtype, is_prequantized, nf4_config
 from llama_unsloth.training.trainer import TrainingSummary
 
@@ -27,12 +27,17 @@ TOKEN_ENV = "HF_TOKEN"
 
 # ---------------------------------------------------------------------------------------------- saving
 def save_adapter(model: Any, tokenizer: Any, prompt_format: PromptFormat, folder: str | Path) -> Path:
-    """Saves the LoRA adapter, the tokenizer and ``prompt_format.json`` into ``folder``."""
+    """Saves the LoRA adapter, the tokenizer and ``prompt_format.json`` into ``folder``.
+
+    The tokenizer's chat template becomes the layout's (``chat_template.jinja``; the base model's is kept as
+    ``chat_template.base.jinja``), so engines' chat endpoints prompt in the trained layout too.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     prompt_format.save(folder)
+    write_chat_template(prompt_format, tokenizer, folder)
     return folder
 
 
@@ -72,6 +77,8 @@ def save_merged(
     else:
         _save_merged_transformers(model, tokenizer, folder, method)
     prompt_format.save(folder)
+    # Whichever backend wrote the tokenizer, its chat template is then the layout's (the base one kept beside it).
+    write_chat_template(prompt_format, tokenizer, folder)
     return folder
 
 

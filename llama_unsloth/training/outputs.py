@@ -45,6 +45,7 @@ _RUN_FILES = frozenset(
         "added_tokens.json",
         "special_tokens_map.json",
         "chat_template.jinja",
+        "chat_template.base.jinja",  # the base model's chat template, kept beside the layout's (layouts.chat_template)
         "chat_template.json",
         "merges.txt",
         "spiece.model",

@@ -3,7 +3,8 @@
 vLLM itself cannot be installed here (no GPU, no network on the GPU machine). This server speaks the same
 API (``POST /v1/completions`` with ``stop``, ``stream``, ``usage``; ``GET /v1/models``; 404 for another model
 name) and generates with the tiny model through the transformers backend, so the real ``openai`` client and
-``ServedLLM`` can be tested end to end. It records every prompt and stop list it receives.
+``ServedLLM`` can be tested end to end. It records every prompt and stop list it receives. A ``response_format``
+with a JSON schema is decoded as vLLM does, constrained to the schema (here by the engine's own constraint).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 
 class OpenAIStandIn:
@@ -54,8 +55,12 @@ class OpenAIStandIn:
         self._server.shutdown()
         self._server.server_close()
 
-    def generate(self, prompt: str, max_tokens: int, stop: List[str]) -> Dict[str, Any]:
+    def generate(
+        self, prompt: str, max_tokens: int, stop: List[str], response_format: Optional[Dict[str, Any]] = None
+    ) -> Dict[str, Any]:
         """What vLLM returns: new text up to (not including) the first stop string, special tokens skipped."""
+        schema = (response_format or {}).get("json_schema", {}).get("schema")
+        constraint = {"json_schema": schema} if schema is not None else {}
         with self._count:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -63,7 +68,7 @@ class OpenAIStandIn:
             time.sleep(self.delay)
             with self._lock:
                 self.engine.stop = list(stop)
-                response = self.engine.complete(prompt, formatted=True, max_new_tokens=max_tokens)
+                response = self.engine.complete(prompt, formatted=True, max_new_tokens=max_tokens, **constraint)
         finally:
             with self._count:
                 self.in_flight -= 1
@@ -131,7 +136,9 @@ class OpenAIStandIn:
                 stop = [stop] if isinstance(stop, str) else list(stop)
                 standin.prompts.append(body["prompt"])
                 standin.stops.append(stop)
-                result = standin.generate(body["prompt"], int(body.get("max_tokens") or 16), stop)
+                result = standin.generate(
+                    body["prompt"], int(body.get("max_tokens") or 16), stop, body.get("response_format")
+                )
                 usage = {
                     "prompt_tokens": result["prompt_tokens"],
                     "completion_tokens": result["completion_tokens"],
