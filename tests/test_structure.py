@@ -60,3 +60,51 @@ def test_the_layer_contract_names_every_package_of_llama_unsloth() -> None:
     }
     # The package's own __init__ (the public names) and data folders sit outside the layers.
     assert modules - named == set(), f"add these to [tool.importlinter] layers: {sorted(modules - named)}"
+
+
+def _import_graph() -> dict:
+    """Module -> modules it imports (module level, inside functions and under TYPE_CHECKING alike)."""
+    modules = {}
+    for path in _sources(*PACKAGES):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict = {name: set() for name in modules}
+    for name, path in modules.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
+                targets = [base] + [f"{base}.{a.name}" for a in node.names]
+            for target in targets:
+                while target and target not in modules:
+                    target = target.rpartition(".")[0]
+                if target and target != name and not name.startswith(target + "."):
+                    graph[name].add(target)
+    return graph
+
+
+def test_no_import_cycle_among_modules() -> None:
+    # import-linter's layers keep packages in order; this also catches a cycle inside one package.
+    graph, cycles = _import_graph(), []
+    state: dict = {}
+
+    def visit(node: str, trail: List[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                cycles.append(
+                    " -> ".join(trail[trail.index(nxt) :] + [node, nxt]) if nxt in trail else f"{node} -> {nxt}"
+                )
+            elif nxt not in state:
+                visit(nxt, trail + [node])
+        state[node] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [])
+    assert not cycles, "import cycles (imports inside functions count too):\n" + "\n".join(cycles)

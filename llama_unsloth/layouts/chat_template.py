@@ -35,15 +35,16 @@ import re
 import string
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from llama_unsloth.errors import PromptFormatError
 from llama_unsloth.layouts.llamaindex import REFINE_INSTRUCTION
 from llama_unsloth.layouts.records import DEFAULT_FLAG, ROLE_NAMES
 from llama_unsloth.layouts.templates import TOKENIZER_VARS, template_variables
 
-if TYPE_CHECKING:
-    from llama_unsloth.layouts.format import PromptFormat
+# ``fmt`` below is a PromptFormat. Not imported, even for type checking: format.py imports this module (the
+# to_chat_template delegate), and layouts' modules import only downward.
+PromptFormat = Any
 
 #: The file transformers 5 reads a tokenizer's chat template from (and vLLM, and llama.cpp's converter).
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
