@@ -108,3 +108,13 @@ def test_no_import_cycle_among_modules() -> None:
         if module not in state:
             visit(module, [])
     assert not cycles, "import cycles (imports inside functions count too):\n" + "\n".join(cycles)
+
+
+def test_test_file_names_are_unique() -> None:
+    # The tests folders have no __init__.py: pytest imports each test file by its base name, so two files of one
+    # name in different folders stop collection ("import file mismatch").
+    seen: dict = {}
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        seen.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    clashes = {name: paths for name, paths in seen.items() if len(paths) > 1}
+    assert not clashes, f"rename one of each: {clashes}"
