@@ -65,9 +65,7 @@ def _read_config_file(path: str) -> dict:
         if file.suffix == ".json":
             data = json.loads(text)
         else:
-            import yaml
-
-            data = yaml.safe_load(text) or {}
+            data = _load_yaml(text) or {}
     except Exception as err:  # yaml.YAMLError / json.JSONDecodeError: say where, in one line
         fail(f"--config {path}: not valid {'JSON' if file.suffix == '.json' else 'YAML'} ({err}).")
     if not isinstance(data, dict):
@@ -186,6 +184,23 @@ def _conform(value: Any, hint: Any, convert: bool = True) -> Any:
             return value
         raise ConfigTypeMismatch("a mapping")
     raise UncheckableConfigType
+
+
+def _load_yaml(text: str) -> Any:
+    """YAML as the YAML spec reads it, whatever was imported before: a config file means the same in every process.
+
+    PyYAML's ``SafeLoader`` is global and libraries change it: lm-format-enforcer (structured outputs) makes it read
+    timestamps as text on import. Our own loader class keeps the standard constructors.
+    """
+    import yaml
+
+    class ConfigLoader(yaml.SafeLoader):
+        pass
+
+    safe = yaml.constructor.SafeConstructor
+    for kind in ("null", "bool", "int", "float", "binary", "timestamp", "omap", "pairs", "set", "str", "seq", "map"):
+        ConfigLoader.add_constructor(f"tag:yaml.org,2002:{kind}", getattr(safe, f"construct_yaml_{kind}"))
+    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def _shown(value: Any) -> str:

@@ -18,6 +18,9 @@ Its own transformers integration (``lmformatenforcer.integrations.transformers``
 ``transformers.tokenization_utils``, which transformers 5 removed, so this module builds the tokenizer data
 itself (the same recipe) and hands ``generate`` its ``prefix_allowed_tokens_fn``, the hook transformers documents
 for this. Nothing here imports transformers: it works on the token ids ``generate`` passes.
+
+Importing lm-format-enforcer changes PyYAML's global ``SafeLoader`` (timestamps read as text): it is imported only
+when a structured call is made, and ``recipes.config`` reads ``--config`` files with a loader of its own.
 """
 
 from __future__ import annotations

@@ -204,3 +204,16 @@ def test_flags_still_override_config_values(tmp_path: Path) -> None:
 
     *_, model = parse(make_parser(), ["--question", "q", "--config", str(config), "--max-new-tokens", "8"])
     assert model.max_new_tokens == 8
+
+
+def test_a_config_reads_the_same_after_a_library_changed_yamls_global_loader(
+    tmp_path: Path, capsys: pytest.CaptureFixture, nothing_loads: None
+) -> None:
+    # lm-format-enforcer (structured outputs) makes PyYAML's global SafeLoader read dates as text on import: the
+    # config check must not depend on what else the process imported.
+    import lmformatenforcer.external.jsonschemaobjectutil  # noqa: F401 - the import is the change
+    import yaml
+
+    assert isinstance(yaml.safe_load("d: 2024-05-01")["d"], str)
+    rc, err, _ = _run_with_config("index", "collection: 2024-05-01\n", tmp_path, capsys)
+    assert rc == 2 and "YAML reads it as a date: put the value in quotes" in err
