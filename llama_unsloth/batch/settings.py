@@ -12,7 +12,6 @@ An output written before settings were recorded (no settings file) is adopted wi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import asdict, is_dataclass
@@ -22,15 +21,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from llama_unsloth.batch.answers import read_answers_jsonl
 from llama_unsloth.batch.tables import atomic_write
 from llama_unsloth.errors import RagError
+from llama_unsloth.models import folder_fingerprint
 
 logger = logging.getLogger(__name__)
 
 FRESH_FLAG = "--fresh"
 SETTINGS_SUFFIX = ".settings.json"
-# Files whose names and sizes stand for a model's weights (hashing gigabytes would cost minutes per run).
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".pkl", ".h5", ".msgpack")
-# Files hashed whole: what the model is (architecture, adapter target) and the layout it was fine-tuned on.
-DESCRIPTION_FILES = ("config.json", "adapter_config.json", "prompt_format.json")
 # LLM fields that change what is generated.
 GENERATION_FIELDS = ("max_new_tokens", "max_seq_length", "temperature", "top_p", "generate_kwargs", "stop")
 # Postprocessor fields that change speed only, or are objects recorded elsewhere (the embedding model).
@@ -40,19 +36,6 @@ _NOT_SETTINGS = {"callback_manager", "embed_model", "cache_size"}
 def settings_path(jsonl: Path) -> Path:
     """``answers.jsonl`` -> ``answers.settings.json`` (beside it)."""
     return jsonl.with_name(jsonl.stem + SETTINGS_SUFFIX)
-
-
-def folder_fingerprint(folder: Path) -> str:
-    """A short hash of what a model folder is: its config/adapter/layout files, and its weight files' names and sizes."""
-    digest = hashlib.sha256()
-    for name in DESCRIPTION_FILES:
-        file = folder / name
-        if file.is_file():
-            digest.update(name.encode() + b"\0" + file.read_bytes() + b"\0")
-    for file in sorted(folder.iterdir()):
-        if file.is_file() and file.name.lower().endswith(WEIGHT_SUFFIXES):
-            digest.update(f"{file.name}:{file.stat().st_size}\0".encode())
-    return digest.hexdigest()[:16]
 
 
 def model_identity(name: str, api_base: Optional[str] = None, served_model: Optional[str] = None) -> Dict[str, Any]:
@@ -65,7 +48,9 @@ def model_identity(name: str, api_base: Optional[str] = None, served_model: Opti
     """
     path = Path(name).expanduser()
     local = path.is_dir()
-    fingerprint = folder_fingerprint(path) if local else name
+    # What the folder holds (weights, configs, prompt_format.json: content, not size, so a re-trained adapter of
+    # the same shape is another model), hashed once and cached; its subfolders (merged/, checkpoints) are not it.
+    fingerprint = (folder_fingerprint(path, subfolders=False) or str(path.resolve())) if local else name
     if api_base:
         # The weights are the server's: what it serves, and where; the local folder adds the layout it holds.
         served = f"{served_model or name} @ {api_base.rstrip('/')}"
@@ -275,7 +260,6 @@ __all__ = [
     "ResumeKey",
     "check_resume",
     "differences",
-    "folder_fingerprint",
     "layout_settings",
     "llm_settings",
     "model_identity",

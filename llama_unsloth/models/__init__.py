@@ -24,6 +24,7 @@ from llama_unsloth.models.embeddings import (
     huggingface_embedding,
     make_embed_model,
 )
+from llama_unsloth.models.fingerprints import folder_fingerprint
 from llama_unsloth.models.loading import BACKENDS, load_model, resolve_backend
 from llama_unsloth.models.paths import (
     adapter_base,
@@ -45,6 +46,7 @@ __all__ = [
     "cohere_embedding",
     "embed_backend_of",
     "embed_fingerprint",
+    "folder_fingerprint",
     "embed_model_folder",
     "embed_model_id",
     "embed_model_name",

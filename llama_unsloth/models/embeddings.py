@@ -12,14 +12,12 @@ same model opens an index from any path, and a different one is refused.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Optional
 
 from llama_unsloth.errors import RagError
+from llama_unsloth.models.fingerprints import folder_fingerprint
 
 COHERE_MODEL = "embed-english-v3.0"
 COHERE_API_KEY_ENV_VARS = ("CO_API_KEY", "COHERE_API_KEY")
@@ -156,57 +154,6 @@ def embed_model_name(embed_model: Any) -> str:
     return f"{path.parent.name}/{path.name}" if path.name.lower() in _GENERIC_FOLDER_NAMES else path.name
 
 
-# ---------------------------------------------------------------------------------------------- fingerprints
-FINGERPRINT_CACHE_FILE = "file-hashes.json"
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-_TOKENIZER_SUFFIXES = (".txt", ".model")  # vocab.txt, merges.txt; sentencepiece models
-_SKIPPED_FOLDERS = ("onnx", "openvino")  # other runtimes' copies of the weights: not what is loaded here
-_file_hashes: Dict[Tuple[str, int, int], str] = {}
-
-
-def model_files(folder: Path) -> List[Path]:
-    """The files an embedding model loads from: configs, tokenizer and weights, in the folder and its module folders.
-
-    Weights are a folder's ``.safetensors`` files, or (only when it has none) its ``.bin``/``.pt``/``.pth``:
-    a hub snapshot that also holds other formats and a copy holding only what loads get the same
-    fingerprint. READMEs, licences, hidden files and ONNX/OpenVINO exports are left out. Empty when the
-    folder holds no weights (it is no model).
-    """
-    chosen: List[Path] = []
-    weights_found = False
-    for here in [folder, *sorted(p for p in folder.rglob("*") if p.is_dir())]:
-        parts = here.relative_to(folder).parts
-        if any(x.startswith(".") or x in _SKIPPED_FOLDERS for x in parts):
-            continue
-        files = [p for p in here.iterdir() if p.is_file() and not p.name.startswith(".")]
-        weights = [p for p in files if p.suffix == ".safetensors"] or [
-            p for p in files if p.suffix in _WEIGHT_SUFFIXES
-        ]
-        weights_found |= bool(weights)
-        chosen += weights + [p for p in files if p.suffix == ".json" or p.suffix in _TOKENIZER_SUFFIXES]
-    return sorted(chosen, key=lambda p: p.relative_to(folder).as_posix()) if weights_found else []
-
-
-def folder_fingerprint(folder: Path) -> Optional[str]:
-    """``sha256:<hex>`` of a model folder's :func:`model_files` (names and contents); None when it holds none.
-
-    Each file's hash is cached by path, modification time and size, in memory and in the user cache
-    (``file-hashes.json``), so a model is read once, not on every command.
-    """
-    files = model_files(folder)
-    if not files:
-        return None
-    disk = _read_hash_cache()
-    total, changed = hashlib.sha256(), False
-    for file in files:
-        digest, hashed = _file_hash(file, disk)
-        changed |= hashed
-        total.update(f"{file.relative_to(folder).as_posix()}\t{digest}\n".encode())
-    if changed:
-        _write_hash_cache(disk)
-    return "sha256:" + total.hexdigest()
-
-
 def embed_fingerprint(embed_model: Any) -> Optional[str]:
     """What an embedding model is, by content: its folder's :func:`folder_fingerprint`; Cohere: the model name.
 
@@ -216,56 +163,6 @@ def embed_fingerprint(embed_model: Any) -> Optional[str]:
         return "cohere:" + str(getattr(embed_model, "model_name", "") or COHERE_MODEL)
     folder = embed_model_folder(embed_model)
     return folder_fingerprint(folder) if folder is not None else None
-
-
-def _file_hash(file: Path, disk: Dict[str, List[Any]]) -> Tuple[str, bool]:
-    """``(sha256 of the file, whether it was read now)``, from the caches when path, mtime and size are unchanged."""
-    stat = file.stat()  # through symlinks: a hub snapshot links to its blobs
-    key = (str(file.resolve()), stat.st_mtime_ns, stat.st_size)
-    hashed = False
-    if key not in _file_hashes:
-        cached = disk.get(key[0])
-        if isinstance(cached, list) and len(cached) == 3 and cached[:2] == [key[1], key[2]]:
-            _file_hashes[key] = str(cached[2])
-        else:
-            _file_hashes[key], hashed = _sha256_of(file), True
-    disk[key[0]] = [key[1], key[2], _file_hashes[key]]
-    return _file_hashes[key], hashed
-
-
-def _sha256_of(file: Path) -> str:
-    digest = hashlib.sha256()
-    with open(file, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _hash_cache_path() -> Path:
-    from llama_unsloth.defaults import cache_dir
-
-    return cache_dir() / FINGERPRINT_CACHE_FILE
-
-
-def _read_hash_cache() -> Dict[str, List[Any]]:
-    try:
-        data = json.loads(_hash_cache_path().read_text(encoding="utf-8"))
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):  # no cache yet, or a broken one: hash again
-        return {}
-
-
-def _write_hash_cache(disk: Dict[str, List[Any]]) -> None:
-    path = _hash_cache_path()
-    disk = {name: entry for name, entry in disk.items() if os.path.exists(name)}  # moved or deleted models go
-    try:  # atomic: two commands hashing at once leave one whole file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(prefix=".file-hashes-", dir=path.parent)
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(disk, out)
-        os.replace(tmp, path)
-    except OSError:  # a read-only cache costs a re-hash next time, nothing else
-        pass
 
 
 def embed_backend_of(embed_model: Any) -> str:
@@ -287,8 +184,6 @@ __all__ = [
     "embed_model_folder",
     "embed_model_id",
     "embed_model_name",
-    "folder_fingerprint",
-    "model_files",
     "embedding_dimension",
     "huggingface_embedding",
     "make_embed_model",

@@ -47,7 +47,7 @@ def test_differences_name_what_changed_in_one_line_each() -> None:
     assert differences(recorded, {"max_new_tokens": 64, "stop": ["x"]}) == []
 
 
-def test_model_fingerprint_reads_files_not_weights(tmp_path: Path, tiny_llama_path: Path) -> None:
+def test_model_fingerprint_is_what_the_folder_holds_not_where_it_lies(tmp_path: Path, tiny_llama_path: Path) -> None:
     from llama_unsloth.batch.settings import model_identity
 
     copy = Path(shutil.copytree(tiny_llama_path, tmp_path / "copy"))
@@ -57,6 +57,13 @@ def test_model_fingerprint_reads_files_not_weights(tmp_path: Path, tiny_llama_pa
     config = json.loads((copy / "config.json").read_text(encoding="utf-8"))
     (copy / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 1}), encoding="utf-8")
     assert model_identity(str(copy))["model_fingerprint"] != same["model_fingerprint"]
+    # A re-trained model of the same shape: same file names and sizes, other weights. Not the same model.
+    retrained = Path(shutil.copytree(tiny_llama_path, tmp_path / "retrained"))
+    weights = retrained / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert model_identity(str(retrained))["model_fingerprint"] != same["model_fingerprint"]
     served = model_identity(str(copy), api_base="http://127.0.0.1:8001/v1/", served_model="nemo")
     assert served["model"] == "nemo @ http://127.0.0.1:8001/v1"
     assert model_identity("org/hub-model") == {"model": "org/hub-model", "model_fingerprint": "org/hub-model"}
