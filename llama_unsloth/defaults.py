@@ -31,6 +31,12 @@ POV_TOP_K = 15  # chunks retrieved before POV reranking
 QUERY_TOP_N = 10  # kept by query similarity before POV scoring
 POV_TOP_N = 5  # kept by POV score: the context
 
+
+def top_k(pov_reranking: bool) -> int:
+    """Chunks retrieved when no ``similarity_top_k`` is given: 15 before POV reranking, else 3."""
+    return POV_TOP_K if pov_reranking else TOP_K
+
+
 # ---- indexing: the users' RecursiveCharacterTextSplitter(chunk_size=2000, chunk_overlap=120)
 CHUNK_UNIT: Final = "characters"
 # (size, overlap) per unit; 384/24 cl100k tokens ~ 2000/120 characters on English prose.

@@ -282,9 +282,7 @@ class BatchOptions:
 
             out["layout"] = layout_settings(PromptFormat.load(model.model_dir))
         if retrieval is not None:
-            out["similarity_top_k"] = retrieval.similarity_top_k or (
-                defaults.POV_TOP_K if retrieval.povs else defaults.TOP_K
-            )
+            out["similarity_top_k"] = retrieval.similarity_top_k or defaults.top_k(pov_reranking=bool(retrieval.povs))
             out["povs"] = _read_povs(retrieval.povs) if retrieval.povs else None
             if retrieval.povs:
                 out.update(query_top_n=retrieval.query_top_n, top_n=retrieval.top_n)

@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-from llama_unsloth.defaults import POV_TOP_K as DEFAULT_POV_TOP_K
 from llama_unsloth.defaults import POV_TOP_N as DEFAULT_POV_TOP_N
 from llama_unsloth.defaults import QUERY_TOP_N as DEFAULT_QUERY_TOP_N
-from llama_unsloth.defaults import TOP_K as DEFAULT_TOP_K
+from llama_unsloth.defaults import top_k
 from llama_unsloth.errors import RagError
 from llama_unsloth.llms import prompt_helper
 from llama_unsloth.rag.chunking import KEY_FILE_NAME, KEY_FILE_PATH
@@ -71,8 +70,8 @@ def has_pov_reranker(postprocessors: Sequence[Any]) -> bool:
 
 
 def default_top_k(postprocessors: Sequence[Any]) -> int:
-    """15 before POV reranking, else 3 (our users' settings)."""
-    return DEFAULT_POV_TOP_K if has_pov_reranker(postprocessors) else DEFAULT_TOP_K
+    """15 before POV reranking, else 3 (our users' settings: :func:`llama_unsloth.defaults.top_k`)."""
+    return top_k(has_pov_reranker(postprocessors))
 
 
 def make_query_engine(
